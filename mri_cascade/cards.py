@@ -1,0 +1,90 @@
+"""Model cards rendered from ``model_cards/model_card.md`` with the figures a model directory holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .labels import LABELS, TASKS
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "model_card.md"
+DEFAULT_NAMESPACE = "mri-cascade"
+HUB_DATASETS = ["Falah/Alzheimer_MRI", "sartajbhuvaji/Brain-Tumor-Classification"]
+SUMMARIES = {
+    "disease-detector": "Tells a brain MRI slice with Alzheimer's disease or a tumor from one with neither.",
+    "alzheimer-vs-tumor": "Given a diseased brain MRI slice, tells Alzheimer's disease from a brain tumor.",
+    "alzheimer-severity": "Grades the Alzheimer's disease a brain MRI slice shows: very mild, mild or moderate.",
+    "tumor-type": "Names the brain tumor a MRI slice shows: glioma, meningioma or pituitary tumor.",
+}
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> ModelCard:
+    """Write ``model_dir/README.md`` from the template, ``validation_results.json``,
+    ``training_args.json`` and, when present, ``test_results.json``; return the card."""
+    model_dir = Path(model_dir)
+    task = TASKS[model_dir.name]
+    validation = _read(model_dir / "validation_results.json") or {}
+    training = _read(model_dir / "training_args.json") or {}
+    test = _read(model_dir / "test_results.json")
+    config = json.loads((model_dir / "config.json").read_text())
+    repo_id = f"{namespace}/mri-{task.name}"
+    eval_results = []
+    if test:
+        for variant, name in (("full", "official test split"), ("deduplicated", "test split, training duplicates removed")):
+            for metric in ("accuracy", "macro_f1"):
+                eval_results.append(EvalResult(
+                    task_type="image-classification", dataset_type="imagefolder", dataset_name=f"MRI ({name})",
+                    dataset_split="test", metric_type=metric.replace("macro_", ""), metric_value=round(test[variant][metric], 4),
+                    metric_name=f"{metric.replace('_', ' ')} ({variant})",
+                ))
+    card_data = ModelCardData(
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        tags=["medical-imaging", "mri", "brain", "alzheimer", "brain-tumor", "mri-cascade"],
+        datasets=HUB_DATASETS,
+        metrics=["accuracy", "f1"],
+        model_name=repo_id,
+        eval_results=eval_results or None,
+    )
+    members = ", ".join(f"`{label}`" for label in task.class_of)
+    classes_table = "| class | the cascade's answers it leads to |\n|---|---|\n" + "\n".join(
+        f"| `{cls}` | {', '.join(LABELS[label] for label, c in task.class_of.items() if c == cls)} |"
+        for cls in task.classes
+    )
+    threshold = validation.get("healthy_threshold") or {}
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        title=task.title,
+        summary=SUMMARIES[task.name] + f" Trained on images labelled {members}.",
+        stage=list(TASKS).index(task.name) + 1,
+        namespace=namespace,
+        repo_id=repo_id,
+        classes_example="[{'label': '%s', 'score': ...}, ...]" % task.classes[0],
+        healthy_threshold=config.get("healthy_threshold"),
+        target_recall=threshold.get("target_disease_recall", 0.0),
+        classes_table=classes_table,
+        base_model=training.get("base_model", "unknown"),
+        image_size=training.get("image_size", "?"),
+        datasets_text="the Kaggle Alzheimer's (4 classes) and Brain Tumor Classification (MRI) collections "
+        "(Hub: " + ", ".join(HUB_DATASETS) + ")",
+        validation_images=validation.get("validation_images", "?"),
+        epochs=training.get("epochs", "?"),
+        learning_rate=training.get("learning_rate", "?"),
+        batch_size=training.get("batch_size", "?"),
+        training_minutes=validation.get("training_minutes", "?"),
+        validation_line=", ".join(
+            f"{k.replace('_', ' ')} {100 * validation[k]:.1f} %" for k in ("accuracy", "balanced_accuracy") if k in validation
+        ) or "not recorded",
+        test_full=(test or {}).get("full"),
+        test_dedup=(test or {}).get("deduplicated"),
+    )
+    card.save(model_dir / "README.md")
+    return card

@@ -1,0 +1,144 @@
+"""The ``mri-cascade`` command: evaluate the cascade, audit data, push models to the Hub."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from .audit import duplicates_of_reference, fingerprint_dataset
+    from .cards import render_model_card
+    from .cascade import DEFAULT_MODELS, Cascade
+    from .data import expand_sources, load_sources
+    from .evaluation import evaluate_predictions, write_report
+    from .labels import TASKS
+
+    sources = expand_sources(args.data)
+    splits = load_sources(sources)
+    test = splits["test"]
+    _, duplicates = duplicates_of_reference(fingerprint_dataset(test), fingerprint_dataset(splits["train"]))
+    cascade = Cascade.from_pretrained(args.models)
+    print(f"evaluating on {len(test)} test images ({int(duplicates.sum())} duplicate a training image) ...", flush=True)
+    stage_probabilities = cascade.stage_probabilities(test["image"], batch_size=args.batch_size)
+    predicted = [result.label for result in cascade.combine(stage_probabilities)]
+    truth = test["label_id"]
+    keep = ~duplicates
+    report = {
+        "models": str(args.models or DEFAULT_MODELS),
+        "data": sources,
+        "healthy_threshold": cascade.healthy_threshold,
+        "full_test": evaluate_predictions(truth, stage_probabilities, predicted, cascade.healthy_threshold),
+        "deduplicated_test": evaluate_predictions(
+            [t for t, k in zip(truth, keep) if k],
+            {task: p[keep] for task, p in stage_probabilities.items()},
+            [p for p, k in zip(predicted, keep) if k],
+            cascade.healthy_threshold,
+        ),
+    }
+    write_report(report, Path(args.out))
+    print_summary(report)
+    if args.update_model_cards:
+        models_dir = Path(args.models or DEFAULT_MODELS)
+        for task in TASKS:
+            figures = {
+                variant: {k: v for k, v in report[f"{key}_test"]["models"][task].items() if k not in ("per_class", "confusion")}
+                for variant, key in (("full", "full"), ("deduplicated", "deduplicated"))
+            }
+            (models_dir / task / "test_results.json").write_text(json.dumps(figures, indent=2))
+            render_model_card(models_dir / task)
+    return 0
+
+
+def print_summary(report: dict) -> None:
+    print(f"\n{'figure':<44}{'full test':>12}{'deduplicated':>14}")
+    full, dedup = report["full_test"], report["deduplicated_test"]
+
+    def row(name: str, a, b) -> None:
+        cell = lambda v: "-" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+        print(f"{name:<44}{cell(a):>12}{cell(b):>14}")
+
+    row("images", None, None)
+    print(f"{'':<44}{full['images']:>12}{dedup['images']:>14}")
+    row("disease detector accuracy (at threshold)", full["disease_detector_at_threshold"]["accuracy"],
+        dedup["disease_detector_at_threshold"]["accuracy"])
+    row("disease detector disease recall", full["disease_detector_at_threshold"]["disease_recall"],
+        dedup["disease_detector_at_threshold"]["disease_recall"])
+    for task in full["models"]:
+        row(f"{task} accuracy (own images)", full["models"][task]["accuracy"],
+            dedup["models"].get(task, {}).get("accuracy"))
+    row("cascade end to end, 7 classes", full["cascade"]["accuracy"], dedup["cascade"]["accuracy"])
+
+
+def audit_command(args: argparse.Namespace) -> int:
+    from .audit import fingerprint_dataset
+    from .data import expand_sources, load_sources
+    from .evaluation import audit_report, print_audit
+
+    splits = load_sources(expand_sources(args.data))
+    audit = audit_report(splits, fingerprint_dataset(splits["train"]), fingerprint_dataset(splits["test"]))
+    print_audit(audit)
+    if args.out:
+        Path(args.out).write_text(json.dumps(audit, indent=2))
+    return 0
+
+
+def push_command(args: argparse.Namespace) -> int:
+    from huggingface_hub import create_repo, upload_folder
+
+    from .cards import render_model_card
+    from .cascade import DEFAULT_MODELS
+    from .labels import TASKS
+
+    models_dir = Path(args.models or DEFAULT_MODELS)
+    for task in TASKS:
+        repo_id = f"{args.namespace}/{args.prefix}-{task}"
+        render_model_card(models_dir / task, namespace=args.namespace)
+        create_repo(repo_id, exist_ok=True, private=args.private)
+        upload_folder(repo_id=repo_id, folder_path=str(models_dir / task), commit_message="Upload MRI Cascade model")
+        print(f"pushed {models_dir / task} -> {repo_id}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mri-cascade", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    evaluate = commands.add_parser("evaluate", help="Run every model and the cascade on the test splits.")
+    evaluate.add_argument("data", nargs="+", help="Collection roots, a folder of them (../shared/data) or Hub ids.")
+    evaluate.add_argument("--models", default=None, help="Models directory or Hub prefix (default: the shipped models/).")
+    evaluate.add_argument("--out", default="reports", help="Where evaluation.json and the PNGs go.")
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--update-model-cards", action="store_true",
+                          help="Write test_results.json into each model folder and re-render its card.")
+    evaluate.set_defaults(run=evaluate_command)
+
+    audit = commands.add_parser("audit", help="Count exact and near-duplicate images within and across splits.")
+    audit.add_argument("data", nargs="+")
+    audit.add_argument("--out", default=None, help="Write the audit as JSON here.")
+    audit.set_defaults(run=audit_command)
+
+    push = commands.add_parser("push-to-hub", help="Upload the four models to <namespace>/<prefix>-<task>.")
+    push.add_argument("namespace")
+    push.add_argument("--prefix", default="mri")
+    push.add_argument("--models", default=None)
+    push.add_argument("--private", action="store_true")
+    push.set_defaults(run=push_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (OSError, ValueError) as error:
+        print(f"mri-cascade: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Loading the two MRI collections, from a local image folder or the Hub, into the four task datasets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, concatenate_datasets, load_dataset
+from sklearn.model_selection import StratifiedGroupKFold
+
+from .labels import LABEL_IDS, Task, label_id_from_source
+
+FEATURES = Features({"image": Image(), "label_id": Value("string"), "source": Value("string")})
+
+
+def _class_column(dataset: Dataset) -> str:
+    for name, feature in dataset.features.items():
+        if isinstance(feature, ClassLabel):
+            return name
+    raise ValueError(f"no class-label column in {list(dataset.features)}")
+
+
+def load_source(source: str) -> DatasetDict:
+    """One collection, as splits of (image, label_id, source).
+
+    ``source`` is a local image-folder root (``<root>/<split>/<class>/*``) or a Hub dataset id
+    such as ``Falah/Alzheimer_MRI`` or ``sartajbhuvaji/Brain-Tumor-Classification``.
+    """
+    local = os.path.isdir(source)
+    raw = load_dataset("imagefolder", data_dir=source) if local else load_dataset(source)
+    name = os.path.basename(os.path.normpath(source)) if local else source
+    splits = {}
+    for split, dataset in raw.items():
+        column = _class_column(dataset)
+        names = dataset.features[column].names
+        label_ids = [label_id_from_source(names[i]) for i in dataset[column]]
+        dataset = dataset.select_columns(["image"]).add_column("label_id", label_ids)
+        dataset = dataset.add_column("source", [name] * len(dataset))
+        splits[split] = dataset.cast(FEATURES)
+    return DatasetDict(splits)
+
+
+def load_sources(sources: Sequence[str]) -> DatasetDict:
+    """Several collections concatenated split by split (``train`` and ``test``)."""
+    loaded = [load_source(source) for source in sources]
+    splits = sorted(set.intersection(*(set(d) for d in loaded)))
+    return DatasetDict({split: concatenate_datasets([d[split] for d in loaded]) for split in splits})
+
+
+def split_validation(
+    train: Dataset, groups: Sequence[int], fraction: float = 0.15, seed: int = 42
+) -> tuple[Dataset, Dataset]:
+    """Carve a stratified validation split out of ``train`` that keeps each group on one side.
+
+    ``groups`` clusters near-identical images (slices of one subject, re-encoded copies): a
+    random split would put neighbours of a validation image in training and flatter it.
+    """
+    folds = StratifiedGroupKFold(n_splits=round(1 / fraction), shuffle=True, random_state=seed)
+    train_index, validation_index = next(folds.split(np.zeros(len(train)), train["label_id"], groups))
+    return train.select(sorted(train_index)), train.select(sorted(validation_index))
+
+
+def task_dataset(dataset: Dataset, task: Task) -> Dataset:
+    """Keep the images that belong to ``task`` and label them with its ClassLabel."""
+    keep = [i for i, label in enumerate(dataset["label_id"]) if label in task.class_of]
+    subset = dataset.select(keep)
+    labels = [task.classes.index(task.class_of[label]) for label in subset["label_id"]]
+    subset = subset.add_column("label", labels)
+    return subset.cast_column("label", ClassLabel(names=list(task.classes)))
+
+
+def label_counts(dataset: Dataset) -> dict[str, int]:
+    values = dataset["label_id"]
+    return {label: values.count(label) for label in LABEL_IDS if label in values}
+
+
+def expand_sources(sources: Sequence[str]) -> list[str]:
+    """Accept a folder of collections (``../shared/data`` holding ``alzheimer/`` and ``brain_tumor/``)
+    as well as collection roots and Hub ids."""
+    expanded = []
+    for source in sources:
+        if os.path.isdir(source) and not os.path.isdir(os.path.join(source, "train")):
+            children = sorted(os.path.join(source, c) for c in os.listdir(source))
+            collections = [c for c in children if os.path.isdir(os.path.join(c, "train"))]
+            if not collections:
+                raise ValueError(f"{source} holds neither a train/ split nor collections with one")
+            expanded.extend(collections)
+        else:
+            expanded.append(source)
+    return expanded

@@ -1,0 +1,156 @@
+"""Metrics, the data audit report, threshold tuning and the test-split evaluation of the cascade."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    roc_auc_score,
+)
+
+from .audit import Fingerprints, audit_table, duplicates_of_reference, within_split_duplicates
+from .labels import DISEASE_DETECTOR, LABEL_IDS, TASKS
+
+
+def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Accuracy, balanced accuracy, macro F1 and, for two classes, ROC AUC; ``scores`` are logits or probabilities."""
+    labels = np.asarray(labels)
+    predictions = np.asarray(scores).argmax(axis=-1)
+    metrics = {
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, predictions)),
+        "macro_f1": float(f1_score(labels, predictions, average="macro")),
+    }
+    if scores.shape[-1] == 2 and len(set(labels.tolist())) == 2:
+        metrics["roc_auc"] = float(roc_auc_score(labels, np.asarray(scores)[:, 1] - np.asarray(scores)[:, 0]))
+    return metrics
+
+
+def tune_healthy_threshold(p_healthy: np.ndarray, is_healthy: np.ndarray, target_recall: float) -> dict[str, float]:
+    """The largest threshold t (healthy iff P(healthy) > t) whose disease recall reaches ``target_recall``.
+
+    Larger t calls fewer scans healthy, so this is the most specific threshold that still misses
+    at most 1 - target_recall of the diseased scans.
+    """
+    disease_scores = np.sort(p_healthy[~is_healthy])
+    allowed_misses = int(np.floor((1 - target_recall) * len(disease_scores)))
+    # t just below the (allowed_misses+1)-th highest disease score lets exactly allowed_misses through
+    threshold = float(np.nextafter(disease_scores[len(disease_scores) - allowed_misses - 1], -np.inf))
+    threshold = min(max(threshold, 0.0), 1.0)
+    called_healthy = p_healthy > threshold
+    return {
+        "threshold": threshold,
+        "target_disease_recall": target_recall,
+        "validation_disease_recall": float((~called_healthy[~is_healthy]).mean()),
+        "validation_accuracy": float((called_healthy == is_healthy).mean()),
+    }
+
+
+def audit_report(splits, train_prints: Fingerprints, test_prints: Fingerprints) -> dict:
+    """Duplicate counts per class: within train, within test, and test images that copy a train image."""
+    train_exact, train_near = within_split_duplicates(train_prints)
+    test_exact, test_near = within_split_duplicates(test_prints)
+    cross_exact, cross_near = duplicates_of_reference(test_prints, train_prints)
+    return {
+        "train_within_split": audit_table(splits["train"]["label_id"], {"exact": train_exact, "near": train_near}),
+        "test_within_split": audit_table(splits["test"]["label_id"], {"exact": test_exact, "near": test_near}),
+        "test_duplicating_train": audit_table(splits["test"]["label_id"], {"exact": cross_exact, "near": cross_near}),
+    }
+
+
+def print_audit(audit: dict) -> None:
+    for section, table in audit.items():
+        print(f"\n{section}:")
+        print(f"  {'class':<22}{'images':>8}{'exact':>8}{'near':>8}")
+        for label, row in table.items():
+            print(f"  {label:<22}{row['images']:>8}{row['exact']:>8}{row['near']:>8}")
+
+
+def _per_class(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict:
+    report = classification_report(y_true, y_pred, labels=labels, output_dict=True, zero_division=0)
+    return {label: {k: round(float(v), 4) for k, v in report[label].items()} for label in labels}
+
+
+def evaluate_predictions(
+    true_labels: list[str], stage_probabilities: dict[str, np.ndarray], predicted_labels: list[str], healthy_threshold: float
+) -> dict:
+    """Every figure for one set of test images: each model on its own task's images, and the cascade."""
+    true_array = np.asarray(true_labels)
+    figures: dict = {"images": len(true_labels), "models": {}}
+    for task in TASKS.values():
+        members = np.isin(true_array, task.members())
+        if not members.any():
+            continue
+        truth = [task.class_of[label] for label in true_array[members]]
+        truth_index = np.array([task.classes.index(c) for c in truth])
+        probabilities = stage_probabilities[task.name][members]
+        predicted = [task.classes[i] for i in probabilities.argmax(axis=1)]
+        figures["models"][task.name] = {
+            "images": int(members.sum()),
+            **classification_metrics(truth_index, probabilities),
+            "per_class": _per_class(truth, predicted, list(task.classes)),
+            "confusion": confusion_matrix(truth, predicted, labels=list(task.classes)).tolist(),
+        }
+    detector = stage_probabilities[DISEASE_DETECTOR.name]
+    is_healthy = true_array == "healthy"
+    called_healthy = detector[:, 0] > healthy_threshold
+    figures["disease_detector_at_threshold"] = {
+        "threshold": healthy_threshold,
+        "accuracy": float((called_healthy == is_healthy).mean()),
+        "disease_recall": float((~called_healthy[~is_healthy]).mean()) if (~is_healthy).any() else None,
+        "healthy_recall": float(called_healthy[is_healthy].mean()) if is_healthy.any() else None,
+    }
+    labels = [label for label in LABEL_IDS if label in set(true_labels) | set(predicted_labels)]
+    figures["cascade"] = {
+        "accuracy": float(accuracy_score(true_labels, predicted_labels)),
+        "balanced_accuracy": float(balanced_accuracy_score(true_labels, predicted_labels)),
+        "macro_f1": float(f1_score(true_labels, predicted_labels, average="macro")),
+        "per_class": _per_class(true_labels, predicted_labels, labels),
+        "labels": labels,
+        "confusion": confusion_matrix(true_labels, predicted_labels, labels=labels).tolist(),
+    }
+    return figures
+
+
+def save_confusion_png(confusion: list[list[int]], labels: list[str], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = 3 + 0.8 * len(labels)
+    figure, axes = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay(np.asarray(confusion), display_labels=labels).plot(
+        ax=axes, cmap="Blues", colorbar=False, xticks_rotation=45
+    )
+    axes.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_report(report: dict, out_dir: Path) -> None:
+    """``evaluation.json`` and a confusion-matrix PNG per model and per test set under ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2))
+    for variant in ("full_test", "deduplicated_test"):
+        figures = report[variant]
+        save_confusion_png(
+            figures["cascade"]["confusion"], figures["cascade"]["labels"],
+            f"Cascade, {variant.replace('_', ' ')} ({figures['images']} images)",
+            out_dir / f"confusion_cascade_{variant}.png",
+        )
+        for task_name, model_figures in figures["models"].items():
+            save_confusion_png(
+                model_figures["confusion"], list(TASKS[task_name].classes),
+                f"{task_name}, {variant.replace('_', ' ')} ({model_figures['images']} images)",
+                out_dir / f"confusion_{task_name}_{variant}.png",
+            )

@@ -1,0 +1,90 @@
+"""Shared fixtures: synthetic brain-like slices and tiny random models in Hub layout."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def synthetic_slice(seed: int = 0, size: tuple[int, int] = (176, 208), lesion: bool = False) -> Image.Image:
+    """A greyscale 'axial slice': a bright ellipse (skull and brain) with darker ventricles and noise."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width]
+    cx, cy = width / 2 + rng.uniform(-5, 5), height / 2 + rng.uniform(-5, 5)
+    brain = ((x - cx) / (0.4 * width)) ** 2 + ((y - cy) / (0.45 * height)) ** 2 < 1
+    ventricles = ((x - cx) / (0.08 * width)) ** 2 + ((y - cy) / (0.15 * height)) ** 2 < 1
+    pixels = np.where(brain, 120 + 40 * rng.random((height, width)), 0) - np.where(ventricles, 80, 0)
+    if lesion:
+        lx, ly = cx + rng.uniform(-20, 20), cy + rng.uniform(-30, 30)
+        pixels += 100 * (((x - lx) ** 2 + (y - ly) ** 2) < 12**2)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L")
+
+
+def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def save_tiny_models(root: Path, healthy_threshold: float = 0.5, seed: int = 0) -> Path:
+    """Four randomly initialised, very small classifiers in the cascade's Hub layout."""
+    import torch
+    from transformers import ConvNextConfig, ConvNextForImageClassification, EfficientNetImageProcessor
+
+    from mri_cascade.labels import TASKS
+
+    torch.manual_seed(seed)
+    for task in TASKS.values():
+        id2label = dict(enumerate(task.classes))
+        config = ConvNextConfig(
+            num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], image_size=32,
+            id2label=id2label, label2id={v: k for k, v in id2label.items()},
+        )
+        if task.name == "disease-detector":
+            config.healthy_threshold = healthy_threshold
+        model = ConvNextForImageClassification(config)
+        processor = EfficientNetImageProcessor(
+            size={"height": 32, "width": 32}, do_center_crop=False, image_mean=[0.5] * 3, image_std=[0.5] * 3,
+            include_top=False,
+        )
+        model.save_pretrained(root / task.name)
+        processor.save_pretrained(root / task.name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    return save_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_cascade(tiny_models):
+    from mri_cascade import Cascade
+
+    return Cascade.from_pretrained(tiny_models)
+
+
+def make_image_folder(root: Path, classes_per_split: dict[str, dict[str, int]], seed: int = 0) -> Path:
+    """``root/<split>/<class>/<n>.jpg`` with distinct synthetic slices."""
+    counter = seed * 10_000
+    for split, classes in classes_per_split.items():
+        for class_name, count in classes.items():
+            folder = root / split / class_name
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                counter += 1
+                image = synthetic_slice(counter, lesion="tumor" in class_name.lower())
+                (folder / f"{index}.jpg").write_bytes(jpeg_bytes(image))
+    return root

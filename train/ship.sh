@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The exact run that produced the shipped models/ (2 CPU cores; see reports/ for its timings).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python train/run_train.py \
+  --task all --model efficientnet-lite0 --output_dir models \
+  --data ../shared/data/alzheimer ../shared/data/brain_tumor \
+  --image_size 160 --num_train_epochs 6 \
+  --task_image_size "alzheimer-vs-tumor=128,alzheimer-severity=176,tumor-type=176" \
+  --task_epochs "alzheimer-vs-tumor=2,alzheimer-severity=10,tumor-type=10" \
+  --per_device_train_batch_size 32 --per_device_eval_batch_size 64 \
+  --learning_rate 6e-4 --weight_decay 0.05 --lr_scheduler_type cosine --warmup_steps 30 \
+  --eval_strategy epoch --save_strategy epoch --save_total_limit 1 \
+  --load_best_model_at_end --metric_for_best_model balanced_accuracy \
+  --logging_strategy epoch --report_to none --use_cpu --seed 42 "$@"
