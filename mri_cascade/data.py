@@ -21,6 +21,18 @@ def _class_column(dataset: Dataset) -> str:
     raise ValueError(f"no class-label column in {list(dataset.features)}")
 
 
+SPLIT_NAMES = {"train": "train", "training": "train", "test": "test", "testing": "test",
+               "validation": "validation", "valid": "validation", "val": "validation"}
+
+
+def split_folders(root: str) -> dict[str, str]:
+    """The split sub-folders of an image-folder root, by canonical split name (``Training`` -> ``train``)."""
+    if not os.path.isdir(root):
+        return {}
+    return {SPLIT_NAMES[name.lower()]: os.path.join(root, name) for name in sorted(os.listdir(root))
+            if name.lower() in SPLIT_NAMES and os.path.isdir(os.path.join(root, name))}
+
+
 def load_source(source: str) -> DatasetDict:
     """One collection, as splits of (image, label_id, source).
 
@@ -28,10 +40,19 @@ def load_source(source: str) -> DatasetDict:
     such as ``Falah/Alzheimer_MRI`` or ``sartajbhuvaji/Brain-Tumor-Classification``.
     """
     local = os.path.isdir(source)
-    raw = load_dataset("imagefolder", data_dir=source) if local else load_dataset(source)
+    if local:
+        folders = split_folders(source)
+        if not folders:
+            raise ValueError(f"{source} has no train/ or test/ folder of class folders")
+        raw = load_dataset(
+            "imagefolder", data_files={split: os.path.join(path, "**") for split, path in folders.items()}, drop_labels=False
+        )
+    else:
+        raw = load_dataset(source)
     name = os.path.basename(os.path.normpath(source)) if local else source
     splits = {}
     for split, dataset in raw.items():
+        split = SPLIT_NAMES.get(split.lower(), split)
         column = _class_column(dataset)
         names = dataset.features[column].names
         label_ids = [label_id_from_source(names[i]) for i in dataset[column]]
@@ -80,9 +101,9 @@ def expand_sources(sources: Sequence[str]) -> list[str]:
     as well as collection roots and Hub ids."""
     expanded = []
     for source in sources:
-        if os.path.isdir(source) and not os.path.isdir(os.path.join(source, "train")):
+        if os.path.isdir(source) and not split_folders(source):
             children = sorted(os.path.join(source, c) for c in os.listdir(source))
-            collections = [c for c in children if os.path.isdir(os.path.join(c, "train"))]
+            collections = [c for c in children if split_folders(c)]
             if not collections:
                 raise ValueError(f"{source} holds neither a train/ split nor collections with one")
             expanded.extend(collections)

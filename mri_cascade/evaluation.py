@@ -41,8 +41,8 @@ def tune_healthy_threshold(p_healthy: np.ndarray, is_healthy: np.ndarray, target
     """
     disease_scores = np.sort(p_healthy[~is_healthy])
     allowed_misses = int(np.floor((1 - target_recall) * len(disease_scores)))
-    # t just below the (allowed_misses+1)-th highest disease score lets exactly allowed_misses through
-    threshold = float(np.nextafter(disease_scores[len(disease_scores) - allowed_misses - 1], -np.inf))
+    # at t = the (allowed_misses+1)-th highest disease score, only the allowed_misses above it are called healthy
+    threshold = float(disease_scores[len(disease_scores) - allowed_misses - 1])
     threshold = min(max(threshold, 0.0), 1.0)
     called_healthy = p_healthy > threshold
     return {

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_image_folder
+from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
+from mri_cascade.data import expand_sources, load_source, load_sources, split_validation, task_dataset
+from mri_cascade.labels import TASKS
+
+
+@pytest.fixture(scope="module")
+def collections(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_image_folder(root / "alzheimer", {
+        "train": {"NonDemented": 6, "VeryMildDemented": 6, "MildDemented": 6, "ModerateDemented": 3},
+        "test": {"NonDemented": 2, "MildDemented": 2},
+    }, seed=1)
+    # Hub-style spellings and split names (Training/Testing) on the tumor side
+    make_image_folder(root / "brain_tumor", {
+        "Training": {"notumor": 4, "glioma": 5, "meningioma": 5, "pituitary": 5},
+        "Testing": {"notumor": 2, "glioma": 2},
+    }, seed=2)
+    return root
+
+
+def test_a_collection_loads_with_label_ids(collections):
+    splits = load_source(str(collections / "alzheimer"))
+    assert set(splits) == {"train", "test"}
+    assert sorted(set(splits["train"]["label_id"])) == [
+        "alzheimer_mild", "alzheimer_moderate", "alzheimer_very_mild", "healthy"]
+    assert set(splits["train"]["source"]) == {"alzheimer"}
+
+
+def test_hub_style_folders_and_split_names_are_understood(collections):
+    splits = load_source(str(collections / "brain_tumor"))
+    assert set(splits) == {"train", "test"}
+    assert set(splits["train"]["label_id"]) == {"healthy", "tumor_glioma", "tumor_meningioma", "tumor_pituitary"}
+
+
+def test_a_folder_of_collections_expands_and_concatenates(collections):
+    sources = expand_sources([str(collections)])
+    assert [s.split("/")[-1] for s in sources] == ["alzheimer", "brain_tumor"]
+    splits = load_sources(sources)
+    assert len(splits["train"]) == 21 + 19 and len(splits["test"]) == 8
+
+
+def test_task_datasets_keep_their_members_and_label_them(collections):
+    train = load_sources(expand_sources([str(collections)]))["train"]
+    for task in TASKS.values():
+        subset = task_dataset(train, task)
+        assert subset.features["label"].names == list(task.classes)
+        assert set(subset["label_id"]) <= set(task.members())
+        for label_id, label in zip(subset["label_id"], subset["label"]):
+            assert task.classes[label] == task.class_of[label_id]
+    assert len(task_dataset(train, TASKS["tumor-type"])) == 15
+
+
+def test_validation_split_is_stratified_and_keeps_groups_together(collections):
+    train = load_sources(expand_sources([str(collections)]))["train"]
+    groups = np.arange(len(train)) // 2  # pairs of images that must stay on one side
+    kept, held_out = split_validation(train, groups, fraction=0.25, seed=0)
+    assert len(kept) + len(held_out) == len(train) and 0 < len(held_out) < len(train)
+    kept_groups = {groups[i] for i, image in enumerate(train["image"]) if image in kept["image"]}
+    held_groups = {groups[i] for i, image in enumerate(train["image"]) if image in held_out["image"]}
+    assert not kept_groups & held_groups
+    assert split_validation(train, groups, 0.25, seed=0)[1]["label_id"] == held_out["label_id"]
+
+
+def test_near_duplicate_groups_link_copies(collections):
+    rng = np.random.default_rng(0)
+    scans = [Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).resize((176, 208)) for _ in range(5)]
+    doubled = [*scans, *[scan.resize((150, 180)) for scan in scans]]
+    groups = near_duplicate_groups(fingerprint_dataset({"image": doubled}).thumbnails)
+    assert all(groups[i] == groups[i + 5] for i in range(5))
+    assert len(set(groups)) == 5
+
+
+def test_unknown_folder_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="neither a train/ split"):
+        expand_sources([str(tmp_path)])

@@ -1,0 +1,73 @@
+"""The training script end to end on a tiny synthetic collection: export layout, threshold, card, pipeline."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from huggingface_hub import ModelCard
+from huggingface_hub.repocard_data import model_index_to_eval_results
+
+from conftest import REPO_ROOT, make_image_folder, synthetic_slice
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    make_image_folder(root / "data" / "alzheimer", {
+        "train": {"NonDemented": 8, "VeryMildDemented": 4, "MildDemented": 4, "ModerateDemented": 2},
+        "test": {"NonDemented": 1},
+    }, seed=3)
+    make_image_folder(root / "data" / "brain_tumor", {
+        "train": {"no_tumor": 6, "glioma_tumor": 4, "meningioma_tumor": 4, "pituitary_tumor": 4},
+        "test": {"no_tumor": 1},
+    }, seed=4)
+    out = root / "models"
+    command = [
+        sys.executable, str(REPO_ROOT / "train" / "run_train.py"), "--task", "disease-detector",
+        "--model", "efficientnet-lite0", "--image_size", "64", "--output_dir", str(out),
+        "--data", str(root / "data" / "alzheimer"), str(root / "data" / "brain_tumor"),
+        "--validation_fraction", "0.25", "--max_steps", "2", "--per_device_train_batch_size", "4",
+        "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none", "--use_cpu",
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return out, completed
+
+
+def test_export_is_a_hub_layout_model(trained):
+    out, _ = trained
+    folder = out / "disease-detector"
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md"):
+        assert (folder / name).is_file(), name
+    config = json.loads((folder / "config.json").read_text())
+    assert config["id2label"] == {"0": "healthy", "1": "disease"}
+    assert 0.0 <= config["healthy_threshold"] <= 1.0
+    assert not (folder / "training_args.bin").exists()
+
+
+def test_the_exported_folder_loads_with_pipeline_alone(trained):
+    from transformers import pipeline
+
+    out, _ = trained
+    classifier = pipeline("image-classification", model=str(out / "disease-detector"))
+    answer = classifier(synthetic_slice(0).convert("RGB"))
+    assert {a["label"] for a in answer} == {"healthy", "disease"}
+
+
+def test_audit_is_printed_and_saved(trained):
+    out, completed = trained
+    assert "test_duplicating_train" in completed.stdout
+    audit = json.loads((out / "data_audit.json").read_text())
+    assert audit["train_within_split"]["total"]["images"] == 36
+
+
+def test_model_card_metadata_is_valid(trained):
+    out, _ = trained
+    card = ModelCard.load(out / "disease-detector" / "README.md")
+    assert card.data.pipeline_tag == "image-classification" and card.data.license == "apache-2.0"
+    assert "Not a medical device" in card.text
+    metadata = yaml.safe_load(card.content.split("---")[1])
+    if "model-index" in metadata:
+        model_index_to_eval_results(metadata["model-index"])
