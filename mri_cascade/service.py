@@ -1,0 +1,59 @@
+"""What the Space shows: the cascade's result turned into the app's and the API's outputs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cascade import Cascade, CascadeResult
+from .images import ImageSource
+from .labels import LABELS, TASKS
+
+EXAMPLES_ENV = "MRI_CASCADE_EXAMPLES"
+"""Environment variable naming a folder of example scans for the Space (none are committed)."""
+EXAMPLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+DISCLAIMER = (
+    "**Research demo — not a medical device.** MRI Cascade has not been clinically validated. "
+    "Do not use it to diagnose, treat or triage anyone; its answers are no substitute for a radiologist."
+)
+
+
+@dataclass
+class View:
+    """Everything the UI shows for one scan."""
+
+    answer: str  # markdown: the answer in plain words and its probability
+    path: str  # one line: the route the cascade took
+    joint: dict[str, float]  # display name -> joint probability, all seven answers
+    stages: list[tuple[str, dict[str, float]]]  # (heading, class -> probability) per stage that ran
+    payload: dict  # the API JSON
+
+
+def describe(result: CascadeResult) -> View:
+    probability = result.probabilities[result.label]
+    answer = f"## {result.display_name}\n\nJoint probability **{100 * probability:.1f} %**"
+    steps = []
+    for stage in result.stages:
+        steps.append(f"{stage.title}: **{stage.decision.replace('_', ' ')}** ({100 * stage.probabilities[stage.decision]:.1f} %)")
+    path = " → ".join(steps)
+    stages = [
+        (f"Stage {list(TASKS).index(stage.name) + 1} · {stage.title}",
+         {name.replace("_", " "): p for name, p in stage.probabilities.items()})
+        for stage in result.stages
+    ]
+    joint = {LABELS[label]: p for label, p in result.probabilities.items()}
+    return View(answer, path, joint, stages, result.to_dict())
+
+
+def classify(cascade: Cascade, image: ImageSource) -> View:
+    return describe(cascade.predict(image))
+
+
+def example_scans(folder: str | os.PathLike | None = None, limit: int = 12) -> list[str]:
+    """Image files in ``folder`` (default ``$MRI_CASCADE_EXAMPLES``), sorted; empty when unset or missing."""
+    folder = folder or os.environ.get(EXAMPLES_ENV)
+    if not folder or not Path(folder).is_dir():
+        return []
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES and p.is_file())
+    return [str(p) for p in files[:limit]]
