@@ -48,15 +48,20 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
                 if examples:
                     gr.Examples(examples, inputs=image, label="Example scans")
             with gr.Column():
-                answer = gr.Markdown(elem_id="answer")
-                path = gr.Markdown(elem_id="path")
-                joint = gr.Label(num_top_classes=7, label="All seven answers (joint probability)", elem_id="joint")
-                stages = [gr.Label(visible=False, elem_id=f"stage-{i + 1}") for i in range(MAX_STAGES)]
+                answer = gr.Markdown(label="answer", elem_id="answer")
+                path = gr.Markdown(label="path", elem_id="path")
+                joint = gr.Label(
+                    num_top_classes=7, label="All seven answers (joint probability)", show_heading=False, elem_id="joint"
+                )
+                stages = [
+                    gr.Label(label=f"stage {i + 1}", visible=False, show_heading=False, elem_id=f"stage-{i + 1}")
+                    for i in range(MAX_STAGES)
+                ]
         outputs = [answer, path, joint, *stages]
         gr.on([image.upload, button.click], show, image, outputs, api_name="show", concurrency_id=CONCURRENCY_ID,
               api_description="What the page shows for one slice: answer, path, joint bars, per-stage bars.")
         api_image = gr.File(file_count="single", type="filepath", visible=False)
-        api_result = gr.JSON(visible=False)
+        api_result = gr.JSON(label="result", visible=False)
         gr.Button(visible=False).click(
             classify_api, api_image, api_result, api_name="classify", concurrency_id=CONCURRENCY_ID,
             api_description="Classify one brain MRI slice: {label, display_name, probabilities (all seven ids), stages}.",
