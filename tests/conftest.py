@@ -76,6 +76,27 @@ def tiny_cascade(tiny_models):
     return Cascade.from_pretrained(tiny_models)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url(tiny_cascade):
+    """The Space, launched in-process on a free loopback port over the tiny models."""
+    from app import build_demo
+
+    demo = build_demo(tiny_cascade)
+    demo.queue(default_concurrency_limit=1)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}"
+    demo.close()
+
+
 def make_image_folder(root: Path, classes_per_split: dict[str, dict[str, int]], seed: int = 0) -> Path:
     """``root/<split>/<class>/<n>.jpg`` with distinct synthetic slices."""
     counter = seed * 10_000

@@ -1,7 +1,5 @@
 """The Space launched in-process on a loopback port with tiny models, called through gradio_client."""
 
-import socket
-
 import pytest
 from conftest import jpeg_bytes, synthetic_slice
 from gradio_client import Client, handle_file
@@ -9,22 +7,9 @@ from gradio_client import Client, handle_file
 from mri_cascade import LABEL_IDS
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def client(tiny_cascade):
-    from app import build_demo
-
-    demo = build_demo(tiny_cascade)
-    demo.queue(default_concurrency_limit=1)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield Client(f"http://127.0.0.1:{port}", verbose=False)
-    demo.close()
+def client(app_url):
+    return Client(app_url, verbose=False)
 
 
 def test_classify_returns_the_design_json(client, tmp_path):

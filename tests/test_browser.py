@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT, synthetic_slice
-from test_app import free_port
 
 from mri_cascade import LABELS
 
@@ -13,18 +12,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = REPO_ROOT / "artifacts"
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
-
-
-@pytest.fixture(scope="module")
-def app_url(tiny_cascade):
-    from app import build_demo
-
-    demo = build_demo(tiny_cascade)
-    demo.queue(default_concurrency_limit=1)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}"
-    demo.close()
 
 
 def test_upload_shows_answer_bars_and_disclaimer(app_url, tmp_path):
