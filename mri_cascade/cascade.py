@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from transformers import AutoImageProcessor, AutoModelForImageClassification
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
 from .images import ImageSource, load_image
 from .labels import ALZHEIMER_SEVERITY, ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, LABELS, TASKS, TUMOR_TYPE
+from .runtime import ONNX_FILE, WEIGHTS_FILE, GreyPreprocessor, OnnxRunner, TorchRunner, fresh_onnx_export
 
 DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "models"
 MODELS_ENV = "MRI_CASCADE_MODELS"
@@ -52,54 +54,125 @@ def model_location(source: str | os.PathLike | None, task: str) -> str:
     return f"{source}-{task}"
 
 
+@dataclass
+class Stage:
+    """One loaded model: its config (classes, threshold), image processor and a logits function."""
+
+    config: object
+    processor: object
+    run: Callable[[np.ndarray], np.ndarray]  # pixel_values (N, 3, H, W) -> logits (N, classes)
+    location: str
+    backend: str  # "onnx" or "torch"
+
+    def __post_init__(self) -> None:
+        fast = GreyPreprocessor.for_processor(self.processor)
+        self.preprocess: Callable[[list], np.ndarray] = fast or (
+            lambda images: self.processor(images, return_tensors="np")["pixel_values"]
+        )
+
+
+def _resolve(location: str, filename: str) -> str | None:
+    """Local path of ``filename`` in a model directory or Hub repo (downloaded or cached), None if absent."""
+    if os.path.isdir(location):
+        path = os.path.join(location, filename)
+        return path if os.path.isfile(path) else None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(location, filename)
+    except Exception:  # not on the Hub, offline without a cached copy, ...
+        return None
+
+
+def load_stage(location: str, backend: str = "auto") -> Stage:
+    """Load one model for inference: its ONNX export when present and fresh (``backend`` auto/onnx), else PyTorch."""
+    config = AutoConfig.from_pretrained(location, trust_remote_code=False)
+    processor = AutoImageProcessor.from_pretrained(location, trust_remote_code=False)
+    if backend in ("auto", "onnx"):
+        onnx_path, weights_path = _resolve(location, ONNX_FILE), _resolve(location, WEIGHTS_FILE)
+        if onnx_path and weights_path and fresh_onnx_export(onnx_path, weights_path):
+            return Stage(config, processor, OnnxRunner(onnx_path), location, "onnx")
+        if backend == "onnx":
+            raise ModelLoadError(f"no up-to-date ONNX export at {location}/{ONNX_FILE}")
+    model = AutoModelForImageClassification.from_pretrained(location, use_safetensors=True, trust_remote_code=False)
+    return Stage(model.config, processor, TorchRunner(model), location, "torch")
+
+
 class Cascade:
-    def __init__(self, models: dict[str, tuple[torch.nn.Module, object]]):
-        missing = set(TASKS) - set(models)
+    def __init__(self, stages: dict[str, Stage]):
+        missing = set(TASKS) - set(stages)
         if missing:
             raise ValueError(f"cascade needs all four models; missing {sorted(missing)}")
-        self.models = models
-        for model, _ in models.values():
-            model.eval()
-        detector_config = models[DISEASE_DETECTOR.name][0].config
+        self.stages = stages
+        detector_config = stages[DISEASE_DETECTOR.name].config
         self.healthy_threshold = float(getattr(detector_config, "healthy_threshold", DEFAULT_HEALTHY_THRESHOLD))
+        # tasks whose image processors agree share one preprocessing pass
+        self.preprocessing_groups: dict[str, list[str]] = {}
+        for task, stage in stages.items():
+            key = json.dumps(stage.processor.to_dict(), sort_keys=True, default=str)
+            self.preprocessing_groups.setdefault(key, []).append(task)
 
     @classmethod
-    def from_pretrained(cls, source: str | os.PathLike | None = None) -> Cascade:
+    def from_pretrained(cls, source: str | os.PathLike | None = None, backend: str = "auto") -> Cascade:
         """Load the four models from ``source``: a local directory holding one folder per task, or a Hub
         prefix such as ``org/mri`` (``org/mri-disease-detector``, ...). None means ``$MRI_CASCADE_MODELS``,
-        else the shipped ``models/``. Weights load from safetensors only; no remote code runs."""
-        models = {}
+        else the shipped ``models/``. ``backend``: "auto" (ONNX Runtime where a fresh export exists),
+        "onnx" or "torch". Weights load from safetensors or ONNX only; no remote code runs."""
+        stages = {}
         for task in TASKS:
             location = model_location(source, task)
             try:
-                model = AutoModelForImageClassification.from_pretrained(
-                    location, use_safetensors=True, trust_remote_code=False
-                )
-                processor = AutoImageProcessor.from_pretrained(location, trust_remote_code=False)
+                stage = load_stage(location, backend)
+            except ModelLoadError:
+                raise
             except (OSError, ValueError, KeyError, RuntimeError) as error:
                 raise ModelLoadError(f"could not load the {task} model from {location}: {error}") from error
             expected = set(TASKS[task].classes)
-            found = set(model.config.id2label.values())
+            found = set(stage.config.id2label.values())
             if found != expected:
                 raise ModelLoadError(
                     f"the {task} model at {location} has classes {sorted(found)}, expected {sorted(expected)}"
                 )
-            models[task] = (model, processor)
-        return cls(models)
+            stages[task] = stage
+        return cls(stages)
 
-    @torch.inference_mode()
-    def stage_probabilities(self, images: Sequence[ImageSource], batch_size: int = 32) -> dict[str, np.ndarray]:
-        """Every model's class probabilities for every image, columns in each task's class order."""
-        loaded = [load_image(image) for image in images]
-        outputs: dict[str, list[np.ndarray]] = {task: [] for task in TASKS}
-        for start in range(0, len(loaded), batch_size):
-            chunk = loaded[start : start + batch_size]
-            for task, (model, processor) in self.models.items():
-                pixels = processor(chunk, return_tensors="pt")["pixel_values"]
-                probabilities = model(pixel_values=pixels).logits.softmax(dim=-1).numpy()
-                order = [model.config.label2id[c] for c in TASKS[task].classes]
-                outputs[task].append(probabilities[:, order])
+    def stage_probabilities(self, images: Sequence[ImageSource], batch_size: int = 8) -> dict[str, np.ndarray]:
+        """Every model's class probabilities for every image, columns in each task's class order.
+
+        Images are preprocessed once per distinct image-processor setting, then each model runs once per batch.
+        """
+        groups = self.preprocessing_groups
+
+        def prepare(chunk: Sequence[ImageSource]) -> list[np.ndarray]:
+            loaded = [load_image(image) for image in chunk]
+            return [self.stages[tasks[0]].preprocess(loaded) for tasks in groups.values()]
+
+        outputs: dict[str, list[np.ndarray]] = {task: [np.zeros((0, len(TASKS[task].classes)))] for task in TASKS}
+        chunks = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
+        if len(chunks) == 1:
+            return self._run_groups(prepare(chunks[0]), outputs)
+        # decode and resize the next chunk while the models run on this one (both release the GIL)
+        with ThreadPoolExecutor(max_workers=1) as prefetcher:
+            upcoming = prefetcher.submit(prepare, chunks[0]) if chunks else None
+            for index in range(len(chunks)):
+                pixels_per_group = upcoming.result()
+                if index + 1 < len(chunks):
+                    upcoming = prefetcher.submit(prepare, chunks[index + 1])
+                self._run_groups(pixels_per_group, outputs)
         return {task: np.concatenate(parts) for task, parts in outputs.items()}
+
+    def _run_groups(self, pixels_per_group: list[np.ndarray], outputs: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+        for tasks, pixels in zip(self.preprocessing_groups.values(), pixels_per_group):
+            for task in tasks:
+                outputs[task].append(self._probabilities(task, pixels))
+        return {task: np.concatenate(parts) for task, parts in outputs.items()}
+
+    def _probabilities(self, task: str, pixels: np.ndarray) -> np.ndarray:
+        stage = self.stages[task]
+        logits = stage.run(pixels)
+        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        return probabilities[:, [stage.config.label2id[c] for c in TASKS[task].classes]]
 
     def combine(self, stage_probabilities: dict[str, np.ndarray]) -> list[CascadeResult]:
         """Route each image down the cascade and form the joint distribution over the seven ids."""
@@ -133,7 +206,7 @@ class Cascade:
             label = next(k for k, v in branch_task.class_of.items() if v == branch_task.classes[choice])
         return CascadeResult(label, LABELS[label], joint, stages)
 
-    def predict_batch(self, images: Sequence[ImageSource], batch_size: int = 32) -> list[CascadeResult]:
+    def predict_batch(self, images: Sequence[ImageSource], batch_size: int = 8) -> list[CascadeResult]:
         return self.combine(self.stage_probabilities(images, batch_size))
 
     def predict(self, image: ImageSource) -> CascadeResult:

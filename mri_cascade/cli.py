@@ -20,7 +20,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     splits = load_sources(sources)
     test = splits["test"]
     _, duplicates = duplicates_of_reference(fingerprint_dataset(test), fingerprint_dataset(splits["train"]))
-    cascade = Cascade.from_pretrained(args.models)
+    cascade = Cascade.from_pretrained(args.models, backend=args.backend)
     print(f"evaluating on {len(test)} test images ({int(duplicates.sum())} duplicate a training image) ...", flush=True)
     stage_probabilities = cascade.stage_probabilities(test["image"], batch_size=args.batch_size)
     predicted = [result.label for result in cascade.combine(stage_probabilities)]
@@ -102,6 +102,17 @@ def push_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_onnx_command(args: argparse.Namespace) -> int:
+    from .cascade import DEFAULT_MODELS
+    from .labels import TASKS
+    from .runtime import export_onnx
+
+    models_dir = Path(args.models or DEFAULT_MODELS)
+    for task in TASKS:
+        print(f"exported {export_onnx(models_dir / task)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mri-cascade", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("data", nargs="+", help="Collection roots, a folder of them (../shared/data) or Hub ids.")
     evaluate.add_argument("--models", default=None, help="Models directory or Hub prefix (default: the shipped models/).")
     evaluate.add_argument("--out", default="reports", help="Where evaluation.json and the PNGs go.")
-    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto")
     evaluate.add_argument("--update-model-cards", action="store_true",
                           help="Write test_results.json into each model folder and re-render its card.")
     evaluate.set_defaults(run=evaluate_command)
@@ -119,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("data", nargs="+")
     audit.add_argument("--out", default=None, help="Write the audit as JSON here.")
     audit.set_defaults(run=audit_command)
+
+    export = commands.add_parser("export-onnx", help="Write onnx/model.onnx into each model folder (ONNX Runtime).")
+    export.add_argument("--models", default=None)
+    export.set_defaults(run=export_onnx_command)
 
     push = commands.add_parser("push-to-hub", help="Upload the four models to <namespace>/<prefix>-<task>.")
     push.add_argument("namespace")

@@ -38,6 +38,7 @@ from mri_cascade.data import label_counts, load_sources, split_validation, task_
 from mri_cascade.evaluation import audit_report, classification_metrics, print_audit, tune_healthy_threshold
 from mri_cascade.images import to_model_rgb
 from mri_cascade.labels import TASKS
+from mri_cascade.runtime import export_onnx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from presets import PRESETS, efficientnet_lite0  # noqa: E402
@@ -229,6 +230,7 @@ def main() -> None:
         )
         for leftover in ("training_args.bin",):
             (export_dir / leftover).unlink(missing_ok=True)
+        export_onnx(export_dir)
         render_model_card(export_dir)
         logger.info("%s: validation %s", task_name, json.dumps(metrics))
         if push_namespace:

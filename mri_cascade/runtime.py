@@ -1,0 +1,127 @@
+"""Running a classifier: PyTorch, or its ONNX export under ONNX Runtime (3-5x faster on CPU here).
+
+The ONNX file lives at ``<model>/onnx/model.onnx`` (the Hub's usual place) and records the SHA-256 of the
+``model.safetensors`` it was exported from; a stale export is never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ONNX_FILE = "onnx/model.onnx"
+WEIGHTS_FILE = "model.safetensors"
+SOURCE_HASH_KEY = "source_safetensors_sha256"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _LogitsOnly(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
+
+
+def export_onnx(model_dir: str | os.PathLike) -> Path:
+    """Export ``model_dir``'s classifier to ``model_dir/onnx/model.onnx`` with a dynamic batch axis."""
+    import onnx
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    model_dir = Path(model_dir)
+    model = AutoModelForImageClassification.from_pretrained(model_dir, use_safetensors=True).eval()
+    size = AutoConfig.from_pretrained(model_dir).to_dict().get("image_size", 224)
+    example = torch.zeros(2, 3, size, size)
+    target = model_dir / ONNX_FILE
+    target.parent.mkdir(exist_ok=True)
+    torch.onnx.export(
+        _LogitsOnly(model).eval(), (example,), str(target), input_names=["pixel_values"], output_names=["logits"],
+        dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False,
+    )
+    exported = onnx.load(str(target))
+    onnx.helper.set_model_props(exported, {SOURCE_HASH_KEY: file_sha256(model_dir / WEIGHTS_FILE)})
+    onnx.save(exported, str(target))
+    for leftover in target.parent.glob("*.data"):  # weights fit inline at this size
+        leftover.unlink()
+    return target
+
+
+class TorchRunner:
+    def __init__(self, model: torch.nn.Module):
+        self.model = model.eval()
+
+    @torch.inference_mode()
+    def __call__(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self.model(pixel_values=torch.from_numpy(pixel_values)).logits.numpy()
+
+
+class OnnxRunner:
+    def __init__(self, onnx_path: str | os.PathLike, threads: int | None = None):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.log_severity_level = 3
+        # Four sessions take turns on the same cores: threads that spin-wait after a run would starve the next one.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self.session.run(["logits"], {"pixel_values": np.ascontiguousarray(pixel_values, dtype=np.float32)})[0]
+
+
+def fresh_onnx_export(onnx_path: str | os.PathLike, weights_path: str | os.PathLike) -> bool:
+    """True when ``onnx_path`` exists and was exported from exactly ``weights_path``."""
+    try:
+        import onnx
+    except ImportError:
+        return False
+    if not (os.path.isfile(onnx_path) and os.path.isfile(weights_path)):
+        return False
+    props = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    return props.get(SOURCE_HASH_KEY) == file_sha256(weights_path)
+
+
+class GreyPreprocessor:
+    """The EfficientNet/ViT-style image processor's resize-rescale-normalise, done once on one grey channel.
+
+    Cascade inputs are grey replicated to RGB, so resizing one channel and broadcasting gives the processor's
+    exact output at a third of the cost. ``for_processor`` returns None for settings it does not reproduce.
+    """
+
+    def __init__(self, height: int, width: int, resample: int, scale: float, mean: np.ndarray, std: np.ndarray):
+        self.height, self.width, self.resample = height, width, resample
+        self.scale, self.mean, self.std = scale, mean.reshape(1, 3, 1, 1), std.reshape(1, 3, 1, 1)
+
+    @classmethod
+    def for_processor(cls, processor) -> GreyPreprocessor | None:
+        settings = processor.to_dict()
+        size = settings.get("size") or {}
+        supported = (
+            settings.get("image_processor_type", "").startswith(("EfficientNetImageProcessor", "ViTImageProcessor"))
+            and settings.get("do_resize") and settings.get("do_rescale") and settings.get("do_normalize")
+            and not settings.get("do_center_crop") and not settings.get("include_top")
+            and not settings.get("rescale_offset") and {"height", "width"} <= set(size)
+        )
+        if not supported:
+            return None
+        return cls(size["height"], size["width"], int(settings.get("resample", 2)), float(settings["rescale_factor"]),
+                   np.asarray(settings["image_mean"], dtype=np.float64), np.asarray(settings["image_std"], dtype=np.float64))
+
+    def __call__(self, images) -> np.ndarray:
+        grey = np.stack([
+            np.asarray(image.getchannel(0).resize((self.width, self.height), resample=self.resample)) for image in images
+        ])[:, None].astype(np.float64)
+        return ((grey * self.scale - self.mean) / self.std).astype(np.float32)

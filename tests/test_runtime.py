@@ -1,0 +1,52 @@
+"""The ONNX Runtime path: exact export, fresh-export check, and the fast grey preprocessing."""
+
+import numpy as np
+import pytest
+from conftest import save_tiny_models, synthetic_slice
+
+from mri_cascade import Cascade, ModelLoadError, load_image
+from mri_cascade.labels import TASKS
+from mri_cascade.runtime import ONNX_FILE, GreyPreprocessor, export_onnx, fresh_onnx_export
+
+
+@pytest.fixture(scope="module")
+def exported_models(tmp_path_factory):
+    root = save_tiny_models(tmp_path_factory.mktemp("onnx-models"))
+    for task in TASKS:
+        export_onnx(root / task)
+    return root
+
+
+def test_onnx_cascade_matches_the_torch_cascade(exported_models):
+    fast = Cascade.from_pretrained(exported_models)
+    reference = Cascade.from_pretrained(exported_models, backend="torch")
+    assert {stage.backend for stage in fast.stages.values()} == {"onnx"}
+    images = [synthetic_slice(i, lesion=i % 2 == 0) for i in range(6)]
+    for a, b in zip(fast.predict_batch(images), reference.predict_batch(images)):
+        assert a.label == b.label
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
+
+
+def test_a_stale_onnx_export_is_not_used(exported_models, tmp_path):
+    import shutil
+
+    root = tmp_path / "models"
+    shutil.copytree(exported_models, root)
+    weights = root / "tumor-type" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes() + b"")  # same bytes: still fresh
+    assert fresh_onnx_export(root / "tumor-type" / ONNX_FILE, weights)
+    save_tiny_models(root, seed=1)  # retrained weights, old export left behind
+    assert not fresh_onnx_export(root / "tumor-type" / ONNX_FILE, weights)
+    cascade = Cascade.from_pretrained(root)
+    assert {stage.backend for stage in cascade.stages.values()} == {"torch"}
+    with pytest.raises(ModelLoadError, match="no up-to-date ONNX export"):
+        Cascade.from_pretrained(root, backend="onnx")
+
+
+def test_grey_preprocessing_equals_the_image_processor(tiny_cascade):
+    processor = tiny_cascade.stages["tumor-type"].processor
+    fast = GreyPreprocessor.for_processor(processor)
+    assert fast is not None
+    images = [load_image(synthetic_slice(i, size=(300 + 17 * i, 280))) for i in range(3)]
+    expected = processor(images, return_tensors="np")["pixel_values"]
+    np.testing.assert_allclose(fast(images), expected, atol=1e-6)
