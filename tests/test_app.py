@@ -44,6 +44,7 @@ def test_the_ui_endpoint_answers_in_words_and_bars(client, tmp_path):
         ("notes.jpg", b"patient notes, not a picture\n" * 20, "not a readable image"),
         ("cut.jpg", jpeg_bytes(synthetic_slice(2))[:500], "damaged or truncated"),
     ],
+    ids=["empty", "text", "truncated"],
 )
 def test_bad_input_gets_a_clear_error_and_the_app_keeps_serving(client, tmp_path, name, payload, message):
     bad = tmp_path / name

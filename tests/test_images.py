@@ -37,6 +37,7 @@ def test_sixteen_bit_and_float_arrays_are_rescaled():
         (b"this is text, not an image" * 10, "not a readable image"),
         (jpeg_bytes(synthetic_slice(5))[:400], "damaged or truncated"),
     ],
+    ids=["empty", "text", "truncated"],
 )
 def test_bad_bytes_get_a_clear_error(payload, message):
     with pytest.raises(ImageLoadError, match=message):
