@@ -1,9 +1,10 @@
 """MRI Cascade: Alzheimer's disease and brain tumor classification of 2-D brain MRI slices."""
 
-from .cascade import Cascade, CascadeResult, ModelLoadError, StageResult
-from .images import ImageLoadError, load_image
+from .cascade import Cascade, CascadeResult, ModelLoadError, SeriesResult, StageResult
+from .images import ImageLoadError, load_image, load_series
 from .labels import LABEL_IDS, LABELS, TASKS
 
 __all__ = [
-    "Cascade", "CascadeResult", "ModelLoadError", "StageResult", "ImageLoadError", "load_image", "LABEL_IDS", "LABELS", "TASKS",
+    "Cascade", "CascadeResult", "SeriesResult", "StageResult", "ModelLoadError",
+    "ImageLoadError", "load_image", "load_series", "LABEL_IDS", "LABELS", "TASKS",
 ]

@@ -6,14 +6,15 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
-from .images import ImageSource, load_image
+from .images import ImageLoadError, ImageSource, load_image, load_series
 from .labels import ALZHEIMER_SEVERITY, ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, LABELS, TASKS, TUMOR_TYPE
+from .medical import MAX_SLICES
 from .runtime import ONNX_FILE, WEIGHTS_FILE, GreyPreprocessor, OnnxRunner, TorchRunner, fresh_onnx_export
 
 DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -43,6 +44,25 @@ class CascadeResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class SeriesResult(CascadeResult):
+    """One answer for a patient's series (label, probabilities, stages) plus every slice's own result."""
+
+    slices: list[CascadeResult] = field(default_factory=list)
+
+
+def pool_series(stage_probabilities: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each model's class probabilities pooled over a series' slices: the mean of the log-probabilities
+    (a renormalised geometric mean), so consistent evidence across slices adds up and one odd slice
+    cannot outvote the rest."""
+    pooled = {}
+    for task, probabilities in stage_probabilities.items():
+        mean_log = np.log(np.clip(probabilities, 1e-12, 1.0)).mean(axis=0)
+        weights = np.exp(mean_log - mean_log.max())
+        pooled[task] = (weights / weights.sum())[None, :]
+    return pooled
 
 
 def model_location(source: str | os.PathLike | None, task: str) -> str:
@@ -211,3 +231,17 @@ class Cascade:
 
     def predict(self, image: ImageSource) -> CascadeResult:
         return self.predict_batch([image])[0]
+
+    def predict_series(self, images: ImageSource | Sequence[ImageSource], batch_size: int = 8) -> SeriesResult:
+        """One answer for a patient from several slices: files, arrays, a multi-frame DICOM or a NIfTI volume
+        (whose empty slices the loader skips). Each model's probabilities are pooled over the slices with
+        ``pool_series``, then routed through the cascade exactly as for one slice."""
+        sources = [images] if isinstance(images, (str, os.PathLike, bytes, bytearray)) else list(images)
+        slices = [piece for source in sources for piece in load_series(source)]
+        if not slices:
+            raise ImageLoadError("the series holds no slice")
+        if len(slices) > MAX_SLICES:
+            raise ImageLoadError(f"the series holds {len(slices)} slices; at most {MAX_SLICES} are accepted")
+        probabilities = self.stage_probabilities(slices, batch_size)
+        patient = self._combine_one({task: p[0] for task, p in pool_series(probabilities).items()})
+        return SeriesResult(**vars(patient), slices=self.combine(probabilities))

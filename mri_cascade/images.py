@@ -1,19 +1,29 @@
-"""Turning whatever a user hands us into the image the models expect."""
+"""Turning whatever a user hands us into the grey slices the models expect.
+
+One loader for every input: PNG/JPEG/TIFF/WebP/BMP/GIF (8- or 16-bit, grey, RGB, RGBA, palette), DICOM and
+NIfTI files (paths or bytes), PIL images and arrays. A DICOM multi-frame file or a NIfTI volume is a series.
+"""
 
 from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .medical import MedicalImageError, dicom_slices, is_dicom, is_gzip, is_nifti, nifti_slices
+
+ACCEPTED = "PNG, JPEG, TIFF, WebP, BMP, GIF, DICOM or NIfTI"
 ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
 
 MAX_PIXELS = 50_000_000
 """Larger images are refused rather than decoded (a guard against decompression bombs)."""
+MAX_FILE_BYTES = 200 * 1024 * 1024
+"""Larger files are refused before they are read."""
 
 
 class ImageLoadError(ValueError):
@@ -42,38 +52,41 @@ def _from_array(array: np.ndarray) -> Image.Image:
     return Image.fromarray(np.round(array).astype(np.uint8), mode="L")
 
 
-def _open(source: ImageSource) -> Image.Image:
-    if isinstance(source, Image.Image):
-        return source
-    if isinstance(source, np.ndarray):
-        return _from_array(source)
+def _read_bytes(source: ImageSource) -> bytes:
     if isinstance(source, (bytes, bytearray)):
-        if not source:
-            raise ImageLoadError("the input is empty (0 bytes)")
-        stream = io.BytesIO(source)
-    elif isinstance(source, (str, os.PathLike)):
+        data = bytes(source)
+    else:
         path = Path(source)
         if not path.is_file():
             raise ImageLoadError(f"{_describe(source)} is not a file")
-        if path.stat().st_size == 0:
-            raise ImageLoadError(f"{_describe(source)} is empty (0 bytes)")
-        stream = path.open("rb")
-    else:
-        raise ImageLoadError(f"cannot read an image from a {type(source).__name__}")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ImageLoadError(f"{_describe(source)} is {path.stat().st_size / 2**20:.0f} MB; the limit is "
+                                 f"{MAX_FILE_BYTES >> 20} MB")
+        data = path.read_bytes()
+    if not data:
+        raise ImageLoadError(f"{_describe(source)} is empty (0 bytes)")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageLoadError(f"{_describe(source)} is {len(data) / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES >> 20} MB")
+    return data
+
+
+def _decode_picture(data: bytes, source: ImageSource) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(stream)
+            image = Image.open(io.BytesIO(data))
             if image.width * image.height > MAX_PIXELS:
                 raise ImageLoadError(
                     f"{_describe(source)} is {image.width}x{image.height} pixels; the limit is {MAX_PIXELS:,}"
                 )
             image.load()
+        except ImageLoadError:
+            raise
         except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise ImageLoadError(f"{_describe(source)} is not a readable image (PNG, JPEG, ...): {error}") from None
-        except (OSError, SyntaxError, ValueError) as error:
-            if isinstance(error, ImageLoadError):
-                raise
+            raise ImageLoadError(
+                f"{_describe(source)} is not a readable image ({ACCEPTED}): {error}"
+            ) from None
+        except (OSError, SyntaxError, ValueError, struct.error) as error:
             raise ImageLoadError(f"{_describe(source)} is damaged or truncated: {error}") from None
     return image
 
@@ -90,12 +103,43 @@ def to_model_rgb(image: Image.Image) -> Image.Image:
     return image.convert("L").convert("RGB")
 
 
-def load_image(source: ImageSource) -> Image.Image:
-    """Read a path, bytes, PIL image or array into an RGB (grey-replicated) PIL image.
+def load_series(source: ImageSource) -> list[Image.Image]:
+    """Every slice in ``source`` as an RGB (grey-replicated) PIL image: one for a picture or a single-frame
+    DICOM, several for a multi-frame DICOM or a NIfTI volume (empty slices skipped).
 
     Raises ImageLoadError with a message naming the input and the problem.
     """
-    image = _open(source)
-    if min(image.size) < 1:
-        raise ImageLoadError(f"{_describe(source)} has no pixels")
-    return to_model_rgb(image)
+    if isinstance(source, Image.Image):
+        pictures = [source]
+    elif isinstance(source, np.ndarray):
+        pictures = [_from_array(source)]
+    elif isinstance(source, (str, os.PathLike, bytes, bytearray)):
+        data = _read_bytes(source)
+        try:
+            if is_dicom(data):
+                pictures = [Image.fromarray(s, mode="L") for s in dicom_slices(data)]
+            elif is_nifti(data) or is_gzip(data):
+                pictures = [Image.fromarray(s, mode="L") for s in nifti_slices(data)]
+            else:
+                pictures = [_decode_picture(data, source)]
+        except MedicalImageError as error:
+            raise ImageLoadError(f"{_describe(source)} {error}") from None
+    else:
+        raise ImageLoadError(f"cannot read an image from a {type(source).__name__}")
+    for picture in pictures:
+        if min(picture.size) < 1:
+            raise ImageLoadError(f"{_describe(source)} has no pixels")
+    return [to_model_rgb(picture) for picture in pictures]
+
+
+def load_image(source: ImageSource) -> Image.Image:
+    """Read one slice (path, bytes, PIL image or array) into an RGB (grey-replicated) PIL image.
+
+    A multi-slice source (DICOM series, NIfTI volume) is refused here: use ``load_series``.
+    """
+    series = load_series(source)
+    if len(series) > 1:
+        raise ImageLoadError(
+            f"{_describe(source)} holds {len(series)} slices; classify it as a series (predict_series, /classify_series)"
+        )
+    return series[0]

@@ -1,0 +1,144 @@
+"""DICOM and NIfTI decoding into 8-bit grey slices.
+
+Only pixel data and the tags that say how to display it are read (rescale slope/intercept, window
+centre/width, photometric interpretation, frame count). Patient fields are never read, logged or returned.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import struct
+
+import numpy as np
+
+MAX_SLICES = 512
+"""A series or volume with more slices is refused."""
+MAX_DECOMPRESSED_BYTES = 1 << 30
+EMPTY_SLICE_SIGNAL = 0.05
+"""A volume slice with less than this share of voxels above 10 % of the window is treated as empty and skipped."""
+
+
+class MedicalImageError(ValueError):
+    """The DICOM or NIfTI content cannot be used; the message says why (the caller adds the file name)."""
+
+
+def is_dicom(data: bytes) -> bool:
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def is_gzip(data: bytes) -> bool:
+    return data[:2] == b"\x1f\x8b"
+
+
+def is_nifti(data: bytes) -> bool:
+    if len(data) >= 348 and data[344:348] in (b"n+1\x00", b"ni1\x00"):
+        return struct.unpack("<i", data[:4])[0] == 348 or struct.unpack(">i", data[:4])[0] == 348
+    return len(data) >= 540 and data[4:8] == b"n+2\x00"
+
+
+def _to_uint8(array: np.ndarray, low: float, high: float) -> np.ndarray:
+    if high <= low:
+        return np.zeros(array.shape, dtype=np.uint8)
+    scaled = (np.clip(array, low, high) - low) / (high - low) * 255.0
+    return np.round(scaled).astype(np.uint8)
+
+
+def robust_window(array: np.ndarray) -> tuple[float, float]:
+    """0.5th-99.5th percentile of the non-background values: ignores hot pixels and the black surround."""
+    values = array[array > array.min()] if (array > array.min()).any() else array.ravel()
+    low, high = np.percentile(values, [0.5, 99.5])
+    return float(min(low, array.min()) if low == high else low), float(high)
+
+
+def _first(value) -> float:
+    try:
+        return float(value[0])
+    except TypeError:
+        return float(value)
+
+
+def dicom_slices(data: bytes) -> list[np.ndarray]:
+    """Every frame of a DICOM file as 8-bit grey, rescaled, windowed, MONOCHROME1 inverted."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_rescale
+
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data))
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, struct.error) as error:
+        raise MedicalImageError(f"is a damaged DICOM file ({error})") from None
+    if "PixelData" not in dataset:
+        raise MedicalImageError("is a DICOM file without pixel data (a report or structured document?)")
+    try:
+        pixels = dataset.pixel_array
+    except Exception as error:  # pydicom raises many types for unsupported or broken encodings
+        syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", "unknown transfer syntax")
+        raise MedicalImageError(f"has DICOM pixel data that cannot be decoded ({name}): {error}") from None
+    samples = int(dataset.get("SamplesPerPixel", 1))
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    pixels = np.asarray(pixels)
+    if samples > 1:  # colour: grey is the mean of the channels
+        pixels = pixels.mean(axis=-1)
+    if frames == 1 or pixels.ndim == 2:
+        pixels = pixels.reshape((1, *pixels.shape[-2:]))
+    if len(pixels) > MAX_SLICES:
+        raise MedicalImageError(f"has {len(pixels)} frames; at most {MAX_SLICES} are accepted")
+    values = np.asarray(apply_rescale(pixels, dataset), dtype=np.float64) if samples == 1 else pixels.astype(float)
+    if "WindowCenter" in dataset and "WindowWidth" in dataset and _first(dataset.WindowWidth) > 0:
+        centre, width = _first(dataset.WindowCenter), _first(dataset.WindowWidth)
+        low, high = centre - width / 2, centre + width / 2
+    else:
+        low, high = robust_window(values)
+    slices = _to_uint8(values, low, high)
+    if str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        slices = 255 - slices
+    return list(slices)
+
+
+def nifti_slices(data: bytes) -> list[np.ndarray]:
+    """Axial slices of a 2-D or 3-D NIfTI image, canonical (RAS) orientation, anterior up, empty ones skipped."""
+    import nibabel
+
+    if is_gzip(data):
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+                data = stream.read(MAX_DECOMPRESSED_BYTES + 1)
+        except (OSError, EOFError) as error:
+            raise MedicalImageError(f"is a damaged gzip file ({error})") from None
+        if len(data) > MAX_DECOMPRESSED_BYTES:
+            raise MedicalImageError(f"decompresses to more than {MAX_DECOMPRESSED_BYTES >> 20} MB")
+        if not is_nifti(data):
+            raise MedicalImageError("is gzip-compressed but not a NIfTI image")
+    image_class = nibabel.Nifti2Image if data[4:8] == b"n+2\x00" else nibabel.Nifti1Image
+    try:
+        image = nibabel.as_closest_canonical(image_class.from_bytes(data))
+        volume = np.asarray(image.dataobj, dtype=np.float64)
+    except Exception as error:  # nibabel raises many types for truncated or inconsistent headers
+        raise MedicalImageError(f"is a damaged NIfTI image ({error})") from None
+    while volume.ndim > 3 and volume.shape[-1] == 1:
+        volume = volume[..., 0]
+    if volume.ndim > 3:
+        raise MedicalImageError(
+            f"is a {volume.ndim}-D NIfTI image of shape {volume.shape} (a time series or several volumes); "
+            "send one 2-D slice or 3-D volume"
+        )
+    if volume.ndim == 2:
+        volume = volume[:, :, None]
+    if volume.ndim != 3 or min(volume.shape) < 1:
+        raise MedicalImageError(f"has an unusable shape {volume.shape}")
+    if volume.shape[2] > MAX_SLICES:
+        raise MedicalImageError(f"has {volume.shape[2]} slices; at most {MAX_SLICES} are accepted")
+    if not np.isfinite(volume).all():
+        volume = np.nan_to_num(volume, nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = robust_window(volume)
+    slices = []
+    for index in range(volume.shape[2]):
+        axial = np.rot90(volume[:, :, index])  # x to the right, anterior at the top
+        if volume.shape[2] > 1 and (axial > low + 0.1 * (high - low)).mean() < EMPTY_SLICE_SIGNAL:
+            continue
+        slices.append(_to_uint8(axial, low, high))
+    if not slices:
+        raise MedicalImageError("holds no slice with enough signal to read")
+    return slices
