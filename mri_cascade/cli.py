@@ -72,6 +72,62 @@ def print_summary(report: dict) -> None:
     row("cascade end to end, 7 classes", full["cascade"]["accuracy"], dedup["cascade"]["accuracy"])
 
 
+def collect_files(paths: list[str]) -> list[Path]:
+    """Files named directly, and every non-hidden file under named folders (recursively), in a stable order."""
+    files = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and not any(
+                part.startswith(".") for part in p.relative_to(path).parts)))
+        else:
+            files.append(path)
+    return files
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    import csv
+
+    from tqdm import tqdm
+
+    from .cascade import Cascade
+    from .images import ImageLoadError, load_series
+    from .labels import LABEL_IDS
+
+    cascade = Cascade.from_pretrained(args.models)
+    files = collect_files(args.paths)
+    if args.series_by == "folder":
+        groups: dict[Path, list[Path]] = {}
+        for path in files:
+            groups.setdefault(path.parent, []).append(path)
+        units = list(groups.items())
+    else:
+        units = [(path, [path]) for path in files]
+    columns = ["path", "label", *LABEL_IDS, "slices", "refused", "reason"]
+    answered = 0
+    with open(args.out, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=columns)
+        writer.writeheader()
+        for unit, members in tqdm(units, desc="classifying", unit="series" if args.series_by else "file"):
+            row = {"path": str(unit), "refused": False, "reason": ""}
+            slices, problems = [], []
+            for member in members:
+                try:
+                    slices.extend(load_series(member))
+                except ImageLoadError as error:
+                    problems.append(str(error))
+            if not slices:
+                row.update(refused=True, reason="; ".join(problems) or "no files")
+            else:
+                result = cascade.predict_series(slices) if len(slices) > 1 else cascade.predict(slices[0])
+                row.update(label=result.label, slices=len(slices), reason="; ".join(problems),
+                           **{label: f"{result.probabilities[label]:.6f}" for label in LABEL_IDS})
+                answered += 1
+            writer.writerow(row)
+    print(f"{answered} of {len(units)} {'series' if args.series_by else 'files'} classified -> {args.out}")
+    return 0 if answered else 1
+
+
 def audit_command(args: argparse.Namespace) -> int:
     from .audit import fingerprint_dataset
     from .data import expand_sources, load_sources
@@ -126,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--update-model-cards", action="store_true",
                           help="Write test_results.json into each model folder and re-render its card.")
     evaluate.set_defaults(run=evaluate_command)
+
+    predict = commands.add_parser("predict", help="Classify files and folders (recursively) into a CSV.")
+    predict.add_argument("paths", nargs="+", help="Image, DICOM or NIfTI files, or folders of them.")
+    predict.add_argument("--out", default="results.csv")
+    predict.add_argument("--models", default=None)
+    predict.add_argument("--series-by", choices=["folder"], default=None,
+                         help="'folder': one patient answer per folder, pooling its slices.")
+    predict.set_defaults(run=predict_command)
 
     audit = commands.add_parser("audit", help="Count exact and near-duplicate images within and across splits.")
     audit.add_argument("data", nargs="+")

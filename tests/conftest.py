@@ -109,3 +109,50 @@ def make_image_folder(root: Path, classes_per_split: dict[str, dict[str, int]], 
                 image = synthetic_slice(counter, lesion="tumor" in class_name.lower())
                 (folder / f"{index}.jpg").write_bytes(jpeg_bytes(image))
     return root
+
+
+PATIENT_NAME, PATIENT_ID = "Doe^Jane", "PID-0042-SECRET"
+
+
+def dicom_bytes(
+    pixels: np.ndarray,
+    photometric: str = "MONOCHROME2",
+    window: tuple[float, float] | None = None,
+    rescale: tuple[float, float] = (1.0, 0.0),
+    bits_stored: int = 12,
+    with_pixels: bool = True,
+) -> bytes:
+    """A DICOM MR file (explicit VR little endian) with a patient name and ID set; 3-D pixels are multi-frame."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID, dataset.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    dataset.PatientName, dataset.PatientID, dataset.Modality = PATIENT_NAME, PATIENT_ID, "MR"
+    dataset.Rows, dataset.Columns = pixels.shape[-2:]
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, photometric
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
+    dataset.RescaleSlope, dataset.RescaleIntercept = rescale
+    if pixels.ndim == 3:
+        dataset.NumberOfFrames = len(pixels)
+    if window:
+        dataset.WindowCenter, dataset.WindowWidth = window
+    if with_pixels:
+        dataset.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def nifti_bytes(volume: np.ndarray, gzipped: bool = False) -> bytes:
+    import gzip
+
+    import nibabel
+
+    data = nibabel.Nifti1Image(volume.astype(np.float32), affine=np.eye(4)).to_bytes()
+    return gzip.compress(data) if gzipped else data

@@ -1,0 +1,60 @@
+"""The mri-cascade command on a mixed folder: pictures, DICOM, NIfTI and a broken file."""
+
+import csv
+
+import numpy as np
+from conftest import dicom_bytes, jpeg_bytes, nifti_bytes, synthetic_slice
+
+from mri_cascade.cli import main
+from mri_cascade.labels import LABEL_IDS
+
+
+def mixed_folder(root):
+    (root / "patient-a").mkdir(parents=True)
+    (root / "patient-b").mkdir()
+    (root / "patient-a" / "1.jpg").write_bytes(jpeg_bytes(synthetic_slice(1)))
+    synthetic_slice(2).save(root / "patient-a" / "2.png")
+    (root / "patient-a" / "broken.jpg").write_bytes(b"not an image")
+    (root / "patient-b" / "scan.dcm").write_bytes(dicom_bytes(np.asarray(synthetic_slice(3), dtype=np.uint16) * 16))
+    volume = np.stack([np.asarray(synthetic_slice(k, size=(48, 56)), dtype=float) for k in range(3)], axis=2)
+    (root / "patient-b" / "volume.nii.gz").write_bytes(nifti_bytes(volume, gzipped=True))
+    return root
+
+
+def read(path):
+    with open(path) as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_predict_writes_one_row_per_file_and_keeps_going(tiny_models, tmp_path, capsys):
+    folder = mixed_folder(tmp_path / "scans")
+    out = tmp_path / "results.csv"
+    assert main(["predict", str(folder), "--out", str(out), "--models", str(tiny_models)]) == 0
+    rows = read(out)
+    assert len(rows) == 5
+    assert list(rows[0]) == ["path", "label", *LABEL_IDS, "slices", "refused", "reason"]
+    broken = next(r for r in rows if r["path"].endswith("broken.jpg"))
+    assert broken["refused"] == "True" and "not a readable image" in broken["reason"] and not broken["label"]
+    volume = next(r for r in rows if r["path"].endswith("volume.nii.gz"))
+    assert volume["slices"] == "3" and volume["label"] in LABEL_IDS
+    for row in rows:
+        if row["refused"] == "False":
+            assert abs(sum(float(row[label]) for label in LABEL_IDS) - 1) < 1e-4
+    assert "4 of 5 files classified" in capsys.readouterr().out
+
+
+def test_series_by_folder_gives_one_answer_per_patient(tiny_models, tmp_path):
+    folder = mixed_folder(tmp_path / "scans")
+    out = tmp_path / "patients.csv"
+    assert main(["predict", str(folder), "--out", str(out), "--models", str(tiny_models), "--series-by", "folder"]) == 0
+    rows = read(out)
+    assert [r["path"].rsplit("/", 1)[-1] for r in rows] == ["patient-a", "patient-b"]
+    assert rows[0]["slices"] == "2" and "not a readable image" in rows[0]["reason"]
+    assert rows[1]["slices"] == "4"
+
+
+def test_exit_code_is_non_zero_only_when_nothing_could_be_read(tiny_models, tmp_path):
+    (tmp_path / "junk.png").write_bytes(b"junk")
+    assert main(["predict", str(tmp_path / "junk.png"), "--out", str(tmp_path / "r.csv"),
+                 "--models", str(tiny_models)]) == 1
+    assert read(tmp_path / "r.csv")[0]["refused"] == "True"
