@@ -7,64 +7,98 @@ import os
 import gradio as gr
 
 from mri_cascade import Cascade, ImageLoadError, ModelLoadError
-from mri_cascade.service import DISCLAIMER, classify, example_scans
+from mri_cascade.service import DISCLAIMER, SLICE_COLUMNS, View, classify, classify_series, example_scans
 
 MAX_STAGES = 3
 CONCURRENCY_ID = "cascade"  # one inference at a time: a single forward pass already uses every core
+SERIES_TYPES = [".dcm", ".nii", ".gz", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"]
+
+
+def result_panel(prefix: str) -> list[gr.components.Component]:
+    """Answer, path, the seven joint bars and one bar chart per stage, in that order."""
+    answer = gr.Markdown(label="answer", elem_id=f"{prefix}answer")
+    path = gr.Markdown(label="path", elem_id=f"{prefix}path")
+    joint = gr.Label(num_top_classes=7, label="All seven answers (joint probability)", show_heading=False,
+                     elem_id=f"{prefix}joint")
+    stages = [gr.Label(label=f"stage {i + 1}", visible=False, show_heading=False, elem_id=f"{prefix}stage-{i + 1}")
+              for i in range(MAX_STAGES)]
+    return [answer, path, joint, *stages]
+
+
+def panel_values(view: View) -> list:
+    stage_updates = [gr.update(value=probabilities, label=heading, visible=True) for heading, probabilities in view.stages]
+    stage_updates += [gr.update(value=None, visible=False)] * (MAX_STAGES - len(view.stages))
+    return [view.answer, view.path, view.joint, *stage_updates]
 
 
 def build_demo(cascade: Cascade) -> gr.Blocks:
+    def guarded(action, *inputs):
+        try:
+            return action(*inputs)
+        except ImageLoadError as error:
+            raise gr.Error(str(error)) from None
+
     def show(image_path: str | None):
         if not image_path:
             raise gr.Error("Drop a brain MRI slice (PNG or JPEG) into the box first.")
-        try:
-            view = classify(cascade, image_path)
-        except ImageLoadError as error:
-            raise gr.Error(str(error)) from None
-        stage_updates = [
-            gr.update(value=probabilities, label=heading, visible=True) for heading, probabilities in view.stages
-        ] + [gr.update(value=None, visible=False)] * (MAX_STAGES - len(view.stages))
-        return view.answer, view.path, view.joint, *stage_updates
+        return panel_values(guarded(classify, cascade, image_path))
+
+    def show_series(paths: list[str] | None):
+        if not paths:
+            raise gr.Error("Add one or more slices, a DICOM series or a NIfTI volume first.")
+        view, rows = guarded(classify_series, cascade, paths)
+        return [*panel_values(view), rows]
 
     def classify_api(image_path: str | None) -> dict:
         if not image_path:
             raise gr.Error("No image was sent: pass one file, e.g. handle_file('scan.jpg').")
-        try:
-            return classify(cascade, image_path).payload
-        except ImageLoadError as error:
-            raise gr.Error(str(error)) from None
+        return guarded(classify, cascade, image_path).payload
+
+    def classify_series_api(paths: list[str] | None) -> dict:
+        if not paths:
+            raise gr.Error("No files were sent: pass a list, e.g. [handle_file('a.dcm'), handle_file('b.dcm')].")
+        return guarded(classify_series, cascade, paths)[0].payload
 
     with gr.Blocks(title="MRI Cascade") as demo:
-        gr.Markdown("# MRI Cascade\nAlzheimer's disease, brain tumor, or neither — from one 2-D brain MRI slice.")
+        gr.Markdown("# MRI Cascade\nAlzheimer's disease, brain tumor, or neither — from a 2-D brain MRI slice or a series.")
         gr.Markdown(DISCLAIMER)
-        with gr.Row():
-            with gr.Column():
-                image = gr.Image(
-                    type="filepath", format="png", image_mode=None, sources=["upload", "clipboard"],
-                    label="Brain MRI slice", height=360,
-                )
-                button = gr.Button("Classify", variant="primary")
-                examples = example_scans()
-                if examples:
-                    gr.Examples(examples, inputs=image, label="Example scans")
-            with gr.Column():
-                answer = gr.Markdown(label="answer", elem_id="answer")
-                path = gr.Markdown(label="path", elem_id="path")
-                joint = gr.Label(
-                    num_top_classes=7, label="All seven answers (joint probability)", show_heading=False, elem_id="joint"
-                )
-                stages = [
-                    gr.Label(label=f"stage {i + 1}", visible=False, show_heading=False, elem_id=f"stage-{i + 1}")
-                    for i in range(MAX_STAGES)
-                ]
-        outputs = [answer, path, joint, *stages]
-        gr.on([image.upload, button.click], show, image, outputs, api_name="show", concurrency_id=CONCURRENCY_ID,
-              api_description="What the page shows for one slice: answer, path, joint bars, per-stage bars.")
+        with gr.Tab("One slice"):
+            with gr.Row():
+                with gr.Column():
+                    image = gr.Image(type="filepath", format="png", image_mode=None, sources=["upload", "clipboard"],
+                                     label="Brain MRI slice (PNG, JPEG, ...)", height=360)
+                    button = gr.Button("Classify", variant="primary")
+                    examples = example_scans()
+                    if examples:
+                        gr.Examples(examples, inputs=image, label="Example scans")
+                with gr.Column():
+                    outputs = result_panel("")
+            gr.on([image.upload, button.click], show, image, outputs, api_name="show", concurrency_id=CONCURRENCY_ID,
+                  api_description="What the page shows for one slice: answer, path, joint bars, per-stage bars.")
+        with gr.Tab("Patient series, DICOM, NIfTI"):
+            with gr.Row():
+                with gr.Column():
+                    files = gr.File(file_count="multiple", file_types=SERIES_TYPES, type="filepath",
+                                    label="Slices of one patient, a DICOM series or a NIfTI volume")
+                    series_button = gr.Button("Classify the series", variant="primary")
+                with gr.Column():
+                    series_outputs = result_panel("series-")
+            table = gr.Dataframe(headers=SLICE_COLUMNS, label="Every slice", interactive=False, elem_id="slices")
+            gr.on([files.upload, series_button.click], show_series, files, [*series_outputs, table],
+                  api_name="show_series", concurrency_id=CONCURRENCY_ID,
+                  api_description="What the page shows for a series: the patient answer and a per-slice table.")
         api_image = gr.File(file_count="single", type="filepath", visible=False)
+        api_files = gr.File(file_count="multiple", type="filepath", visible=False)
         api_result = gr.JSON(label="result", visible=False)
         gr.Button(visible=False).click(
             classify_api, api_image, api_result, api_name="classify", concurrency_id=CONCURRENCY_ID,
-            api_description="Classify one brain MRI slice: {label, display_name, probabilities (all seven ids), stages}.",
+            api_description="Classify one brain MRI slice (picture or single-frame DICOM): "
+            "{label, display_name, probabilities over all seven ids, stages}.",
+        )
+        gr.Button(visible=False).click(
+            classify_series_api, api_files, api_result, api_name="classify_series", concurrency_id=CONCURRENCY_ID,
+            api_description="Classify a patient's slices (files, a multi-frame DICOM or a NIfTI volume) together: "
+            "{label, display_name, probabilities, stages, slices: [{index, label, probabilities}]}.",
         )
     return demo
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .cascade import Cascade, CascadeResult
+from .cascade import Cascade, CascadeResult, SeriesResult
 from .images import ImageSource
 from .labels import LABELS, TASKS
 
@@ -43,11 +43,43 @@ def describe(result: CascadeResult) -> View:
         for stage in result.stages
     ]
     joint = {LABELS[label]: p for label, p in result.probabilities.items()}
-    return View(answer, path, joint, stages, result.to_dict())
+    payload = {"label": result.label, "display_name": result.display_name,
+               "probabilities": result.probabilities, "stages": [asdict(stage) for stage in result.stages]}
+    return View(answer, path, joint, stages, payload)
 
 
 def classify(cascade: Cascade, image: ImageSource) -> View:
     return describe(cascade.predict(image))
+
+
+SLICE_COLUMNS = ["slice", "answer", "probability", "P(disease)"]
+
+
+def slice_table(result: SeriesResult) -> list[list]:
+    """One row per slice, in the order given; slices are numbered, never named (file names can carry identities)."""
+    return [
+        [index + 1, LABELS[item.label], round(item.probabilities[item.label], 4),
+         round(1 - item.probabilities["healthy"], 4)]
+        for index, item in enumerate(result.slices)
+    ]
+
+
+def series_payload(result: SeriesResult) -> dict:
+    """The ``/classify_series`` JSON: the patient's answer and every slice's label and probabilities."""
+    payload = describe(result).payload
+    payload["slices"] = [
+        {"index": index, "label": item.label, "probabilities": item.probabilities}
+        for index, item in enumerate(result.slices)
+    ]
+    return payload
+
+
+def classify_series(cascade: Cascade, images: list[ImageSource]) -> tuple[View, list[list]]:
+    result = cascade.predict_series(images)
+    view = describe(result)
+    view.answer = view.answer.replace("Joint probability", f"Patient answer from {len(result.slices)} slices · joint probability")
+    view.payload = series_payload(result)
+    return view, slice_table(result)
 
 
 def example_scans(folder: str | os.PathLike | None = None, limit: int = 12) -> list[str]:

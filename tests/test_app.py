@@ -54,3 +54,30 @@ def test_bad_input_gets_a_clear_error_and_the_app_keeps_serving(client, tmp_path
     good = tmp_path / "good.jpg"
     good.write_bytes(jpeg_bytes(synthetic_slice(3)))
     assert client.predict(handle_file(str(good)), api_name="/classify")["label"] in LABEL_IDS
+
+
+def test_classify_series_takes_dicom_and_nifti_files(client, tmp_path):
+    import numpy as np
+    from conftest import PATIENT_ID, dicom_bytes, nifti_bytes
+
+    frames = np.stack([np.asarray(synthetic_slice(i), dtype=np.uint16) * 16 for i in range(2)])
+    (tmp_path / "series.dcm").write_bytes(dicom_bytes(frames))
+    volume = np.stack([np.asarray(synthetic_slice(k, size=(48, 56)), dtype=float) for k in range(3)], axis=2)
+    (tmp_path / "volume.nii.gz").write_bytes(nifti_bytes(volume, gzipped=True))
+    result = client.predict([handle_file(str(tmp_path / "series.dcm")), handle_file(str(tmp_path / "volume.nii.gz"))],
+                            api_name="/classify_series")
+    assert result["label"] in LABEL_IDS and sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert [s["index"] for s in result["slices"]] == [0, 1, 2, 3, 4]
+    assert "Doe" not in str(result) and PATIENT_ID not in str(result)
+
+
+def test_classify_takes_a_single_frame_dicom_and_points_volumes_to_the_series_endpoint(client, tmp_path):
+    import numpy as np
+    from conftest import dicom_bytes
+
+    (tmp_path / "one.dcm").write_bytes(dicom_bytes(np.asarray(synthetic_slice(4), dtype=np.uint16) * 16))
+    assert client.predict(handle_file(str(tmp_path / "one.dcm")), api_name="/classify")["label"] in LABEL_IDS
+    frames = np.stack([np.asarray(synthetic_slice(i), dtype=np.uint16) for i in range(3)])
+    (tmp_path / "three.dcm").write_bytes(dicom_bytes(frames))
+    with pytest.raises(Exception, match="holds 3 slices"):
+        client.predict(handle_file(str(tmp_path / "three.dcm")), api_name="/classify")

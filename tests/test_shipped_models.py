@@ -62,3 +62,20 @@ def test_the_shipped_cascade_reads_real_test_scans_above_the_floor():
     correct = sum(result.label == truth for result, (_, truth) in zip(results, sample))
     print(f"shipped cascade on {len(sample)} fixed test scans: {correct / len(sample):.3f}")
     assert correct / len(sample) >= ACCURACY_FLOOR
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "alzheimer" / "test").is_dir(), reason="real scans not present")
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_a_real_scan_wrapped_as_dicom_gets_the_jpegs_answer(photometric):
+    import numpy as np
+    from conftest import dicom_bytes
+    from PIL import Image
+
+    cascade = Cascade.from_pretrained()
+    for path, _ in fixed_test_sample()[::12]:  # one scan from each test folder
+        grey = np.asarray(Image.open(path).convert("L"), dtype=np.uint16)
+        stored = 255 - grey if photometric == "MONOCHROME1" else grey
+        wrapped = dicom_bytes(stored, photometric=photometric, window=(127.5, 255), bits_stored=8)
+        from_jpeg, from_dicom = cascade.predict(path), cascade.predict(wrapped)
+        assert from_dicom.label == from_jpeg.label
+        assert from_dicom.probabilities == pytest.approx(from_jpeg.probabilities, abs=1e-4)
