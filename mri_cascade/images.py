@@ -24,6 +24,8 @@ MAX_PIXELS = 50_000_000
 """Larger images are refused rather than decoded (a guard against decompression bombs)."""
 MAX_FILE_BYTES = 200 * 1024 * 1024
 """Larger files are refused before they are read."""
+MIN_SIDE = 32
+"""Slices narrower or shorter than this (in pixels) are refused: there is nothing to read in them."""
 
 
 class ImageLoadError(ValueError):
@@ -82,10 +84,12 @@ def _decode_picture(data: bytes, source: ImageSource) -> Image.Image:
             image.load()
         except ImageLoadError:
             raise
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageLoadError(
-                f"{_describe(source)} is not a readable image ({ACCEPTED}): {error}"
+                f"{_describe(source)} declares more pixels than the limit of {MAX_PIXELS:,} (a decompression bomb?)"
             ) from None
+        except UnidentifiedImageError:
+            raise ImageLoadError(f"{_describe(source)} is not a readable image; accepted: {ACCEPTED}") from None
         except (OSError, SyntaxError, ValueError, struct.error) as error:
             raise ImageLoadError(f"{_describe(source)} is damaged or truncated: {error}") from None
     return image
@@ -127,8 +131,11 @@ def load_series(source: ImageSource) -> list[Image.Image]:
     else:
         raise ImageLoadError(f"cannot read an image from a {type(source).__name__}")
     for picture in pictures:
-        if min(picture.size) < 1:
-            raise ImageLoadError(f"{_describe(source)} has no pixels")
+        if min(picture.size) < MIN_SIDE:
+            raise ImageLoadError(
+                f"{_describe(source)} is {picture.width}x{picture.height} pixels; a slice must be at least "
+                f"{MIN_SIDE}x{MIN_SIDE}"
+            )
     return [to_model_rgb(picture) for picture in pictures]
 
 

@@ -156,3 +156,64 @@ def nifti_bytes(volume: np.ndarray, gzipped: bool = False) -> bytes:
 
     data = nibabel.Nifti1Image(volume.astype(np.float32), affine=np.eye(4)).to_bytes()
     return gzip.compress(data) if gzipped else data
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares ``width`` x ``height`` pixels (a decompression bomb's shape)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def encoded(image: Image.Image, format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+def bad_input_corpus() -> list[tuple[str, bytes, str]]:
+    """(file name, content, words the error must contain) for inputs that must be refused clearly."""
+    import gzip
+
+    rng = np.random.default_rng(7)
+    scan = synthetic_slice(11)
+    return [
+        ("empty.jpg", b"", "empty (0 bytes)"),
+        ("notes.jpg", b"Patient notes: follow-up in two weeks.\n" * 30, "not a readable image"),
+        ("page.png", b"<!doctype html><html><body><h1>Not a scan</h1></body></html>" * 10, "not a readable image"),
+        ("noise.jpg", rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(), "not a readable image"),
+        ("cut.jpg", jpeg_bytes(scan)[:600], "damaged or truncated"),
+        ("cut.png", encoded(scan, "PNG")[:300], "damaged or truncated"),
+        ("bomb.png", _png_declaring(100_000, 100_000), "more pixels than the limit"),
+        ("dot.png", encoded(Image.new("L", (1, 1)), "PNG"), "at least 32x32"),
+        ("strip.png", encoded(Image.new("L", (10_000, 3), 90), "PNG"), "at least 32x32"),
+        ("broken.dcm", b"\x00" * 128 + b"DICM" + rng.integers(0, 256, 300, dtype=np.uint8).tobytes(), "DICOM"),
+        ("broken.nii", nifti_bytes(np.ones((8, 8, 8)))[:360], "NIfTI"),
+        ("broken.nii.gz", gzip.compress(b"definitely not nifti" * 50), "not a NIfTI image"),
+    ]
+
+
+def odd_but_valid_corpus() -> list[tuple[str, bytes]]:
+    """(file name, content) for unusual encodings that must still be answered."""
+    scan = synthetic_slice(12)
+    deep = Image.fromarray((np.asarray(scan, dtype=np.uint16) * 257).astype(np.uint16))
+    rgba = scan.convert("RGBA")
+    frames = [synthetic_slice(13), synthetic_slice(14)]
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    return [
+        ("deep.png", encoded(deep, "PNG")),
+        ("cmyk.jpg", encoded(scan.convert("CMYK"), "JPEG")),
+        ("rgba.png", encoded(rgba, "PNG")),
+        ("palette.png", encoded(scan.convert("P"), "PNG")),
+        ("animated.gif", encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])),
+        ("rotated.jpg", encoded(scan.convert("RGB"), "JPEG", exif=exif)),
+        ("scan.tiff", encoded(scan, "TIFF")),
+        ("scan.webp", encoded(scan, "WEBP", lossless=True)),
+        ("scan.bmp", encoded(scan, "BMP")),
+    ]
