@@ -104,14 +104,24 @@ def _resolve(location: str, filename: str) -> str | None:
         return None
 
 
-def load_stage(location: str, backend: str = "auto") -> Stage:
-    """Load one model for inference: its ONNX export when present and fresh (``backend`` auto/onnx), else PyTorch."""
+def load_stage(location: str, task: str, backend: str = "auto") -> Stage:
+    """Load one task's model for inference: its ONNX export when present and fresh (``backend`` auto/onnx),
+    else PyTorch. Its config must name exactly the task's classes in ``id2label``."""
     config = AutoConfig.from_pretrained(location, trust_remote_code=False)
+    expected, found = set(TASKS[task].classes), set(config.id2label.values())
+    if found != expected:
+        raise ModelLoadError(
+            f"the {task} model at {location} has classes {sorted(found)} in config.json (id2label), "
+            f"expected {sorted(expected)}"
+        )
     processor = AutoImageProcessor.from_pretrained(location, trust_remote_code=False)
     if backend in ("auto", "onnx"):
         onnx_path, weights_path = _resolve(location, ONNX_FILE), _resolve(location, WEIGHTS_FILE)
         if onnx_path and weights_path and fresh_onnx_export(onnx_path, weights_path):
-            return Stage(config, processor, OnnxRunner(onnx_path), location, "onnx")
+            try:
+                return Stage(config, processor, OnnxRunner(onnx_path), location, "onnx")
+            except Exception as error:  # onnxruntime raises its own types for a damaged graph
+                raise ModelLoadError(f"the ONNX export at {onnx_path} cannot be run: {error}") from error
         if backend == "onnx":
             raise ModelLoadError(f"no up-to-date ONNX export at {location}/{ONNX_FILE}")
     model = AutoModelForImageClassification.from_pretrained(location, use_safetensors=True, trust_remote_code=False)
@@ -142,18 +152,11 @@ class Cascade:
         for task in TASKS:
             location = model_location(source, task)
             try:
-                stage = load_stage(location, backend)
+                stages[task] = load_stage(location, task, backend)
             except ModelLoadError:
                 raise
-            except (OSError, ValueError, KeyError, RuntimeError) as error:
+            except Exception as error:  # any failure to load (missing, corrupt, pickle-only ...) stops the start-up
                 raise ModelLoadError(f"could not load the {task} model from {location}: {error}") from error
-            expected = set(TASKS[task].classes)
-            found = set(stage.config.id2label.values())
-            if found != expected:
-                raise ModelLoadError(
-                    f"the {task} model at {location} has classes {sorted(found)}, expected {sorted(expected)}"
-                )
-            stages[task] = stage
         return cls(stages)
 
     def stage_probabilities(self, images: Sequence[ImageSource], batch_size: int = 8) -> dict[str, np.ndarray]:

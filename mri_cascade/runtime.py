@@ -90,7 +90,10 @@ def fresh_onnx_export(onnx_path: str | os.PathLike, weights_path: str | os.PathL
         return False
     if not (os.path.isfile(onnx_path) and os.path.isfile(weights_path)):
         return False
-    props = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    try:
+        props = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    except Exception:  # a damaged file is not a usable export
+        return False
     return props.get(SOURCE_HASH_KEY) == file_sha256(weights_path)
 
 
