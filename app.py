@@ -7,7 +7,17 @@ import os
 import gradio as gr
 
 from mri_cascade import Cascade, ImageLoadError, ModelLoadError
-from mri_cascade.service import DISCLAIMER, SLICE_COLUMNS, View, classify, classify_series, example_scans
+from mri_cascade.images import MAX_FILE_BYTES
+from mri_cascade.service import (
+    DISCLAIMER,
+    SLICE_COLUMNS,
+    View,
+    cache_ttl_seconds,
+    classify,
+    classify_series,
+    example_scans,
+    limits_text,
+)
 
 MAX_STAGES = 3
 CONCURRENCY_ID = "cascade"  # one inference at a time: a single forward pass already uses every core
@@ -32,36 +42,42 @@ def panel_values(view: View) -> list:
 
 
 def build_demo(cascade: Cascade) -> gr.Blocks:
+    def refuse(message: str) -> gr.Error:
+        # print_exception=False: the message names the user's file, and server logs must not
+        return gr.Error(message, title="Cannot read this input", print_exception=False)
+
     def guarded(action, *inputs):
         try:
             return action(*inputs)
         except ImageLoadError as error:
-            raise gr.Error(str(error)) from None
+            raise refuse(str(error)) from None
 
     def show(image_path: str | None):
         if not image_path:
-            raise gr.Error("Drop a brain MRI slice (PNG or JPEG) into the box first.")
+            raise refuse("Drop a brain MRI slice (PNG or JPEG) into the box first.")
         return panel_values(guarded(classify, cascade, image_path))
 
     def show_series(paths: list[str] | None):
         if not paths:
-            raise gr.Error("Add one or more slices, a DICOM series or a NIfTI volume first.")
+            raise refuse("Add one or more slices, a DICOM series or a NIfTI volume first.")
         view, rows = guarded(classify_series, cascade, paths)
         return [*panel_values(view), rows]
 
     def classify_api(image_path: str | None) -> dict:
         if not image_path:
-            raise gr.Error("No image was sent: pass one file, e.g. handle_file('scan.jpg').")
+            raise refuse("No image was sent: pass one file, e.g. handle_file('scan.jpg').")
         return guarded(classify, cascade, image_path).payload
 
     def classify_series_api(paths: list[str] | None) -> dict:
         if not paths:
-            raise gr.Error("No files were sent: pass a list, e.g. [handle_file('a.dcm'), handle_file('b.dcm')].")
+            raise refuse("No files were sent: pass a list, e.g. [handle_file('a.dcm'), handle_file('b.dcm')].")
         return guarded(classify_series, cascade, paths)[0].payload
 
-    with gr.Blocks(title="MRI Cascade") as demo:
+    ttl = cache_ttl_seconds()
+    with gr.Blocks(title="MRI Cascade", delete_cache=(ttl, ttl)) as demo:
         gr.Markdown("# MRI Cascade\nAlzheimer's disease, brain tumor, or neither — from a 2-D brain MRI slice or a series.")
         gr.Markdown(DISCLAIMER)
+        gr.Markdown(limits_text(), elem_id="limits")
         with gr.Tab("One slice"):
             with gr.Row():
                 with gr.Column():
@@ -111,6 +127,7 @@ def main() -> None:
     demo = build_demo(cascade)
     demo.queue(default_concurrency_limit=1, max_size=64)
     demo.launch(
+        max_file_size=MAX_FILE_BYTES,
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
     )

@@ -7,11 +7,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .cascade import Cascade, CascadeResult, SeriesResult
-from .images import ImageSource
+from .images import MAX_FILE_BYTES, MAX_PIXELS, MIN_SIDE, ImageSource
 from .labels import LABELS, TASKS
+from .medical import MAX_SLICES
 
 EXAMPLES_ENV = "MRI_CASCADE_EXAMPLES"
 """Environment variable naming a folder of example scans for the Space (none are committed)."""
+CACHE_TTL_ENV = "MRI_CASCADE_CACHE_TTL"
+"""Seconds an upload may stay in the Space's cache before it is deleted (default 60). Uploads are not deleted
+the moment a request ends because Gradio stores identical uploads once: a concurrent request may still need it."""
 EXAMPLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 DISCLAIMER = (
     "**Research demo — not a medical device.** MRI Cascade has not been clinically validated. "
@@ -46,6 +50,18 @@ def describe(result: CascadeResult) -> View:
     payload = {"label": result.label, "display_name": result.display_name,
                "probabilities": result.probabilities, "stages": [asdict(stage) for stage in result.stages]}
     return View(answer, path, joint, stages, payload)
+
+
+def limits_text() -> str:
+    return (
+        f"Limits: {MAX_FILE_BYTES >> 20} MB per file, {MAX_PIXELS // 1_000_000} megapixels per picture, "
+        f"slices at least {MIN_SIDE}×{MIN_SIDE} px, {MAX_SLICES} slices per series. Uploads are deleted within "
+        f"{cache_ttl_seconds()} s; nothing you send is logged or kept."
+    )
+
+
+def cache_ttl_seconds() -> int:
+    return max(1, int(os.environ.get(CACHE_TTL_ENV, "60")))
 
 
 def classify(cascade: Cascade, image: ImageSource) -> View:
