@@ -36,6 +36,7 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
     validation = _read(model_dir / "validation_results.json") or {}
     training = _read(model_dir / "training_args.json") or {}
     test = _read(model_dir / "test_results.json")
+    calibration = _read(model_dir / "calibration.json")
     config = json.loads((model_dir / "config.json").read_text())
     repo_id = f"{namespace}/mri-{task.name}"
     eval_results = []
@@ -89,6 +90,7 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
         ) or "not recorded",
         test_full=(test or {}).get("full"),
         test_dedup=(test or {}).get("deduplicated"),
+        calibration=calibration,
     )
     card.save(model_dir / "README.md")
     return card

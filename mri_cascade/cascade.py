@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
+from .calibration import TEMPERATURE_KEY, softmax
 from .images import ImageLoadError, ImageSource, load_image, load_series
 from .labels import ALZHEIMER_SEVERITY, ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, LABELS, TASKS, TUMOR_TYPE
 from .medical import MAX_SLICES
@@ -160,7 +161,15 @@ class Cascade:
         return cls(stages)
 
     def stage_probabilities(self, images: Sequence[ImageSource], batch_size: int = 8) -> dict[str, np.ndarray]:
-        """Every model's class probabilities for every image, columns in each task's class order.
+        """Every model's class probabilities for every image, columns in each task's class order, each model's
+        logits divided by the temperature its config stores (1 if none)."""
+        return {
+            task: softmax(logits, float(getattr(self.stages[task].config, TEMPERATURE_KEY, 1.0)))
+            for task, logits in self.stage_logits(images, batch_size).items()
+        }
+
+    def stage_logits(self, images: Sequence[ImageSource], batch_size: int = 8) -> dict[str, np.ndarray]:
+        """Every model's logits for every image, columns in each task's class order.
 
         Images are preprocessed once per distinct image-processor setting, then each model runs once per batch.
         """
@@ -187,15 +196,12 @@ class Cascade:
     def _run_groups(self, pixels_per_group: list[np.ndarray], outputs: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
         for tasks, pixels in zip(self.preprocessing_groups.values(), pixels_per_group):
             for task in tasks:
-                outputs[task].append(self._probabilities(task, pixels))
+                outputs[task].append(self._logits(task, pixels))
         return {task: np.concatenate(parts) for task, parts in outputs.items()}
 
-    def _probabilities(self, task: str, pixels: np.ndarray) -> np.ndarray:
+    def _logits(self, task: str, pixels: np.ndarray) -> np.ndarray:
         stage = self.stages[task]
-        logits = stage.run(pixels)
-        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
-        return probabilities[:, [stage.config.label2id[c] for c in TASKS[task].classes]]
+        return stage.run(pixels)[:, [stage.config.label2id[c] for c in TASKS[task].classes]]
 
     def combine(self, stage_probabilities: dict[str, np.ndarray]) -> list[CascadeResult]:
         """Route each image down the cascade and form the joint distribution over the seven ids."""

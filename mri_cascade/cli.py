@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 
 def evaluate_command(args: argparse.Namespace) -> int:
     from .audit import duplicates_of_reference, fingerprint_dataset
@@ -158,6 +160,71 @@ def push_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def calibrate_command(args: argparse.Namespace) -> int:
+    from .calibration import TEMPERATURE_KEY, expected_calibration_error, fit_temperature, reliability_diagram, softmax
+    from .cascade import DEFAULT_MODELS, Cascade
+    from .data import carve_validation, expand_sources, load_sources
+    from .evaluation import tune_healthy_threshold
+    from .labels import LABEL_IDS, TASKS
+
+    models_dir = Path(args.models or DEFAULT_MODELS)
+    splits = load_sources(expand_sources(args.data))
+    _, validation = carve_validation(splits["train"], args.validation_fraction, args.seed)
+    cascade = Cascade.from_pretrained(models_dir, backend="auto")
+    print(f"fitting temperatures on {len(validation)} validation images ...", flush=True)
+    validation_logits = cascade.stage_logits(validation["image"])
+    test_logits = cascade.stage_logits(splits["test"]["image"])
+    truth = np.asarray(validation["label_id"])
+    test_truth = np.asarray(splits["test"]["label_id"])
+    temperatures, figures = {}, {}
+    for task_name, task in TASKS.items():
+        members = np.isin(truth, task.members())
+        labels = np.array([task.classes.index(task.class_of[t]) for t in truth[members]])
+        temperatures[task_name] = fit_temperature(validation_logits[task_name][members], labels)
+        test_members = np.isin(test_truth, task.members())
+        test_labels = np.array([task.classes.index(task.class_of[t]) for t in test_truth[test_members]])
+        figures[task_name] = {"temperature": temperatures[task_name]}
+        for name, temperature in (("before", 1.0), ("after", temperatures[task_name])):
+            probabilities = softmax(test_logits[task_name][test_members], temperature)
+            figures[task_name][f"test_ece_{name}"] = expected_calibration_error(
+                probabilities.max(axis=1), probabilities.argmax(axis=1) == test_labels)
+    detector_results = json.loads((models_dir / "disease-detector" / "validation_results.json").read_text())
+    target = detector_results.get("healthy_threshold", {}).get("target_disease_recall", 0.97)
+    calibrated_healthy = softmax(validation_logits["disease-detector"], temperatures["disease-detector"])[:, 0]
+    threshold = tune_healthy_threshold(calibrated_healthy, truth == "healthy", target)
+    curves, end_to_end = {}, {}
+    for name, temps, cut in (("before", dict.fromkeys(TASKS, 1.0), cascade.healthy_threshold),
+                             ("after", temperatures, threshold["threshold"])):
+        cascade.healthy_threshold = cut
+        results = cascade.combine({t: softmax(test_logits[t], temps[t]) for t in TASKS})
+        confidence = np.array([r.probabilities[r.label] for r in results])
+        correct = np.array([r.label == t for r, t in zip(results, test_truth)])
+        curves[f"{name} scaling"] = (confidence, correct)
+        end_to_end[name] = {"ece": expected_calibration_error(confidence, correct), "accuracy": float(correct.mean()),
+                            "healthy_threshold": cut}
+    for task_name in TASKS:
+        config_path = models_dir / task_name / "config.json"
+        config = json.loads(config_path.read_text())
+        config[TEMPERATURE_KEY] = temperatures[task_name]
+        if task_name == "disease-detector":
+            config["healthy_threshold"] = threshold["threshold"]
+            figures[task_name]["healthy_threshold"] = threshold
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        (models_dir / task_name / "calibration.json").write_text(json.dumps(figures[task_name], indent=2))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    reliability_diagram(curves, out / "reliability_cascade.png")
+    report = {"models": figures, "cascade_end_to_end": end_to_end, "labels": list(LABEL_IDS)}
+    (out / "calibration.json").write_text(json.dumps(report, indent=2))
+    for task_name, task_figures in figures.items():
+        print(f"{task_name:<20} T={task_figures['temperature']:.3f}  test ECE {task_figures['test_ece_before']:.3f}"
+              f" -> {task_figures['test_ece_after']:.3f}")
+    print(f"cascade end to end: ECE {end_to_end['before']['ece']:.3f} -> {end_to_end['after']['ece']:.3f}, "
+          f"accuracy {end_to_end['before']['accuracy']:.3f} -> {end_to_end['after']['accuracy']:.3f}, "
+          f"healthy threshold {end_to_end['before']['healthy_threshold']:.4f} -> {threshold['threshold']:.4f}")
+    return 0
+
+
 def export_onnx_command(args: argparse.Namespace) -> int:
     from .cascade import DEFAULT_MODELS
     from .labels import TASKS
@@ -195,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("data", nargs="+")
     audit.add_argument("--out", default=None, help="Write the audit as JSON here.")
     audit.set_defaults(run=audit_command)
+
+    calibrate = commands.add_parser("calibrate", help="Fit each model's temperature on validation data; report ECE.")
+    calibrate.add_argument("data", nargs="+")
+    calibrate.add_argument("--models", default=None)
+    calibrate.add_argument("--out", default="reports")
+    calibrate.add_argument("--validation-fraction", type=float, default=0.15)
+    calibrate.add_argument("--seed", type=int, default=42)
+    calibrate.set_defaults(run=calibrate_command)
 
     export = commands.add_parser("export-onnx", help="Write onnx/model.onnx into each model folder (ONNX Runtime).")
     export.add_argument("--models", default=None)

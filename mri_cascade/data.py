@@ -82,6 +82,18 @@ def split_validation(
     return train.select(sorted(train_index)), train.select(sorted(validation_index))
 
 
+def carve_validation(train: Dataset, fraction: float = 0.15, seed: int = 42, thumbnails: np.ndarray | None = None):
+    """The training script's validation split: near-duplicate groups of ``train``, then ``split_validation``.
+
+    Pass the train thumbnails when already computed (``audit.fingerprint_dataset``) to skip decoding again.
+    """
+    from .audit import fingerprint_dataset, near_duplicate_groups
+
+    if thumbnails is None:
+        thumbnails = fingerprint_dataset(train).thumbnails
+    return split_validation(train, near_duplicate_groups(thumbnails), fraction, seed)
+
+
 def task_dataset(dataset: Dataset, task: Task) -> Dataset:
     """Keep the images that belong to ``task`` and label them with its ClassLabel."""
     keep = [i for i, label in enumerate(dataset["label_id"]) if label in task.class_of]

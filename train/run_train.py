@@ -32,9 +32,9 @@ from transformers import (
     set_seed,
 )
 
-from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
+from mri_cascade.audit import fingerprint_dataset
 from mri_cascade.cards import render_model_card
-from mri_cascade.data import label_counts, load_sources, split_validation, task_dataset
+from mri_cascade.data import carve_validation, label_counts, load_sources, task_dataset
 from mri_cascade.evaluation import audit_report, classification_metrics, print_audit, tune_healthy_threshold
 from mri_cascade.images import to_model_rgb
 from mri_cascade.labels import TASKS
@@ -166,9 +166,8 @@ def main() -> None:
     audit = audit_report(sources, train_prints, fingerprint_dataset(sources["test"]))
     print_audit(audit)
     (output_root / "data_audit.json").write_text(json.dumps(audit, indent=2))
-    groups = near_duplicate_groups(train_prints.thumbnails)
-    train_all, validation_all = split_validation(
-        sources["train"], groups, data_args.validation_fraction, training_args.seed
+    train_all, validation_all = carve_validation(
+        sources["train"], data_args.validation_fraction, training_args.seed, train_prints.thumbnails
     )
     logger.info("train %s / validation %s", label_counts(train_all), label_counts(validation_all))
 
