@@ -94,3 +94,16 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
     )
     card.save(model_dir / "README.md")
     return card
+
+
+def publish_model(model_dir: Path, prefix: str, private: bool = False) -> str:
+    """Render ``model_dir``'s card for the Hub namespace of ``prefix`` (``org/mri``) and upload the folder
+    to ``<prefix>-<task>``; return the repo id."""
+    from huggingface_hub import create_repo, upload_folder
+
+    model_dir = Path(model_dir)
+    repo_id = f"{prefix}-{model_dir.name}"
+    render_model_card(model_dir, namespace=prefix.split("/")[0])
+    create_repo(repo_id, exist_ok=True, private=private)
+    upload_folder(repo_id=repo_id, folder_path=str(model_dir), commit_message="Upload MRI Cascade model")
+    return repo_id

@@ -23,9 +23,11 @@ MODELS_ENV = "MRI_CASCADE_MODELS"
 """Environment variable naming the models: a local directory or a Hub prefix (default: the shipped models/)."""
 
 
+DEFAULT_HEALTHY_THRESHOLD = 0.5
+
+
 class ModelLoadError(RuntimeError):
     """A cascade model could not be loaded; the message names the model and where it was looked for."""
-DEFAULT_HEALTHY_THRESHOLD = 0.5
 
 
 @dataclass
@@ -142,6 +144,8 @@ class Cascade:
         for task, stage in stages.items():
             key = json.dumps(stage.processor.to_dict(), sort_keys=True, default=str)
             self.preprocessing_groups.setdefault(key, []).append(task)
+        # logit columns in each task's class order
+        self.class_columns = {task: [stage.config.label2id[c] for c in TASKS[task].classes] for task, stage in stages.items()}
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike | None = None, backend: str = "auto") -> Cascade:
@@ -173,16 +177,14 @@ class Cascade:
 
         Images are preprocessed once per distinct image-processor setting, then each model runs once per batch.
         """
-        groups = self.preprocessing_groups
+        groups = list(self.preprocessing_groups.values())
 
         def prepare(chunk: Sequence[ImageSource]) -> list[np.ndarray]:
             loaded = [load_image(image) for image in chunk]
-            return [self.stages[tasks[0]].preprocess(loaded) for tasks in groups.values()]
+            return [self.stages[tasks[0]].preprocess(loaded) for tasks in groups]
 
         outputs: dict[str, list[np.ndarray]] = {task: [np.zeros((0, len(TASKS[task].classes)))] for task in TASKS}
         chunks = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
-        if len(chunks) == 1:
-            return self._run_groups(prepare(chunks[0]), outputs)
         # decode and resize the next chunk while the models run on this one (both release the GIL)
         with ThreadPoolExecutor(max_workers=1) as prefetcher:
             upcoming = prefetcher.submit(prepare, chunks[0]) if chunks else None
@@ -190,18 +192,10 @@ class Cascade:
                 pixels_per_group = upcoming.result()
                 if index + 1 < len(chunks):
                     upcoming = prefetcher.submit(prepare, chunks[index + 1])
-                self._run_groups(pixels_per_group, outputs)
+                for tasks, pixels in zip(groups, pixels_per_group):
+                    for task in tasks:
+                        outputs[task].append(self.stages[task].run(pixels)[:, self.class_columns[task]])
         return {task: np.concatenate(parts) for task, parts in outputs.items()}
-
-    def _run_groups(self, pixels_per_group: list[np.ndarray], outputs: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
-        for tasks, pixels in zip(self.preprocessing_groups.values(), pixels_per_group):
-            for task in tasks:
-                outputs[task].append(self._logits(task, pixels))
-        return {task: np.concatenate(parts) for task, parts in outputs.items()}
-
-    def _logits(self, task: str, pixels: np.ndarray) -> np.ndarray:
-        stage = self.stages[task]
-        return stage.run(pixels)[:, [stage.config.label2id[c] for c in TASKS[task].classes]]
 
     def combine(self, stage_probabilities: dict[str, np.ndarray]) -> list[CascadeResult]:
         """Route each image down the cascade and form the joint distribution over the seven ids."""

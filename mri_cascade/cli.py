@@ -7,49 +7,24 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from .audit import duplicates_of_reference, fingerprint_dataset
     from .cards import render_model_card
     from .cascade import DEFAULT_MODELS, Cascade
     from .data import expand_sources, load_sources
-    from .evaluation import evaluate_predictions, write_report
+    from .evaluation import evaluate_cascade, test_results_of, write_report
     from .labels import TASKS
 
     sources = expand_sources(args.data)
-    splits = load_sources(sources)
-    test = splits["test"]
-    _, duplicates = duplicates_of_reference(fingerprint_dataset(test), fingerprint_dataset(splits["train"]))
     cascade = Cascade.from_pretrained(args.models, backend=args.backend)
-    print(f"evaluating on {len(test)} test images ({int(duplicates.sum())} duplicate a training image) ...", flush=True)
-    stage_probabilities = cascade.stage_probabilities(test["image"], batch_size=args.batch_size)
-    predicted = [result.label for result in cascade.combine(stage_probabilities)]
-    truth = test["label_id"]
-    keep = ~duplicates
-    report = {
-        "models": str(args.models or DEFAULT_MODELS),
-        "data": sources,
-        "healthy_threshold": cascade.healthy_threshold,
-        "full_test": evaluate_predictions(truth, stage_probabilities, predicted, cascade.healthy_threshold),
-        "deduplicated_test": evaluate_predictions(
-            [t for t, k in zip(truth, keep) if k],
-            {task: p[keep] for task, p in stage_probabilities.items()},
-            [p for p, k in zip(predicted, keep) if k],
-            cascade.healthy_threshold,
-        ),
-    }
+    report = evaluate_cascade(cascade, load_sources(sources), args.batch_size)
+    report.update(models=str(args.models or DEFAULT_MODELS), data=sources)
     write_report(report, Path(args.out))
     print_summary(report)
     if args.update_model_cards:
         models_dir = Path(args.models or DEFAULT_MODELS)
         for task in TASKS:
-            figures = {
-                variant: {k: v for k, v in report[f"{key}_test"]["models"][task].items() if k not in ("per_class", "confusion")}
-                for variant, key in (("full", "full"), ("deduplicated", "deduplicated"))
-            }
-            (models_dir / task / "test_results.json").write_text(json.dumps(figures, indent=2))
+            (models_dir / task / "test_results.json").write_text(json.dumps(test_results_of(report, task), indent=2))
             render_model_card(models_dir / task)
     return 0
 
@@ -144,84 +119,31 @@ def audit_command(args: argparse.Namespace) -> int:
 
 
 def push_command(args: argparse.Namespace) -> int:
-    from huggingface_hub import create_repo, upload_folder
-
-    from .cards import render_model_card
+    from .cards import publish_model
     from .cascade import DEFAULT_MODELS
     from .labels import TASKS
 
     models_dir = Path(args.models or DEFAULT_MODELS)
     for task in TASKS:
-        repo_id = f"{args.namespace}/{args.prefix}-{task}"
-        render_model_card(models_dir / task, namespace=args.namespace)
-        create_repo(repo_id, exist_ok=True, private=args.private)
-        upload_folder(repo_id=repo_id, folder_path=str(models_dir / task), commit_message="Upload MRI Cascade model")
+        repo_id = publish_model(models_dir / task, f"{args.namespace}/{args.prefix}", private=args.private)
         print(f"pushed {models_dir / task} -> {repo_id}")
     return 0
 
 
 def calibrate_command(args: argparse.Namespace) -> int:
-    from .calibration import TEMPERATURE_KEY, expected_calibration_error, fit_temperature, reliability_diagram, softmax
-    from .cascade import DEFAULT_MODELS, Cascade
-    from .data import carve_validation, expand_sources, load_sources
-    from .evaluation import tune_healthy_threshold
-    from .labels import LABEL_IDS, TASKS
+    from .calibration import calibrate_models
+    from .cascade import DEFAULT_MODELS
+    from .data import expand_sources, load_sources
 
-    models_dir = Path(args.models or DEFAULT_MODELS)
     splits = load_sources(expand_sources(args.data))
-    _, validation = carve_validation(splits["train"], args.validation_fraction, args.seed)
-    cascade = Cascade.from_pretrained(models_dir, backend="auto")
-    print(f"fitting temperatures on {len(validation)} validation images ...", flush=True)
-    validation_logits = cascade.stage_logits(validation["image"])
-    test_logits = cascade.stage_logits(splits["test"]["image"])
-    truth = np.asarray(validation["label_id"])
-    test_truth = np.asarray(splits["test"]["label_id"])
-    temperatures, figures = {}, {}
-    for task_name, task in TASKS.items():
-        members = np.isin(truth, task.members())
-        labels = np.array([task.classes.index(task.class_of[t]) for t in truth[members]])
-        temperatures[task_name] = fit_temperature(validation_logits[task_name][members], labels)
-        test_members = np.isin(test_truth, task.members())
-        test_labels = np.array([task.classes.index(task.class_of[t]) for t in test_truth[test_members]])
-        figures[task_name] = {"temperature": temperatures[task_name]}
-        for name, temperature in (("before", 1.0), ("after", temperatures[task_name])):
-            probabilities = softmax(test_logits[task_name][test_members], temperature)
-            figures[task_name][f"test_ece_{name}"] = expected_calibration_error(
-                probabilities.max(axis=1), probabilities.argmax(axis=1) == test_labels)
-    detector_results = json.loads((models_dir / "disease-detector" / "validation_results.json").read_text())
-    target = detector_results.get("healthy_threshold", {}).get("target_disease_recall", 0.97)
-    calibrated_healthy = softmax(validation_logits["disease-detector"], temperatures["disease-detector"])[:, 0]
-    threshold = tune_healthy_threshold(calibrated_healthy, truth == "healthy", target)
-    curves, end_to_end = {}, {}
-    for name, temps, cut in (("before", dict.fromkeys(TASKS, 1.0), cascade.healthy_threshold),
-                             ("after", temperatures, threshold["threshold"])):
-        cascade.healthy_threshold = cut
-        results = cascade.combine({t: softmax(test_logits[t], temps[t]) for t in TASKS})
-        confidence = np.array([r.probabilities[r.label] for r in results])
-        correct = np.array([r.label == t for r, t in zip(results, test_truth)])
-        curves[f"{name} scaling"] = (confidence, correct)
-        end_to_end[name] = {"ece": expected_calibration_error(confidence, correct), "accuracy": float(correct.mean()),
-                            "healthy_threshold": cut}
-    for task_name in TASKS:
-        config_path = models_dir / task_name / "config.json"
-        config = json.loads(config_path.read_text())
-        config[TEMPERATURE_KEY] = temperatures[task_name]
-        if task_name == "disease-detector":
-            config["healthy_threshold"] = threshold["threshold"]
-            figures[task_name]["healthy_threshold"] = threshold
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        (models_dir / task_name / "calibration.json").write_text(json.dumps(figures[task_name], indent=2))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    reliability_diagram(curves, out / "reliability_cascade.png")
-    report = {"models": figures, "cascade_end_to_end": end_to_end, "labels": list(LABEL_IDS)}
-    (out / "calibration.json").write_text(json.dumps(report, indent=2))
-    for task_name, task_figures in figures.items():
-        print(f"{task_name:<20} T={task_figures['temperature']:.3f}  test ECE {task_figures['test_ece_before']:.3f}"
-              f" -> {task_figures['test_ece_after']:.3f}")
-    print(f"cascade end to end: ECE {end_to_end['before']['ece']:.3f} -> {end_to_end['after']['ece']:.3f}, "
-          f"accuracy {end_to_end['before']['accuracy']:.3f} -> {end_to_end['after']['accuracy']:.3f}, "
-          f"healthy threshold {end_to_end['before']['healthy_threshold']:.4f} -> {threshold['threshold']:.4f}")
+    report = calibrate_models(Path(args.models or DEFAULT_MODELS), splits, Path(args.out),
+                              args.validation_fraction, args.seed)
+    for task_name, figures in report["models"].items():
+        print(f"{task_name:<20} T={figures['temperature']:.3f}  test ECE {figures['test_ece_before']:.3f}"
+              f" -> {figures['test_ece_after']:.3f}")
+    before, after = report["cascade_end_to_end"]["before"], report["cascade_end_to_end"]["after"]
+    print(f"cascade end to end: ECE {before['ece']:.3f} -> {after['ece']:.3f}, accuracy {before['accuracy']:.3f} -> "
+          f"{after['accuracy']:.3f}, healthy threshold {before['healthy_threshold']:.4f} -> {after['healthy_threshold']:.4f}")
     return 0
 
 

@@ -98,7 +98,7 @@ def task_dataset(dataset: Dataset, task: Task) -> Dataset:
     """Keep the images that belong to ``task`` and label them with its ClassLabel."""
     keep = [i for i, label in enumerate(dataset["label_id"]) if label in task.class_of]
     subset = dataset.select(keep)
-    labels = [task.classes.index(task.class_of[label]) for label in subset["label_id"]]
+    labels = [task.class_index(label) for label in subset["label_id"]]
     subset = subset.add_column("label", labels)
     return subset.cast_column("label", ClassLabel(names=list(task.classes)))
 

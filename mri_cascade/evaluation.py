@@ -89,7 +89,7 @@ def evaluate_predictions(
         if not members.any():
             continue
         truth = [task.class_of[label] for label in true_array[members]]
-        truth_index = np.array([task.classes.index(c) for c in truth])
+        truth_index = np.array([task.class_index(label) for label in true_array[members]])
         probabilities = stage_probabilities[task.name][members]
         predicted = [task.classes[i] for i in probabilities.argmax(axis=1)]
         figures["models"][task.name] = {
@@ -117,6 +117,35 @@ def evaluate_predictions(
         "confusion": confusion_matrix(true_labels, predicted_labels, labels=labels).tolist(),
     }
     return figures
+
+
+def evaluate_cascade(cascade, splits, batch_size: int = 8) -> dict:
+    """Every figure on the test split, twice: all of it, and without the images that duplicate a training image."""
+    from .audit import fingerprint_dataset
+
+    test = splits["test"]
+    _, duplicates = duplicates_of_reference(fingerprint_dataset(test), fingerprint_dataset(splits["train"]))
+    print(f"evaluating on {len(test)} test images ({int(duplicates.sum())} duplicate a training image) ...", flush=True)
+    stage_probabilities = cascade.stage_probabilities(test["image"], batch_size=batch_size)
+    predicted = np.array([result.label for result in cascade.combine(stage_probabilities)])
+    truth = np.asarray(test["label_id"])
+    keep = ~duplicates
+    return {
+        "healthy_threshold": cascade.healthy_threshold,
+        "full_test": evaluate_predictions(list(truth), stage_probabilities, list(predicted), cascade.healthy_threshold),
+        "deduplicated_test": evaluate_predictions(
+            list(truth[keep]), {task: p[keep] for task, p in stage_probabilities.items()}, list(predicted[keep]),
+            cascade.healthy_threshold,
+        ),
+    }
+
+
+def test_results_of(report: dict, task: str) -> dict:
+    """One model's headline test figures (full and deduplicated), as its model card reads them."""
+    return {
+        variant: {k: v for k, v in report[f"{variant}_test"]["models"][task].items() if k not in ("per_class", "confusion")}
+        for variant in ("full", "deduplicated")
+    }
 
 
 def save_confusion_png(confusion: list[list[int]], labels: list[str], title: str, path: Path) -> None:

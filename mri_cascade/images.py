@@ -55,21 +55,15 @@ def _from_array(array: np.ndarray) -> Image.Image:
 
 
 def _read_bytes(source: ImageSource) -> bytes:
-    if isinstance(source, (bytes, bytearray)):
-        data = bytes(source)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ImageLoadError(f"{_describe(source)} is not a file")
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ImageLoadError(f"{_describe(source)} is {path.stat().st_size / 2**20:.0f} MB; the limit is "
-                                 f"{MAX_FILE_BYTES >> 20} MB")
-        data = path.read_bytes()
-    if not data:
+    """The content of a path or bytes, refusing a missing, empty or oversize file before reading it."""
+    if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
+        raise ImageLoadError(f"{_describe(source)} is not a file")
+    size = len(source) if isinstance(source, (bytes, bytearray)) else Path(source).stat().st_size
+    if size == 0:
         raise ImageLoadError(f"{_describe(source)} is empty (0 bytes)")
-    if len(data) > MAX_FILE_BYTES:
-        raise ImageLoadError(f"{_describe(source)} is {len(data) / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES >> 20} MB")
-    return data
+    if size > MAX_FILE_BYTES:
+        raise ImageLoadError(f"{_describe(source)} is {size / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES >> 20} MB")
+    return bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
 
 
 def _decode_picture(data: bytes, source: ImageSource) -> Image.Image:

@@ -66,6 +66,10 @@ class Task:
     def members(self) -> tuple[str, ...]:
         return tuple(self.class_of)
 
+    def class_index(self, label_id: str) -> int:
+        """Index, in this task's classes, of the class a label id belongs to."""
+        return self.classes.index(self.class_of[label_id])
+
 
 DISEASE_DETECTOR = Task(
     "disease-detector",

@@ -36,7 +36,8 @@ class View:
 
 def describe(result: CascadeResult) -> View:
     probability = result.probabilities[result.label]
-    answer = f"## {result.display_name}\n\nJoint probability **{100 * probability:.1f} %**"
+    basis = f"Patient answer from {len(result.slices)} slices · joint" if isinstance(result, SeriesResult) else "Joint"
+    answer = f"## {result.display_name}\n\n{basis} probability **{100 * probability:.1f} %**"
     steps = []
     for stage in result.stages:
         steps.append(f"{stage.title}: **{stage.decision.replace('_', ' ')}** ({100 * stage.probabilities[stage.decision]:.1f} %)")
@@ -49,6 +50,9 @@ def describe(result: CascadeResult) -> View:
     joint = {LABELS[label]: p for label, p in result.probabilities.items()}
     payload = {"label": result.label, "display_name": result.display_name,
                "probabilities": result.probabilities, "stages": [asdict(stage) for stage in result.stages]}
+    if isinstance(result, SeriesResult):  # the /classify_series JSON adds every slice's label and probabilities
+        payload["slices"] = [{"index": index, "label": item.label, "probabilities": item.probabilities}
+                             for index, item in enumerate(result.slices)]
     return View(answer, path, joint, stages, payload)
 
 
@@ -80,22 +84,9 @@ def slice_table(result: SeriesResult) -> list[list]:
     ]
 
 
-def series_payload(result: SeriesResult) -> dict:
-    """The ``/classify_series`` JSON: the patient's answer and every slice's label and probabilities."""
-    payload = describe(result).payload
-    payload["slices"] = [
-        {"index": index, "label": item.label, "probabilities": item.probabilities}
-        for index, item in enumerate(result.slices)
-    ]
-    return payload
-
-
 def classify_series(cascade: Cascade, images: list[ImageSource]) -> tuple[View, list[list]]:
     result = cascade.predict_series(images)
-    view = describe(result)
-    view.answer = view.answer.replace("Joint probability", f"Patient answer from {len(result.slices)} slices · joint probability")
-    view.payload = series_payload(result)
-    return view, slice_table(result)
+    return describe(result), slice_table(result)
 
 
 def example_scans(folder: str | os.PathLike | None = None, limit: int = 12) -> list[str]:

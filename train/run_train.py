@@ -33,7 +33,7 @@ from transformers import (
 )
 
 from mri_cascade.audit import fingerprint_dataset
-from mri_cascade.cards import render_model_card
+from mri_cascade.cards import publish_model, render_model_card
 from mri_cascade.data import carve_validation, label_counts, load_sources, task_dataset
 from mri_cascade.evaluation import audit_report, classification_metrics, print_audit, tune_healthy_threshold
 from mri_cascade.images import to_model_rgb
@@ -227,16 +227,12 @@ def main() -> None:
                         "batch_size": training_args.per_device_train_batch_size,
                         "seed": training_args.seed, "data": data_args.data}, indent=2)
         )
-        for leftover in ("training_args.bin",):
-            (export_dir / leftover).unlink(missing_ok=True)
+        (export_dir / "training_args.bin").unlink(missing_ok=True)
         export_onnx(export_dir)
         render_model_card(export_dir)
         logger.info("%s: validation %s", task_name, json.dumps(metrics))
         if push_namespace:
-            from huggingface_hub import create_repo, upload_folder
-
-            create_repo(f"{push_namespace}-{task_name}", exist_ok=True)
-            upload_folder(repo_id=f"{push_namespace}-{task_name}", folder_path=str(export_dir), repo_type="model")
+            publish_model(export_dir, push_namespace)
         del trainer, model
     logger.info("done: %s", ", ".join(tasks))
 
