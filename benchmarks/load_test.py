@@ -27,9 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def scan_files(data: Path, count: int, folder: Path) -> list[Path]:
-    files = sorted(data.glob("*/test/*/*.jpg"))[:: max(1, len(sorted(data.glob("*/test/*/*.jpg"))) // count or 1)]
+    files = sorted(data.glob("*/test/*/*.jpg"))
     if files:
-        return files[:count]
+        return files[:: max(1, len(files) // count)][:count]
     rng = np.random.default_rng(0)
     paths = []
     for index in range(count):

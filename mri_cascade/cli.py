@@ -18,8 +18,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
     sources = expand_sources(args.data)
     cascade = Cascade.from_pretrained(args.models, backend=args.backend)
     report = evaluate_cascade(cascade, load_sources(sources), args.batch_size)
-    report.update(models=str(args.models or DEFAULT_MODELS), data=sources)
+    report.update(models=args.models or "models/ (shipped)", data=sources)
     write_report(report, Path(args.out))
+    print(f"{report['full_test']['images']} test images, {report['test_images_duplicating_train']} of them "
+          "duplicating a training image")
     print_summary(report)
     if args.update_model_cards:
         models_dir = Path(args.models or DEFAULT_MODELS)

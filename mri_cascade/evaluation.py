@@ -125,12 +125,12 @@ def evaluate_cascade(cascade, splits, batch_size: int = 8) -> dict:
 
     test = splits["test"]
     _, duplicates = duplicates_of_reference(fingerprint_dataset(test), fingerprint_dataset(splits["train"]))
-    print(f"evaluating on {len(test)} test images ({int(duplicates.sum())} duplicate a training image) ...", flush=True)
     stage_probabilities = cascade.stage_probabilities(test["image"], batch_size=batch_size)
     predicted = np.array([result.label for result in cascade.combine(stage_probabilities)])
     truth = np.asarray(test["label_id"])
     keep = ~duplicates
     return {
+        "test_images_duplicating_train": int(duplicates.sum()),
         "healthy_threshold": cascade.healthy_threshold,
         "full_test": evaluate_predictions(list(truth), stage_probabilities, list(predicted), cascade.healthy_threshold),
         "deduplicated_test": evaluate_predictions(
