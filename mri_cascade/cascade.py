@@ -83,7 +83,7 @@ class Stage:
 
     config: object
     processor: object
-    run: Callable[[np.ndarray], np.ndarray]  # pixel_values (N, 3, H, W) -> logits (N, classes)
+    run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # pixel_values (N, 3, H, W) -> logits, embedding
     location: str
     backend: str  # "onnx" or "torch"
 
@@ -173,7 +173,11 @@ class Cascade:
         }
 
     def stage_logits(self, images: Sequence[ImageSource], batch_size: int = 8) -> dict[str, np.ndarray]:
-        """Every model's logits for every image, columns in each task's class order.
+        """Every model's logits for every image, columns in each task's class order."""
+        return self.run_models(images, batch_size)[0]
+
+    def run_models(self, images: Sequence[ImageSource], batch_size: int = 8) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Every model's logits (columns in each task's class order) and image embeddings for every image.
 
         Images are preprocessed once per distinct image-processor setting, then each model runs once per batch.
         """
@@ -183,7 +187,8 @@ class Cascade:
             loaded = [load_image(image) for image in chunk]
             return [self.stages[tasks[0]].preprocess(loaded) for tasks in groups]
 
-        outputs: dict[str, list[np.ndarray]] = {task: [np.zeros((0, len(TASKS[task].classes)))] for task in TASKS}
+        logits: dict[str, list[np.ndarray]] = {task: [np.zeros((0, len(TASKS[task].classes)))] for task in TASKS}
+        embeddings: dict[str, list[np.ndarray]] = {task: [] for task in TASKS}
         chunks = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
         # decode and resize the next chunk while the models run on this one (both release the GIL)
         with ThreadPoolExecutor(max_workers=1) as prefetcher:
@@ -194,8 +199,11 @@ class Cascade:
                     upcoming = prefetcher.submit(prepare, chunks[index + 1])
                 for tasks, pixels in zip(groups, pixels_per_group):
                     for task in tasks:
-                        outputs[task].append(self.stages[task].run(pixels)[:, self.class_columns[task]])
-        return {task: np.concatenate(parts) for task, parts in outputs.items()}
+                        task_logits, task_embedding = self.stages[task].run(pixels)
+                        logits[task].append(task_logits[:, self.class_columns[task]])
+                        embeddings[task].append(task_embedding)
+        return ({task: np.concatenate(parts) for task, parts in logits.items()},
+                {task: np.concatenate(parts) if parts else np.zeros((0, 0)) for task, parts in embeddings.items()})
 
     def combine(self, stage_probabilities: dict[str, np.ndarray]) -> list[CascadeResult]:
         """Route each image down the cascade and form the joint distribution over the seven ids."""

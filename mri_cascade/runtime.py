@@ -16,6 +16,7 @@ import torch
 ONNX_FILE = "onnx/model.onnx"
 WEIGHTS_FILE = "model.safetensors"
 SOURCE_HASH_KEY = "source_safetensors_sha256"
+ONNX_OUTPUTS = ["logits", "embedding"]
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -26,13 +27,20 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-class _LogitsOnly(torch.nn.Module):
+class LogitsAndEmbedding(torch.nn.Module):
+    """An image classifier that also returns its image embedding: the input of its classification head
+    (``model.classifier``, as in every transformers image classifier), flattened to (N, features)."""
+
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
+        self._captured: list[torch.Tensor] = []
+        model.classifier.register_forward_hook(lambda _module, args, _output: self._captured.append(args[0]))
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values).logits
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._captured.clear()
+        logits = self.model(pixel_values=pixel_values).logits
+        return logits, self._captured[0].flatten(1)
 
 
 def export_onnx(model_dir: str | os.PathLike) -> Path:
@@ -47,7 +55,8 @@ def export_onnx(model_dir: str | os.PathLike) -> Path:
     target = model_dir / ONNX_FILE
     target.parent.mkdir(exist_ok=True)
     torch.onnx.export(
-        _LogitsOnly(model).eval(), (example,), str(target), input_names=["pixel_values"], output_names=["logits"],
+        LogitsAndEmbedding(model).eval(), (example,), str(target), input_names=["pixel_values"],
+        output_names=ONNX_OUTPUTS,
         dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False,
     )
     exported = onnx.load(str(target))
@@ -59,15 +68,21 @@ def export_onnx(model_dir: str | os.PathLike) -> Path:
 
 
 class TorchRunner:
+    """pixel_values (N, 3, H, W) -> (logits, embedding), as numpy arrays."""
+
     def __init__(self, model: torch.nn.Module):
         self.model = model.eval()
+        self.network = LogitsAndEmbedding(self.model)
 
     @torch.inference_mode()
-    def __call__(self, pixel_values: np.ndarray) -> np.ndarray:
-        return self.model(pixel_values=torch.from_numpy(pixel_values)).logits.numpy()
+    def __call__(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, embedding = self.network(torch.from_numpy(pixel_values))
+        return logits.numpy(), embedding.numpy()
 
 
 class OnnxRunner:
+    """pixel_values (N, 3, H, W) -> (logits, embedding) under ONNX Runtime."""
+
     def __init__(self, onnx_path: str | os.PathLike, threads: int | None = None):
         import onnxruntime
 
@@ -78,12 +93,13 @@ class OnnxRunner:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
-    def __call__(self, pixel_values: np.ndarray) -> np.ndarray:
-        return self.session.run(["logits"], {"pixel_values": np.ascontiguousarray(pixel_values, dtype=np.float32)})[0]
+    def __call__(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, embedding = self.session.run(ONNX_OUTPUTS, {"pixel_values": np.ascontiguousarray(pixel_values, dtype=np.float32)})
+        return logits, embedding
 
 
 def fresh_onnx_export(onnx_path: str | os.PathLike, weights_path: str | os.PathLike) -> bool:
-    """True when ``onnx_path`` exists and was exported from exactly ``weights_path``."""
+    """True when ``onnx_path`` exists, was exported from exactly ``weights_path`` and has today's outputs."""
     try:
         import onnx
     except ImportError:
@@ -91,10 +107,12 @@ def fresh_onnx_export(onnx_path: str | os.PathLike, weights_path: str | os.PathL
     if not (os.path.isfile(onnx_path) and os.path.isfile(weights_path)):
         return False
     try:
-        props = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+        exported = onnx.load(str(onnx_path), load_external_data=False)
     except Exception:  # a damaged file is not a usable export
         return False
-    return props.get(SOURCE_HASH_KEY) == file_sha256(weights_path)
+    props = {p.key: p.value for p in exported.metadata_props}
+    outputs = [output.name for output in exported.graph.output]
+    return outputs == ONNX_OUTPUTS and props.get(SOURCE_HASH_KEY) == file_sha256(weights_path)
 
 
 class GreyPreprocessor:
