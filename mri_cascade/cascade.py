@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
 from .calibration import TEMPERATURE_KEY, softmax
-from .images import ImageLoadError, ImageSource, load_image, load_series
+from .explain import Explanation, grad_cam, overlay_heatmap, resize_heatmap
+from .familiarity import FAMILIARITY_FILE, REFUSAL_REASON, FamiliarityCheck
+from .images import ImageSource, load_image, load_slices
 from .labels import ALZHEIMER_SEVERITY, ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, LABELS, TASKS, TUMOR_TYPE
-from .medical import MAX_SLICES
-from .runtime import ONNX_FILE, WEIGHTS_FILE, GreyPreprocessor, OnnxRunner, TorchRunner, fresh_onnx_export
+from .runtime import ONNX_FILE, WEIGHTS_FILE, GreyPreprocessor, OnnxRunner, TorchRunner, file_sha256, fresh_onnx_export
 
 DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "models"
 MODELS_ENV = "MRI_CASCADE_MODELS"
@@ -24,6 +27,8 @@ MODELS_ENV = "MRI_CASCADE_MODELS"
 
 
 DEFAULT_HEALTHY_THRESHOLD = 0.5
+REFUSED_DISPLAY_NAME = "No answer: not a brain MRI slice"
+logger = logging.getLogger(__name__)
 
 
 class ModelLoadError(RuntimeError):
@@ -40,10 +45,13 @@ class StageResult:
 
 @dataclass
 class CascadeResult:
-    label: str  # one of the seven label ids
+    label: str | None  # one of the seven label ids; None when refused
     display_name: str
-    probabilities: dict[str, float]  # all seven label ids -> joint probability, summing to 1
-    stages: list[StageResult]  # the stages on the path taken, in order
+    probabilities: dict[str, float]  # all seven label ids -> joint probability, summing to 1; empty when refused
+    stages: list[StageResult]  # the stages on the path taken, in order; empty when refused
+    refused: bool = False  # True when the input does not look like a brain MRI slice: no diagnosis
+    reason: str | None = None  # why it was refused, in plain words
+    unfamiliarity: float | None = None  # how unlike the training scans the input is; above 1 is refused
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,6 +101,15 @@ class Stage:
             lambda images: self.processor(images, return_tensors="np")["pixel_values"]
         )
 
+    @cached_property
+    def torch_model(self):
+        """The PyTorch model (for gradients: heatmaps), loaded on first use when the stage runs on ONNX."""
+        if isinstance(self.run, TorchRunner):
+            return self.run.model
+        model = AutoModelForImageClassification.from_pretrained(self.location, use_safetensors=True,
+                                                                 trust_remote_code=False)
+        return model.eval()
+
 
 def _resolve(location: str, filename: str) -> str | None:
     """Local path of ``filename`` in a model directory or Hub repo (downloaded or cached), None if absent."""
@@ -131,12 +148,32 @@ def load_stage(location: str, task: str, backend: str = "auto") -> Stage:
     return Stage(model.config, processor, TorchRunner(model), location, "torch")
 
 
+def load_familiarity(source: str | os.PathLike | None) -> FamiliarityCheck | None:
+    """The refusal check stored beside the disease detector, None (with a warning) when there is none.
+    A check fitted on other weights than the models' own is refused: it would measure the wrong thing."""
+    path = _resolve(model_location(source, DISEASE_DETECTOR.name), FAMILIARITY_FILE)
+    if path is None:
+        logger.warning("no %s beside the disease detector: the cascade will answer every input", FAMILIARITY_FILE)
+        return None
+    try:
+        check = FamiliarityCheck.load(path)
+    except Exception as error:
+        raise ModelLoadError(f"the refusal check at {path} cannot be read: {error}") from error
+    for task, expected in check.weights_sha256.items():
+        weights = _resolve(model_location(source, task), WEIGHTS_FILE)
+        if weights is None or file_sha256(weights) != expected:
+            raise ModelLoadError(f"the refusal check at {path} was fitted on other {task} weights; "
+                                 "run `mri-cascade fit-familiarity` again")
+    return check
+
+
 class Cascade:
-    def __init__(self, stages: dict[str, Stage]):
+    def __init__(self, stages: dict[str, Stage], familiarity: FamiliarityCheck | None = None):
         missing = set(TASKS) - set(stages)
         if missing:
             raise ValueError(f"cascade needs all four models; missing {sorted(missing)}")
         self.stages = stages
+        self.familiarity = familiarity
         detector_config = stages[DISEASE_DETECTOR.name].config
         self.healthy_threshold = float(getattr(detector_config, "healthy_threshold", DEFAULT_HEALTHY_THRESHOLD))
         # tasks whose image processors agree share one preprocessing pass
@@ -152,7 +189,8 @@ class Cascade:
         """Load the four models from ``source``: a local directory holding one folder per task, or a Hub
         prefix such as ``org/mri`` (``org/mri-disease-detector``, ...). None means ``$MRI_CASCADE_MODELS``,
         else the shipped ``models/``. ``backend``: "auto" (ONNX Runtime where a fresh export exists),
-        "onnx" or "torch". Weights load from safetensors or ONNX only; no remote code runs."""
+        "onnx" or "torch". Weights load from safetensors or ONNX only; no remote code runs. The refusal check
+        (``familiarity.safetensors`` beside the disease detector) loads too when present."""
         stages = {}
         for task in TASKS:
             location = model_location(source, task)
@@ -162,21 +200,23 @@ class Cascade:
                 raise
             except Exception as error:  # any failure to load (missing, corrupt, pickle-only ...) stops the start-up
                 raise ModelLoadError(f"could not load the {task} model from {location}: {error}") from error
-        return cls(stages)
+        return cls(stages, load_familiarity(source))
 
     def stage_probabilities(self, images: Sequence[ImageSource], batch_size: int = 8) -> dict[str, np.ndarray]:
         """Every model's class probabilities for every image, columns in each task's class order, each model's
         logits divided by the temperature its config stores (1 if none)."""
-        return {
-            task: softmax(logits, float(getattr(self.stages[task].config, TEMPERATURE_KEY, 1.0)))
-            for task, logits in self.stage_logits(images, batch_size).items()
-        }
+        return self.calibrated(self.stage_logits(images, batch_size))
+
+    def calibrated(self, logits: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {task: softmax(values, float(getattr(self.stages[task].config, TEMPERATURE_KEY, 1.0)))
+                for task, values in logits.items()}
 
     def stage_logits(self, images: Sequence[ImageSource], batch_size: int = 8) -> dict[str, np.ndarray]:
         """Every model's logits for every image, columns in each task's class order."""
         return self.run_models(images, batch_size)[0]
 
-    def run_models(self, images: Sequence[ImageSource], batch_size: int = 8) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def run_models(self, images: Sequence[ImageSource],
+                   batch_size: int = 8) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Every model's logits (columns in each task's class order) and image embeddings for every image.
 
         Images are preprocessed once per distinct image-processor setting, then each model runs once per batch.
@@ -237,22 +277,72 @@ class Cascade:
             label = next(k for k, v in branch_task.class_of.items() if v == branch_task.classes[choice])
         return CascadeResult(label, LABELS[label], joint, stages)
 
-    def predict_batch(self, images: Sequence[ImageSource], batch_size: int = 8) -> list[CascadeResult]:
-        return self.combine(self.stage_probabilities(images, batch_size))
+    def unfamiliarity(self, embeddings: dict[str, np.ndarray]) -> np.ndarray | None:
+        """Per image: how unlike the training scans it is (above 1: refused); None without a refusal check."""
+        return None if self.familiarity is None else self.familiarity.unfamiliarity(embeddings)
 
-    def predict(self, image: ImageSource) -> CascadeResult:
-        return self.predict_batch([image])[0]
+    def with_refusals(self, results: list[CascadeResult], embeddings: dict[str, np.ndarray]) -> list[CascadeResult]:
+        """``results`` with every input that does not look like a brain MRI slice replaced by a refusal."""
+        scores = self.unfamiliarity(embeddings)
+        if scores is None:
+            return results
+        return [
+            CascadeResult(None, REFUSED_DISPLAY_NAME, {}, [], True, REFUSAL_REASON, float(score)) if score > 1
+            else replace(result, unfamiliarity=float(score))
+            for result, score in zip(results, scores)
+        ]
 
-    def predict_series(self, images: ImageSource | Sequence[ImageSource], batch_size: int = 8) -> SeriesResult:
+    def predict_batch(self, images: Sequence[ImageSource], batch_size: int = 8,
+                      refuse_unfamiliar: bool = True) -> list[CascadeResult]:
+        """One result per image. Inputs that do not look like a brain MRI slice get ``refused=True``, a
+        ``reason`` and no label, unless ``refuse_unfamiliar`` is False."""
+        logits, embeddings = self.run_models(images, batch_size)
+        results = self.combine(self.calibrated(logits))
+        return self.with_refusals(results, embeddings) if refuse_unfamiliar else results
+
+    def predict(self, image: ImageSource, refuse_unfamiliar: bool = True) -> CascadeResult:
+        return self.predict_batch([image], refuse_unfamiliar=refuse_unfamiliar)[0]
+
+    def predict_series(self, images: ImageSource | Sequence[ImageSource], batch_size: int = 8,
+                       refuse_unfamiliar: bool = True) -> SeriesResult:
         """One answer for a patient from several slices: files, arrays, a multi-frame DICOM or a NIfTI volume
         (whose empty slices the loader skips). Each model's probabilities are pooled over the slices with
-        ``pool_series``, then routed through the cascade exactly as for one slice."""
-        sources = [images] if isinstance(images, (str, os.PathLike, bytes, bytearray)) else list(images)
-        slices = [piece for source in sources for piece in load_series(source)]
-        if not slices:
-            raise ImageLoadError("the series holds no slice")
-        if len(slices) > MAX_SLICES:
-            raise ImageLoadError(f"the series holds {len(slices)} slices; at most {MAX_SLICES} are accepted")
-        probabilities = self.stage_probabilities(slices, batch_size)
-        patient = self._combine_one({task: p[0] for task, p in pool_series(probabilities).items()})
-        return SeriesResult(**vars(patient), slices=self.combine(probabilities))
+        ``pool_series``, then routed through the cascade exactly as for one slice. Refused slices (not
+        brain-MRI-like) are left out of the pool; when every slice is refused, so is the series."""
+        slices = load_slices(images)
+        logits, embeddings = self.run_models(slices, batch_size)
+        probabilities = self.calibrated(logits)
+        per_slice = self.combine(probabilities)
+        if refuse_unfamiliar:
+            per_slice = self.with_refusals(per_slice, embeddings)
+        answered = [index for index, result in enumerate(per_slice) if not result.refused]
+        if not answered:
+            reason = f"None of the {len(slices)} slices looks like a brain MRI slice. {REFUSAL_REASON}"
+            return SeriesResult(None, REFUSED_DISPLAY_NAME, {}, [], True, reason, slices=per_slice)
+        pooled = pool_series({task: p[answered] for task, p in probabilities.items()})
+        patient = self._combine_one({task: p[0] for task, p in pooled.items()})
+        return SeriesResult(**vars(patient), slices=per_slice)
+
+    def explain(self, image: ImageSource, result: CascadeResult | None = None) -> Explanation:
+        """Grad-CAM heatmap of the stage that decided ``result`` (default: this image's prediction), for the
+        class it chose, over the image. Refused inputs have no decision to explain: ValueError."""
+        loaded = load_image(image)
+        return self.explain_batch([loaded], result or self.predict(loaded))[0]
+
+    def explain_batch(self, images: Sequence[ImageSource], result: CascadeResult,
+                      batch_size: int = 8) -> list[Explanation]:
+        """Heatmaps of ``result``'s deciding stage and class over each image, e.g. every slice of a series
+        for the patient answer."""
+        if result.refused:
+            raise ValueError("a refused input has no diagnosis to explain")
+        deciding = result.stages[-1]
+        stage = self.stages[deciding.name]
+        target_index = int(stage.config.label2id[deciding.decision])
+        explanations = []
+        for start in range(0, len(images), batch_size):
+            chunk = [load_image(image) for image in images[start : start + batch_size]]
+            for image, heatmap in zip(chunk, grad_cam(stage.torch_model, stage.preprocess(chunk), target_index)):
+                full_size = resize_heatmap(heatmap, image.size)
+                explanations.append(Explanation(deciding.name, deciding.decision, full_size,
+                                                overlay_heatmap(image, full_size)))
+        return explanations

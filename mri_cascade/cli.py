@@ -82,7 +82,7 @@ def predict_command(args: argparse.Namespace) -> int:
         units = list(groups.items())
     else:
         units = [(path, [path]) for path in files]
-    columns = ["path", "label", *LABEL_IDS, "slices", "refused", "reason"]
+    columns = ["path", "label", *LABEL_IDS, "slices", "refused", "reason", "unfamiliarity"]
     answered = 0
     with open(args.out, "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=columns)
@@ -99,9 +99,11 @@ def predict_command(args: argparse.Namespace) -> int:
                 row.update(refused=True, reason="; ".join(problems) or "no files")
             else:
                 result = cascade.predict_series(slices) if len(slices) > 1 else cascade.predict(slices[0])
-                row.update(label=result.label, slices=len(slices), reason="; ".join(problems),
-                           **{label: f"{result.probabilities[label]:.6f}" for label in LABEL_IDS})
-                answered += 1
+                row.update(label=result.label, slices=len(slices), refused=result.refused,
+                           reason="; ".join(filter(None, [result.reason, *problems])),
+                           unfamiliarity="" if result.unfamiliarity is None else f"{result.unfamiliarity:.3f}",
+                           **{label: f"{result.probabilities[label]:.6f}" for label in result.probabilities})
+                answered += not result.refused
             writer.writerow(row)
     print(f"{answered} of {len(units)} {'series' if args.series_by else 'files'} classified -> {args.out}")
     return 0 if answered else 1
@@ -146,6 +148,22 @@ def calibrate_command(args: argparse.Namespace) -> int:
     before, after = report["cascade_end_to_end"]["before"], report["cascade_end_to_end"]["after"]
     print(f"cascade end to end: ECE {before['ece']:.3f} -> {after['ece']:.3f}, accuracy {before['accuracy']:.3f} -> "
           f"{after['accuracy']:.3f}, healthy threshold {before['healthy_threshold']:.4f} -> {after['healthy_threshold']:.4f}")
+    return 0
+
+
+def familiarity_command(args: argparse.Namespace) -> int:
+    from .cascade import DEFAULT_MODELS
+    from .data import expand_sources, load_sources
+    from .familiarity import fit_and_report
+
+    splits = load_sources(expand_sources(args.data))
+    report = fit_and_report(Path(args.models or DEFAULT_MODELS), splits, Path(args.out), args.validation_fraction,
+                            args.seed, args.components)
+    print(f"limit {report['limit']:.4f} from {report['validation']['images']} validation scans")
+    for name in ("validation", "test", "non_mri_development", "non_mri_held_out"):
+        figures = report[name]
+        print(f"{name:<22} refused {figures['refused']:>4} of {figures['images']:>5} ({100 * figures['refused_share']:.2f} %)")
+    print(f"other brain MRI (matplotlib sample): unfamiliarity {report['other_brain_mri']['unfamiliarity']:.2f}")
     return 0
 
 
@@ -194,6 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--validation-fraction", type=float, default=0.15)
     calibrate.add_argument("--seed", type=int, default=42)
     calibrate.set_defaults(run=calibrate_command)
+
+    familiarity = commands.add_parser(
+        "fit-familiarity", help="Fit the check that refuses non-MRI input; report refusal rates.")
+    familiarity.add_argument("data", nargs="+")
+    familiarity.add_argument("--models", default=None)
+    familiarity.add_argument("--out", default="reports")
+    familiarity.add_argument("--validation-fraction", type=float, default=0.15)
+    familiarity.add_argument("--seed", type=int, default=42)
+    familiarity.add_argument("--components", type=int, default=128)
+    familiarity.set_defaults(run=familiarity_command)
 
     export = commands.add_parser("export-onnx", help="Write onnx/model.onnx into each model folder (ONNX Runtime).")
     export.add_argument("--models", default=None)

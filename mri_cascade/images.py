@@ -10,12 +10,13 @@ import io
 import os
 import struct
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .medical import MedicalImageError, dicom_slices, is_dicom, is_gzip, is_nifti, nifti_slices
+from .medical import MAX_SLICES, MedicalImageError, dicom_slices, is_dicom, is_gzip, is_nifti, nifti_slices
 
 ACCEPTED = "PNG, JPEG, TIFF, WebP, BMP, GIF, DICOM or NIfTI"
 ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
@@ -131,6 +132,18 @@ def load_series(source: ImageSource) -> list[Image.Image]:
                 f"{MIN_SIDE}x{MIN_SIDE}"
             )
     return [to_model_rgb(picture) for picture in pictures]
+
+
+def load_slices(sources: ImageSource | Sequence[ImageSource], max_slices: int = MAX_SLICES) -> list[Image.Image]:
+    """Every slice of one patient's sources (pictures, DICOM files or series, NIfTI volumes), in order."""
+    if isinstance(sources, (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray)):
+        sources = [sources]
+    slices = [piece for source in sources for piece in load_series(source)]
+    if not slices:
+        raise ImageLoadError("the series holds no slice")
+    if len(slices) > max_slices:
+        raise ImageLoadError(f"the series holds {len(slices)} slices; at most {max_slices} are accepted")
+    return slices
 
 
 def load_image(source: ImageSource) -> Image.Image:
