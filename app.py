@@ -24,21 +24,37 @@ CONCURRENCY_ID = "cascade"  # one inference at a time: a single forward pass alr
 SERIES_TYPES = [".dcm", ".nii", ".gz", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"]
 
 
-def result_panel(prefix: str) -> list[gr.components.Component]:
-    """Answer, path, the seven joint bars and one bar chart per stage, in that order."""
+HEATMAP_LABEL = "Where the deciding model looked: Grad-CAM of the last stage, for its answer (brighter = stronger evidence)"
+
+
+def result_panel(prefix: str, series: bool) -> list[gr.components.Component]:
+    """Answer, path, the heatmap (one per slice for a series), the seven joint bars and one bar chart per
+    stage, in that order; the heatmap sits beside the bars."""
     answer = gr.Markdown(label="answer", elem_id=f"{prefix}answer")
     path = gr.Markdown(label="path", elem_id=f"{prefix}path")
-    joint = gr.Label(num_top_classes=7, label="All seven answers (joint probability)", show_heading=False,
-                     elem_id=f"{prefix}joint")
-    stages = [gr.Label(label=f"stage {i + 1}", visible=False, show_heading=False, elem_id=f"{prefix}stage-{i + 1}")
-              for i in range(MAX_STAGES)]
-    return [answer, path, joint, *stages]
+    with gr.Row():
+        if series:
+            heatmap = gr.Gallery(label=HEATMAP_LABEL, columns=3, height=420, elem_id=f"{prefix}heatmaps")
+        else:
+            heatmap = gr.Image(label=HEATMAP_LABEL, type="pil", format="png", interactive=False, height=420,
+                               elem_id=f"{prefix}heatmap")
+        with gr.Column():
+            joint = gr.Label(num_top_classes=7, label="All seven answers (joint probability)", show_heading=False,
+                             elem_id=f"{prefix}joint")
+            stages = [gr.Label(label=f"stage {i + 1}", visible=False, show_heading=False,
+                               elem_id=f"{prefix}stage-{i + 1}") for i in range(MAX_STAGES)]
+    return [answer, path, heatmap, joint, *stages]
 
 
-def panel_values(view: View) -> list:
+def panel_values(view: View, series: bool) -> list:
+    """Values for ``result_panel``: a refused input shows its reason only, no bars and no heatmap."""
+    if not view.heatmaps:
+        heatmap = None
+    else:
+        heatmap = view.heatmaps if series else view.heatmaps[0][0]
     stage_updates = [gr.update(value=probabilities, label=heading, visible=True) for heading, probabilities in view.stages]
     stage_updates += [gr.update(value=None, visible=False)] * (MAX_STAGES - len(view.stages))
-    return [view.answer, view.path, view.joint, *stage_updates]
+    return [view.answer, view.path, heatmap, view.joint or None, *stage_updates]
 
 
 def build_demo(cascade: Cascade) -> gr.Blocks:
@@ -55,23 +71,23 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
     def show(image_path: str | None):
         if not image_path:
             raise refuse("Drop a brain MRI slice (PNG or JPEG) into the box first.")
-        return panel_values(guarded(classify, cascade, image_path))
+        return panel_values(guarded(classify, cascade, image_path), series=False)
 
     def show_series(paths: list[str] | None):
         if not paths:
             raise refuse("Add one or more slices, a DICOM series or a NIfTI volume first.")
         view, rows = guarded(classify_series, cascade, paths)
-        return [*panel_values(view), rows]
+        return [*panel_values(view, series=True), rows]
 
     def classify_api(image_path: str | None) -> dict:
         if not image_path:
             raise refuse("No image was sent: pass one file, e.g. handle_file('scan.jpg').")
-        return guarded(classify, cascade, image_path).payload
+        return guarded(classify, cascade, image_path, False).payload
 
     def classify_series_api(paths: list[str] | None) -> dict:
         if not paths:
             raise refuse("No files were sent: pass a list, e.g. [handle_file('a.dcm'), handle_file('b.dcm')].")
-        return guarded(classify_series, cascade, paths)[0].payload
+        return guarded(classify_series, cascade, paths, False)[0].payload
 
     ttl = cache_ttl_seconds()
     with gr.Blocks(title="MRI Cascade", delete_cache=(ttl, ttl)) as demo:
@@ -88,7 +104,7 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
                     if examples:
                         gr.Examples(examples, inputs=image, label="Example scans")
                 with gr.Column():
-                    outputs = result_panel("")
+                    outputs = result_panel("", series=False)
             gr.on([image.upload, button.click], show, image, outputs, api_name="show", concurrency_id=CONCURRENCY_ID,
                   api_description="What the page shows for one slice: answer, path, joint bars, per-stage bars.")
         with gr.Tab("Patient series, DICOM, NIfTI"):
@@ -98,7 +114,7 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
                                     label="Slices of one patient, a DICOM series or a NIfTI volume")
                     series_button = gr.Button("Classify the series", variant="primary")
                 with gr.Column():
-                    series_outputs = result_panel("series-")
+                    series_outputs = result_panel("series-", series=True)
             table = gr.Dataframe(headers=SLICE_COLUMNS, label="Every slice", interactive=False, elem_id="slices")
             gr.on([files.upload, series_button.click], show_series, files, [*series_outputs, table],
                   api_name="show_series", concurrency_id=CONCURRENCY_ID,
@@ -109,12 +125,14 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
         gr.Button(visible=False).click(
             classify_api, api_image, api_result, api_name="classify", concurrency_id=CONCURRENCY_ID,
             api_description="Classify one brain MRI slice (picture or single-frame DICOM): "
-            "{label, display_name, probabilities over all seven ids, stages}.",
+            "{label, display_name, probabilities over all seven ids, stages, refused, reason, unfamiliarity}. "
+            "Input that does not look like a brain MRI slice gets refused: true, a reason and label null.",
         )
         gr.Button(visible=False).click(
             classify_series_api, api_files, api_result, api_name="classify_series", concurrency_id=CONCURRENCY_ID,
             api_description="Classify a patient's slices (files, a multi-frame DICOM or a NIfTI volume) together: "
-            "{label, display_name, probabilities, stages, slices: [{index, label, probabilities}]}.",
+            "{label, display_name, probabilities, stages, refused, reason, unfamiliarity, "
+            "slices: [{index, label, refused, probabilities}]}. Refused slices are left out of the patient answer.",
         )
     return demo
 

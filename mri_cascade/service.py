@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from PIL import Image
+
 from .cascade import Cascade, CascadeResult, SeriesResult
-from .images import MAX_FILE_BYTES, MAX_PIXELS, MIN_SIDE, ImageSource
+from .images import MAX_FILE_BYTES, MAX_PIXELS, MIN_SIDE, ImageSource, load_image, load_slices
 from .labels import LABELS, TASKS
 from .medical import MAX_SLICES
 
@@ -32,9 +34,18 @@ class View:
     joint: dict[str, float]  # display name -> joint probability, all seven answers
     stages: list[tuple[str, dict[str, float]]]  # (heading, class -> probability) per stage that ran
     payload: dict  # the API JSON
+    heatmaps: list[tuple[Image.Image, str]] = field(default_factory=list)  # (overlay, caption), answered scans
 
 
 def describe(result: CascadeResult) -> View:
+    payload = {"label": result.label, "display_name": result.display_name, "refused": result.refused,
+               "reason": result.reason, "unfamiliarity": result.unfamiliarity,
+               "probabilities": result.probabilities, "stages": [asdict(stage) for stage in result.stages]}
+    if isinstance(result, SeriesResult):  # the /classify_series JSON adds every slice's label and probabilities
+        payload["slices"] = [{"index": index, "label": item.label, "refused": item.refused,
+                              "probabilities": item.probabilities} for index, item in enumerate(result.slices)]
+    if result.refused:
+        return View(f"## {result.display_name}\n\n{result.reason}", "", {}, [], payload)
     probability = result.probabilities[result.label]
     basis = f"Patient answer from {len(result.slices)} slices · joint" if isinstance(result, SeriesResult) else "Joint"
     answer = f"## {result.display_name}\n\n{basis} probability **{100 * probability:.1f} %**"
@@ -48,11 +59,9 @@ def describe(result: CascadeResult) -> View:
         for stage in result.stages
     ]
     joint = {LABELS[label]: p for label, p in result.probabilities.items()}
-    payload = {"label": result.label, "display_name": result.display_name,
-               "probabilities": result.probabilities, "stages": [asdict(stage) for stage in result.stages]}
-    if isinstance(result, SeriesResult):  # the /classify_series JSON adds every slice's label and probabilities
-        payload["slices"] = [{"index": index, "label": item.label, "probabilities": item.probabilities}
-                             for index, item in enumerate(result.slices)]
+    if isinstance(result, SeriesResult) and any(item.refused for item in result.slices):
+        refused = sum(item.refused for item in result.slices)
+        answer += f"\n\n{refused} of {len(result.slices)} slices did not look like brain MRI and were left out."
     return View(answer, path, joint, stages, payload)
 
 
@@ -68,8 +77,15 @@ def cache_ttl_seconds() -> int:
     return max(1, int(os.environ.get(CACHE_TTL_ENV, "60")))
 
 
-def classify(cascade: Cascade, image: ImageSource) -> View:
-    return describe(cascade.predict(image))
+def classify(cascade: Cascade, image: ImageSource, explain: bool = True) -> View:
+    """The view of one slice; with ``explain``, the deciding model's heatmap over it (when answered)."""
+    loaded = load_image(image)
+    result = cascade.predict(loaded)
+    view = describe(result)
+    if explain and not result.refused:
+        explanation = cascade.explain(loaded, result)
+        view.heatmaps = [(explanation.overlay, f"{explanation.stage}: evidence for {explanation.target}")]
+    return view
 
 
 SLICE_COLUMNS = ["slice", "answer", "probability", "P(disease)"]
@@ -78,15 +94,24 @@ SLICE_COLUMNS = ["slice", "answer", "probability", "P(disease)"]
 def slice_table(result: SeriesResult) -> list[list]:
     """One row per slice, in the order given; slices are numbered, never named (file names can carry identities)."""
     return [
+        [index + 1, item.display_name, None, None] if item.refused else
         [index + 1, LABELS[item.label], round(item.probabilities[item.label], 4),
          round(1 - item.probabilities["healthy"], 4)]
         for index, item in enumerate(result.slices)
     ]
 
 
-def classify_series(cascade: Cascade, images: list[ImageSource]) -> tuple[View, list[list]]:
-    result = cascade.predict_series(images)
-    return describe(result), slice_table(result)
+def classify_series(cascade: Cascade, images: list[ImageSource], explain: bool = True) -> tuple[View, list[list]]:
+    """The patient view and per-slice table; with ``explain``, each answered slice's heatmap for the patient
+    answer's deciding model and class."""
+    slices = load_slices(images)
+    result = cascade.predict_series(slices)
+    view = describe(result)
+    if explain and not result.refused:
+        answered = [index for index, item in enumerate(result.slices) if not item.refused]
+        explanations = cascade.explain_batch([slices[index] for index in answered], result)
+        view.heatmaps = [(explanation.overlay, f"slice {index + 1}") for index, explanation in zip(answered, explanations)]
+    return view, slice_table(result)
 
 
 def example_scans(folder: str | os.PathLike | None = None, limit: int = 12) -> list[str]:

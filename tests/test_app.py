@@ -3,6 +3,7 @@
 import pytest
 from conftest import jpeg_bytes, synthetic_slice
 from gradio_client import Client, handle_file
+from PIL import Image
 
 from mri_cascade import LABEL_IDS
 
@@ -31,10 +32,12 @@ def test_classify_returns_the_design_json(client, tmp_path):
 def test_the_ui_endpoint_answers_in_words_and_bars(client, tmp_path):
     scan = tmp_path / "scan.png"
     synthetic_slice(1).save(scan)
-    answer, path, joint, *stages = client.predict(handle_file(str(scan)), api_name="/show")
+    answer, path, heatmap, joint, *stages = client.predict(handle_file(str(scan)), api_name="/show")
     assert answer.startswith("## ") and "%" in answer
     assert path.startswith("Disease detector:")
     assert len(joint["confidences"]) == 7
+    with Image.open(heatmap) as overlay:  # the deciding model's heatmap over the scan, at the scan's size
+        assert overlay.size == synthetic_slice(1).size and overlay.mode == "RGB"
 
 
 @pytest.mark.parametrize(

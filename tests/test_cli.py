@@ -32,7 +32,7 @@ def test_predict_writes_one_row_per_file_and_keeps_going(tiny_models, tmp_path, 
     assert main(["predict", str(folder), "--out", str(out), "--models", str(tiny_models)]) == 0
     rows = read(out)
     assert len(rows) == 5
-    assert list(rows[0]) == ["path", "label", *LABEL_IDS, "slices", "refused", "reason"]
+    assert list(rows[0]) == ["path", "label", *LABEL_IDS, "slices", "refused", "reason", "unfamiliarity"]
     broken = next(r for r in rows if r["path"].endswith("broken.jpg"))
     assert broken["refused"] == "True" and "not a readable image" in broken["reason"] and not broken["label"]
     volume = next(r for r in rows if r["path"].endswith("volume.nii.gz"))
@@ -58,3 +58,17 @@ def test_exit_code_is_non_zero_only_when_nothing_could_be_read(tiny_models, tmp_
     assert main(["predict", str(tmp_path / "junk.png"), "--out", str(tmp_path / "r.csv"),
                  "--models", str(tiny_models)]) == 1
     assert read(tmp_path / "r.csv")[0]["refused"] == "True"
+
+
+def test_predict_refuses_what_is_not_a_brain_mri(guarded_models, tmp_path):
+    from mri_cascade.probes import non_mri_images
+
+    synthetic_slice(3002).save(tmp_path / "scan.png")
+    next(image for kind, image in non_mri_images() if kind == "document").save(tmp_path / "letter.png")
+    out = tmp_path / "results.csv"
+    assert main(["predict", str(tmp_path / "scan.png"), str(tmp_path / "letter.png"), "--out", str(out),
+                 "--models", str(guarded_models)]) == 0
+    scan, letter = read(out)
+    assert scan["refused"] == "False" and scan["label"] in LABEL_IDS and float(scan["unfamiliarity"]) <= 1
+    assert letter["refused"] == "True" and not letter["label"] and "does not look like" in letter["reason"]
+    assert float(letter["unfamiliarity"]) > 1 and not letter["healthy"]

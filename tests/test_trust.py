@@ -1,0 +1,142 @@
+"""Trust: heatmaps of the deciding model, refusal of what is not a brain MRI slice."""
+
+import numpy as np
+import pytest
+from conftest import synthetic_slice
+
+from mri_cascade import Cascade, ModelLoadError
+from mri_cascade.familiarity import FAMILIARITY_FILE, REFUSAL_REASON, FamiliarityCheck
+from mri_cascade.probes import non_mri_images
+from mri_cascade.service import classify, classify_series
+
+
+@pytest.fixture(scope="module")
+def probes():
+    return non_mri_images(seed=3)
+
+
+def test_heatmap_covers_the_scan_in_the_unit_range(tiny_cascade):
+    scan = synthetic_slice(4, size=(150, 190), lesion=True)
+    explanation = tiny_cascade.explain(scan)
+    result = tiny_cascade.predict(scan)
+    assert explanation.heatmap.shape == (190, 150) and explanation.heatmap.dtype == np.float32
+    assert explanation.heatmap.min() >= 0.0 and explanation.heatmap.max() == pytest.approx(1.0)
+    assert explanation.overlay.size == scan.size and explanation.overlay.mode == "RGB"
+    assert (explanation.stage, explanation.target) == (result.stages[-1].name, result.stages[-1].decision)
+
+
+def test_heatmap_changes_with_the_input(tiny_cascade):
+    first, second = synthetic_slice(1, lesion=True), synthetic_slice(2, lesion=True)
+    result = tiny_cascade.predict(first)  # the same stage and class for both, so only the input differs
+    maps = [explanation.heatmap for explanation in tiny_cascade.explain_batch([first, second], result)]
+    assert not np.allclose(maps[0], maps[1], atol=1e-3)
+    assert np.allclose(tiny_cascade.explain(first, result).heatmap, maps[0], atol=1e-5)
+
+
+def test_synthetic_brain_like_slices_are_answered(guarded_cascade):
+    results = guarded_cascade.predict_batch([synthetic_slice(seed, lesion=seed % 2 == 1) for seed in range(3000, 3030)])
+    assert not any(result.refused for result in results)
+    assert all(result.label and result.unfamiliarity is not None and result.unfamiliarity <= 1 for result in results)
+
+
+def test_generated_non_mri_pictures_are_refused(guarded_cascade, probes):
+    results = guarded_cascade.predict_batch([image for _, image in probes])
+    refused = {category: [] for category, _ in probes}
+    for (category, _), result in zip(probes, results):
+        refused[category].append(result.refused)
+    # four random 16-feature networks are a weak embedding, yet they separate most of these from synthetic
+    # slices (the shipped models refuse them all: test_shipped_models)
+    assert all(refused["blank"]) and all(refused["noise"])
+    assert np.mean([result.refused for result in results]) >= 0.9
+
+
+def test_a_refusal_carries_a_reason_and_no_diagnosis(guarded_cascade, probes):
+    blank = next(image for category, image in probes if category == "blank")
+    result = guarded_cascade.predict(blank)
+    assert result.refused and result.label is None and result.reason == REFUSAL_REASON
+    assert result.probabilities == {} and result.stages == [] and result.unfamiliarity > 1
+    with pytest.raises(ValueError, match="refused"):
+        guarded_cascade.explain(blank, result)
+    view = classify(guarded_cascade, blank)
+    assert view.payload["refused"] is True and view.payload["label"] is None and view.heatmaps == []
+    assert "not look like a 2-D brain MRI slice" in view.answer
+
+
+def test_refusal_can_be_switched_off_for_research(guarded_cascade, probes):
+    result = guarded_cascade.predict(probes[0][1], refuse_unfamiliar=False)
+    assert not result.refused and result.label is not None
+
+
+def test_a_series_pools_only_its_answered_slices(guarded_cascade, probes):
+    scans = [synthetic_slice(seed, lesion=True) for seed in range(4000, 4003)]
+    noise = next(image for category, image in probes if category == "noise")
+    mixed = guarded_cascade.predict_series([*scans, noise])
+    assert not mixed.refused and [item.refused for item in mixed.slices] == [False, False, False, True]
+    assert mixed.probabilities == pytest.approx(guarded_cascade.predict_series(scans).probabilities)
+    view, rows = classify_series(guarded_cascade, [*scans, noise])
+    assert [caption for _, caption in view.heatmaps] == ["slice 1", "slice 2", "slice 3"]
+    assert "1 of 4 slices did not look like brain MRI" in view.answer and rows[3][2] is None
+    nothing = guarded_cascade.predict_series([noise, noise])
+    assert nothing.refused and nothing.label is None and "None of the 2 slices" in nothing.reason
+
+
+def test_the_refusal_check_round_trips_through_its_file(guarded_models, guarded_cascade):
+    loaded = FamiliarityCheck.load(guarded_models / "disease-detector" / FAMILIARITY_FILE)
+    features = guarded_cascade.run_models([synthetic_slice(9), synthetic_slice(10)])[1]
+    assert np.allclose(loaded.unfamiliarity(features), guarded_cascade.familiarity.unfamiliarity(features))
+
+
+def test_a_check_fitted_on_other_weights_stops_the_start(guarded_models, tmp_path):
+    import shutil
+
+    models = shutil.copytree(guarded_models, tmp_path / "models")
+    path = models / "disease-detector" / FAMILIARITY_FILE
+    check = FamiliarityCheck.load(path)
+    check.weights_sha256["tumor-type"] = "0" * 64
+    check.save(path)
+    with pytest.raises(ModelLoadError, match="fit-familiarity"):
+        Cascade.from_pretrained(models)
+
+
+def test_models_without_a_check_answer_everything(tiny_cascade, probes):
+    assert tiny_cascade.familiarity is None
+    assert not any(result.refused for result in tiny_cascade.predict_batch([image for _, image in probes[:5]]))
+
+
+@pytest.fixture(scope="module")
+def guarded_client(guarded_cascade):
+    from conftest import free_port
+    from gradio_client import Client
+
+    from app import build_demo
+
+    demo = build_demo(guarded_cascade)
+    demo.queue(default_concurrency_limit=1)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield Client(f"http://127.0.0.1:{port}", verbose=False)
+    demo.close()
+
+
+def test_classify_refuses_non_mri_pictures_and_answers_scans(guarded_client, probes, tmp_path):
+    from gradio_client import handle_file
+
+    for category in ("chart", "document", "blank"):
+        picture = tmp_path / f"{category}.png"
+        next(image for kind, image in probes if kind == category).save(picture)
+        result = guarded_client.predict(handle_file(str(picture)), api_name="/classify")
+        assert result["refused"] is True and result["label"] is None and result["reason"] == REFUSAL_REASON
+    scan = tmp_path / "scan.png"
+    synthetic_slice(3001).save(scan)
+    result = guarded_client.predict(handle_file(str(scan)), api_name="/classify")
+    assert result["refused"] is False and result["label"] is not None and result["reason"] is None
+
+
+def test_the_page_shows_a_refusal_without_bars_or_heatmap(guarded_client, probes, tmp_path):
+    from gradio_client import handle_file
+
+    picture = tmp_path / "noise.png"
+    next(image for kind, image in probes if kind == "noise").save(picture)
+    answer, path, heatmap, joint, *stages = guarded_client.predict(handle_file(str(picture)), api_name="/show")
+    assert "No answer" in answer and "not look like a 2-D brain MRI slice" in answer
+    assert heatmap is None and not joint and not path
