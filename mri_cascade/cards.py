@@ -37,6 +37,7 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
     training = _read(model_dir / "training_args.json") or {}
     test = _read(model_dir / "test_results.json")
     calibration = _read(model_dir / "calibration.json")
+    familiarity = _read(model_dir / "familiarity.json")  # the refusal check's figures, beside the disease detector
     config = json.loads((model_dir / "config.json").read_text())
     repo_id = f"{namespace}/mri-{task.name}"
     eval_results = []
@@ -91,6 +92,7 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
         test_full=(test or {}).get("full"),
         test_dedup=(test or {}).get("deduplicated"),
         calibration=calibration,
+        familiarity=familiarity,
     )
     card.save(model_dir / "README.md")
     return card

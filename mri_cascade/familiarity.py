@@ -155,7 +155,8 @@ def fit_and_report(models_dir, splits, out_dir, validation_fraction: float = 0.1
                             "unfamiliarity": float(scores["other_brain_mri"][0])},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "familiarity.json").write_text(json.dumps(report, indent=2))
+    for folder in (out_dir, models_dir / "disease-detector"):  # the detector's model card quotes it
+        (folder / "familiarity.json").write_text(json.dumps(report, indent=2))
     unfamiliarity_histogram({"official test scans": scores["test"], "non-MRI, held out": scores["non_mri_held_out"]},
                             out_dir / "unfamiliarity.png")
     return report
