@@ -24,7 +24,7 @@ CONCURRENCY_ID = "cascade"  # one inference at a time: a single forward pass alr
 SERIES_TYPES = [".dcm", ".nii", ".gz", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"]
 
 
-HEATMAP_LABEL = "Where the deciding model looked: Grad-CAM of the last stage, for its answer (brighter = stronger evidence)"
+HEATMAP_LABEL = "Grad-CAM: where the deciding model looked (bright = strong evidence)"
 
 
 def result_panel(prefix: str, series: bool) -> list[gr.components.Component]:

@@ -1,4 +1,4 @@
-"""A real browser: headless Chromium uploads a synthetic slice and waits for the answer and the bars."""
+"""A real browser: headless Chromium uploads a synthetic slice and waits for the answer, the bars and the heatmap."""
 
 import shutil
 from pathlib import Path
@@ -36,6 +36,7 @@ def test_upload_shows_answer_bars_and_disclaimer(app_url, tmp_path):
         expect(page.locator("#joint")).to_contain_text(answer.inner_text().strip())
         expect(page.locator("#path")).to_contain_text("Disease detector")
         expect(page.locator("#stage-1")).to_be_visible()
+        expect(page.locator("#heatmap img")).to_be_visible()  # where the deciding model looked, beside the bars
         page.screenshot(path=str(ARTIFACTS / "browser-upload.png"), full_page=True)
         browser.close()
     assert Path(ARTIFACTS / "browser-upload.png").stat().st_size > 10_000
