@@ -84,16 +84,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_url(tiny_cascade):
-    """The Space, launched in-process on a free loopback port over the tiny models."""
+def launch_app(cascade):
+    """The Space over ``cascade``, launched in-process on a free loopback port: (demo, url)."""
     from app import build_demo
 
-    demo = build_demo(tiny_cascade)
+    demo = build_demo(cascade)
     demo.queue(default_concurrency_limit=1)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}"
+    return demo, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def app_url(tiny_cascade):
+    """The Space over the tiny models."""
+    demo, url = launch_app(tiny_cascade)
+    yield url
     demo.close()
 
 

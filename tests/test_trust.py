@@ -105,16 +105,11 @@ def test_models_without_a_check_answer_everything(tiny_cascade, probes):
 
 @pytest.fixture(scope="module")
 def guarded_client(guarded_cascade):
-    from conftest import free_port
+    from conftest import launch_app
     from gradio_client import Client
 
-    from app import build_demo
-
-    demo = build_demo(guarded_cascade)
-    demo.queue(default_concurrency_limit=1)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield Client(f"http://127.0.0.1:{port}", verbose=False)
+    demo, url = launch_app(guarded_cascade)
+    yield Client(url, verbose=False)
     demo.close()
 
 
