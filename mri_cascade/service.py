@@ -47,7 +47,10 @@ def describe(result: CascadeResult) -> View:
     if result.refused:
         return View(f"## {result.display_name}\n\n{result.reason}", "", {}, [], payload)
     probability = result.probabilities[result.label]
-    basis = f"Patient answer from {len(result.slices)} slices · joint" if isinstance(result, SeriesResult) else "Joint"
+    if isinstance(result, SeriesResult):
+        basis = f"Patient answer from {sum(not item.refused for item in result.slices)} slices · joint"
+    else:
+        basis = "Joint"
     answer = f"## {result.display_name}\n\n{basis} probability **{100 * probability:.1f} %**"
     steps = []
     for stage in result.stages:
