@@ -35,12 +35,21 @@ class LogitsAndEmbedding(torch.nn.Module):
         super().__init__()
         self.model = model
         self._captured: list[torch.Tensor] = []
-        model.classifier.register_forward_hook(lambda _module, args, _output: self._captured.append(args[0]))
+        self._capturing = False  # other callers of the model (Grad-CAM) must not fill the list
+        model.classifier.register_forward_hook(self._capture)
+
+    def _capture(self, _module: torch.nn.Module, args: tuple, _output: torch.Tensor) -> None:
+        if self._capturing:
+            self._captured.append(args[0])
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._captured.clear()
-        logits = self.model(pixel_values=pixel_values).logits
-        return logits, self._captured[0].flatten(1)
+        self._capturing = True
+        try:
+            logits = self.model(pixel_values=pixel_values).logits
+        finally:
+            self._capturing = False
+        return logits, self._captured.pop().flatten(1)
 
 
 def export_onnx(model_dir: str | os.PathLike) -> Path:

@@ -25,6 +25,24 @@ def test_onnx_cascade_matches_the_torch_cascade(exported_models):
     for a, b in zip(fast.predict_batch(images), reference.predict_batch(images)):
         assert a.label == b.label
         assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
+    fast_embeddings, reference_embeddings = fast.run_models(images)[1], reference.run_models(images)[1]
+    for task in TASKS:  # the embedding output the refusal check reads
+        assert fast_embeddings[task].shape == (6, 16)
+        np.testing.assert_allclose(fast_embeddings[task], reference_embeddings[task], atol=1e-5)
+
+
+def test_an_export_without_the_embedding_output_is_not_used(exported_models, tmp_path):
+    import shutil
+
+    import onnx
+
+    root = shutil.copytree(exported_models, tmp_path / "models")
+    path = root / "disease-detector" / ONNX_FILE
+    graph = onnx.load(str(path))
+    graph.graph.output.pop()  # an export from before the embedding output
+    onnx.save(graph, str(path))
+    assert not fresh_onnx_export(path, root / "disease-detector" / "model.safetensors")
+    assert Cascade.from_pretrained(root).stages["disease-detector"].backend == "torch"
 
 
 def test_a_stale_onnx_export_is_not_used(exported_models, tmp_path):
