@@ -15,7 +15,7 @@ import numpy as np
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
 from .calibration import TEMPERATURE_KEY, softmax
-from .explain import Explanation, grad_cam, overlay_heatmap, resize_heatmap
+from .explain import Explanation, display_size, grad_cam, overlay_heatmap
 from .familiarity import FAMILIARITY_FILE, REFUSAL_REASON, FamiliarityCheck
 from .images import ImageSource, load_image, load_slices
 from .labels import ALZHEIMER_SEVERITY, ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, LABELS, TASKS, TUMOR_TYPE
@@ -50,7 +50,7 @@ class CascadeResult:
     probabilities: dict[str, float]  # all seven label ids -> joint probability, summing to 1; empty when refused
     stages: list[StageResult]  # the stages on the path taken, in order; empty when refused
     refused: bool = False  # True when the input does not look like a brain MRI slice: no diagnosis
-    reason: str | None = None  # why it was refused, in plain words
+    reason: str | None = None  # why it was refused, in plain words (for a series: also which slices were left out)
     unfamiliarity: float | None = None  # how unlike the training scans the input is; above 1 is refused
 
     def to_dict(self) -> dict:
@@ -59,7 +59,8 @@ class CascadeResult:
 
 @dataclass
 class SeriesResult(CascadeResult):
-    """One answer for a patient's series (label, probabilities, stages) plus every slice's own result."""
+    """One answer for a patient's series (label, probabilities, stages) plus every slice's own result. Its
+    ``unfamiliarity`` is that of its least familiar answered slice."""
 
     slices: list[CascadeResult] = field(default_factory=list)
 
@@ -87,7 +88,8 @@ def model_location(source: str | os.PathLike | None, task: str) -> str:
 
 @dataclass
 class Stage:
-    """One loaded model: its config (classes, threshold), image processor and a logits function."""
+    """One loaded model: its config (classes, threshold), image processor and a function giving logits and
+    embeddings."""
 
     config: object
     processor: object
@@ -150,8 +152,21 @@ def load_stage(location: str, task: str, backend: str = "auto") -> Stage:
 
 def load_familiarity(source: str | os.PathLike | None) -> FamiliarityCheck | None:
     """The refusal check stored beside the disease detector, None (with a warning) when there is none.
+    A check that exists but cannot be fetched stops the start rather than let the cascade answer everything.
     A check fitted on other weights than the models' own is refused: it would measure the wrong thing."""
-    path = _resolve(model_location(source, DISEASE_DETECTOR.name), FAMILIARITY_FILE)
+    location = model_location(source, DISEASE_DETECTOR.name)
+    if os.path.isdir(location):
+        path = _resolve(location, FAMILIARITY_FILE)
+    else:  # only a check that the Hub says is absent may be done without; a failed download must not fail open
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import RemoteEntryNotFoundError
+
+        try:
+            path = hf_hub_download(location, FAMILIARITY_FILE)
+        except RemoteEntryNotFoundError:
+            path = None
+        except Exception as error:
+            raise ModelLoadError(f"could not fetch the refusal check {location}/{FAMILIARITY_FILE}: {error}") from error
     if path is None:
         logger.warning("no %s beside the disease detector: the cascade will answer every input", FAMILIARITY_FILE)
         return None
@@ -283,6 +298,8 @@ class Cascade:
 
     def with_refusals(self, results: list[CascadeResult], embeddings: dict[str, np.ndarray]) -> list[CascadeResult]:
         """``results`` with every input that does not look like a brain MRI slice replaced by a refusal."""
+        if not results:
+            return results
         scores = self.unfamiliarity(embeddings)
         if scores is None:
             return results
@@ -316,11 +333,17 @@ class Cascade:
         if refuse_unfamiliar:
             per_slice = self.with_refusals(per_slice, embeddings)
         answered = [index for index, result in enumerate(per_slice) if not result.refused]
+        scores = [result.unfamiliarity for result in per_slice if result.unfamiliarity is not None]
+        least_familiar = max(scores) if scores else None
         if not answered:
             reason = f"None of the {len(slices)} slices looks like a brain MRI slice. {REFUSAL_REASON}"
-            return SeriesResult(None, REFUSED_DISPLAY_NAME, {}, [], True, reason, slices=per_slice)
+            return SeriesResult(None, REFUSED_DISPLAY_NAME, {}, [], True, reason, least_familiar, slices=per_slice)
         pooled = pool_series({task: p[answered] for task, p in probabilities.items()})
         patient = self._combine_one({task: p[0] for task, p in pooled.items()})
+        if len(answered) < len(slices):
+            patient.reason = (f"{len(slices) - len(answered)} of {len(slices)} slices did not look like brain MRI "
+                              "and were left out.")
+        patient.unfamiliarity = max(per_slice[index].unfamiliarity for index in answered) if scores else None
         return SeriesResult(**vars(patient), slices=per_slice)
 
     def explain(self, image: ImageSource, result: CascadeResult | None = None) -> Explanation:
@@ -342,7 +365,6 @@ class Cascade:
         for start in range(0, len(images), batch_size):
             chunk = [load_image(image) for image in images[start : start + batch_size]]
             for image, heatmap in zip(chunk, grad_cam(stage.torch_model, stage.preprocess(chunk), target_index)):
-                full_size = resize_heatmap(heatmap, image.size)
-                explanations.append(Explanation(deciding.name, deciding.decision, full_size,
-                                                overlay_heatmap(image, full_size)))
+                shown = display_size(image)
+                explanations.append(Explanation(deciding.name, deciding.decision, *overlay_heatmap(shown, heatmap)))
         return explanations

@@ -105,7 +105,7 @@ def predict_command(args: argparse.Namespace) -> int:
                            **{label: f"{result.probabilities[label]:.6f}" for label in result.probabilities})
                 answered += not result.refused
             writer.writerow(row)
-    print(f"{answered} of {len(units)} {'series' if args.series_by else 'files'} classified -> {args.out}")
+    print(f"{answered} of {len(units)} {'series' if args.series_by else 'files'} answered -> {args.out}")
     return 0 if answered else 1
 
 
@@ -192,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Write test_results.json into each model folder and re-render its card.")
     evaluate.set_defaults(run=evaluate_command)
 
-    predict = commands.add_parser("predict", help="Classify files and folders (recursively) into a CSV.")
+    predict = commands.add_parser(
+        "predict", help="Classify files and folders (recursively) into a CSV; exit code 1 when nothing got an answer.")
     predict.add_argument("paths", nargs="+", help="Image, DICOM or NIfTI files, or folders of them.")
     predict.add_argument("--out", default="results.csv")
     predict.add_argument("--models", default=None)

@@ -9,13 +9,14 @@ import torch
 from PIL import Image
 
 OVERLAY_STRENGTH = 0.6  # how much colour the hottest pixels take; cold pixels show the scan unchanged
+MAX_DISPLAY_SIDE = 1024  # larger pictures are explained on a copy this long: a heatmap is coarse anyway
 
 
 @dataclass
 class Explanation:
     stage: str  # the task whose decision is explained, e.g. "tumor-type"
     target: str  # the class of that model whose evidence the heatmap shows, e.g. "glioma"
-    heatmap: np.ndarray  # (height, width) float32 in [0, 1], the input image's size; 1 = strongest evidence
+    heatmap: np.ndarray  # (height, width) float32 in [0, 1], the image's size (long side at most 1024); 1 = strongest
     overlay: Image.Image  # the scan in grey with the heatmap blended over it in colour
 
 
@@ -48,22 +49,27 @@ def grad_cam(model: torch.nn.Module, pixel_values: np.ndarray, target_index: int
     return np.divide(maps, peaks, out=np.zeros_like(maps), where=peaks > 0).astype(np.float32)
 
 
-def overlay_heatmap(image: Image.Image, heatmap: np.ndarray) -> Image.Image:
-    """``image`` in grey with ``heatmap`` (same size as ``image``, in [0, 1]) blended over it with the
-    'inferno' colour map, weighted by the heatmap so that cold areas show the scan as it is."""
+def display_size(image: Image.Image) -> Image.Image:
+    """``image``, or a copy shrunk to ``MAX_DISPLAY_SIDE`` on its long side when larger."""
+    if max(image.size) <= MAX_DISPLAY_SIDE:
+        return image
+    scale = MAX_DISPLAY_SIDE / max(image.size)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+
+
+def overlay_heatmap(image: Image.Image, heatmap: np.ndarray) -> tuple[np.ndarray, Image.Image]:
+    """A model-input-sized ``heatmap`` stretched to ``image`` (as the processor stretched the image to the
+    model's input) with its peak scaled back to 1, and ``image`` in grey with it blended over in the 'inferno'
+    colour map, weighted by the heatmap so that cold areas show the scan as it is."""
     from matplotlib import colormaps
 
-    grey = np.asarray(image.convert("L"), dtype=np.float32)[..., None] / 255.0
-    colour = colormaps["inferno"](heatmap)[..., :3].astype(np.float32)
-    weight = OVERLAY_STRENGTH * heatmap[..., None]
+    resized = Image.fromarray(heatmap.astype(np.float32), mode="F").resize(image.size, Image.Resampling.BILINEAR)
+    stretched = np.clip(np.asarray(resized, dtype=np.float32), 0.0, None)
+    peak = stretched.max()
+    if peak > 0:
+        stretched /= peak
+    grey = np.asarray(image.convert("L"), dtype=np.float32)[..., None]
+    colour = colormaps["inferno"](stretched, bytes=True)[..., :3]
+    weight = OVERLAY_STRENGTH * stretched[..., None]
     blended = (1 - weight) * grey + weight * colour
-    return Image.fromarray((255 * blended).round().astype(np.uint8), mode="RGB")
-
-
-def resize_heatmap(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A model-input-sized heatmap stretched to an image of ``size`` (width, height), as the processor
-    stretched the image to the model's input, its peak scaled back to 1."""
-    resized = Image.fromarray(heatmap.astype(np.float32), mode="F").resize(size, Image.Resampling.BILINEAR)
-    resized = np.clip(np.asarray(resized, dtype=np.float32), 0.0, None)
-    peak = resized.max()
-    return resized / peak if peak > 0 else resized
+    return stretched, Image.fromarray(blended.round().astype(np.uint8), mode="RGB")

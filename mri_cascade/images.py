@@ -136,7 +136,9 @@ def load_series(source: ImageSource) -> list[Image.Image]:
 
 def load_slices(sources: ImageSource | Sequence[ImageSource], max_slices: int = MAX_SLICES) -> list[Image.Image]:
     """Every slice of one patient's sources (pictures, DICOM files or series, NIfTI volumes), in order."""
-    if isinstance(sources, (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray)):
+    if isinstance(sources, np.ndarray) and sources.ndim == 3 and sources.shape[-1] not in (3, 4):
+        sources = list(sources)  # a stack of greyscale slices along the first axis
+    elif isinstance(sources, (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray)):
         sources = [sources]
     slices = [piece for source in sources for piece in load_series(source)]
     if not slices:

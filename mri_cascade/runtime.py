@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -34,22 +35,23 @@ class LogitsAndEmbedding(torch.nn.Module):
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
-        self._captured: list[torch.Tensor] = []
-        self._capturing = False  # other callers of the model (Grad-CAM) must not fill the list
-        model.classifier.register_forward_hook(self._capture)
+        # per thread, and only during this module's own forward: concurrent calls and other users of the model
+        # (Grad-CAM) must not see each other's embeddings
+        self._state = threading.local()
+        self.hook = model.classifier.register_forward_hook(self._capture)
 
     def _capture(self, _module: torch.nn.Module, args: tuple, _output: torch.Tensor) -> None:
-        if self._capturing:
-            self._captured.append(args[0])
+        captured = getattr(self._state, "captured", None)
+        if captured is not None:
+            captured.append(args[0])
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self._captured.clear()
-        self._capturing = True
+        self._state.captured = captured = []
         try:
             logits = self.model(pixel_values=pixel_values).logits
         finally:
-            self._capturing = False
-        return logits, self._captured.pop().flatten(1)
+            self._state.captured = None
+        return logits, captured[0].flatten(1)
 
 
 def export_onnx(model_dir: str | os.PathLike) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ CACHE_TTL_ENV = "MRI_CASCADE_CACHE_TTL"
 """Seconds an upload may stay in the Space's cache before it is deleted (default 60). Uploads are not deleted
 the moment a request ends because Gradio stores identical uploads once: a concurrent request may still need it."""
 EXAMPLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+logger = logging.getLogger(__name__)
 DISCLAIMER = (
     "**Research demo — not a medical device.** MRI Cascade has not been clinically validated. "
     "Do not use it to diagnose, treat or triage anyone; its answers are no substitute for a radiologist."
@@ -43,7 +45,8 @@ def describe(result: CascadeResult) -> View:
                "probabilities": result.probabilities, "stages": [asdict(stage) for stage in result.stages]}
     if isinstance(result, SeriesResult):  # the /classify_series JSON adds every slice's label and probabilities
         payload["slices"] = [{"index": index, "label": item.label, "refused": item.refused,
-                              "probabilities": item.probabilities} for index, item in enumerate(result.slices)]
+                              "unfamiliarity": item.unfamiliarity, "probabilities": item.probabilities}
+                             for index, item in enumerate(result.slices)]
     if result.refused:
         return View(f"## {result.display_name}\n\n{result.reason}", "", {}, [], payload)
     probability = result.probabilities[result.label]
@@ -62,9 +65,8 @@ def describe(result: CascadeResult) -> View:
         for stage in result.stages
     ]
     joint = {LABELS[label]: p for label, p in result.probabilities.items()}
-    if isinstance(result, SeriesResult) and any(item.refused for item in result.slices):
-        refused = sum(item.refused for item in result.slices)
-        answer += f"\n\n{refused} of {len(result.slices)} slices did not look like brain MRI and were left out."
+    if result.reason:  # a series that left some slices out says so
+        answer += f"\n\n{result.reason}"
     return View(answer, path, joint, stages, payload)
 
 
@@ -86,9 +88,19 @@ def classify(cascade: Cascade, image: ImageSource, explain: bool = True) -> View
     result = cascade.predict(loaded)
     view = describe(result)
     if explain and not result.refused:
-        explanation = cascade.explain(loaded, result)
-        view.heatmaps = [(explanation.overlay, f"{explanation.stage}: evidence for {explanation.target}")]
+        explanations = _explanations(cascade, [loaded], result, view)
+        view.heatmaps = [(item.overlay, f"{item.stage}: evidence for {item.target}") for item in explanations]
     return view
+
+
+def _explanations(cascade: Cascade, images: list, result: CascadeResult, view: View) -> list:
+    """Heatmaps for ``images``; should they fail, the answer stands without them and says so."""
+    try:
+        return cascade.explain_batch(images, result)
+    except Exception as error:  # e.g. the PyTorch weights for Grad-CAM cannot be loaded; never name the input
+        logger.warning("heatmap failed: %s", type(error).__name__)
+        view.answer += "\n\nThe heatmap could not be made for this answer."
+        return []
 
 
 SLICE_COLUMNS = ["slice", "answer", "probability", "P(disease)"]
@@ -112,7 +124,7 @@ def classify_series(cascade: Cascade, images: list[ImageSource], explain: bool =
     view = describe(result)
     if explain and not result.refused:
         answered = [index for index, item in enumerate(result.slices) if not item.refused]
-        explanations = cascade.explain_batch([slices[index] for index in answered], result)
+        explanations = _explanations(cascade, [slices[index] for index in answered], result, view)
         view.heatmaps = [(explanation.overlay, f"slice {index + 1}") for index, explanation in zip(answered, explanations)]
     return view, slice_table(result)
 

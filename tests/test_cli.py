@@ -40,7 +40,7 @@ def test_predict_writes_one_row_per_file_and_keeps_going(tiny_models, tmp_path, 
     for row in rows:
         if row["refused"] == "False":
             assert abs(sum(float(row[label]) for label in LABEL_IDS) - 1) < 1e-4
-    assert "4 of 5 files classified" in capsys.readouterr().out
+    assert "4 of 5 files answered" in capsys.readouterr().out
 
 
 def test_series_by_folder_gives_one_answer_per_patient(tiny_models, tmp_path):
@@ -53,7 +53,7 @@ def test_series_by_folder_gives_one_answer_per_patient(tiny_models, tmp_path):
     assert rows[1]["slices"] == "4"
 
 
-def test_exit_code_is_non_zero_only_when_nothing_could_be_read(tiny_models, tmp_path):
+def test_exit_code_is_non_zero_only_when_nothing_got_an_answer(tiny_models, tmp_path):
     (tmp_path / "junk.png").write_bytes(b"junk")
     assert main(["predict", str(tmp_path / "junk.png"), "--out", str(tmp_path / "r.csv"),
                  "--models", str(tiny_models)]) == 1
@@ -72,3 +72,4 @@ def test_predict_refuses_what_is_not_a_brain_mri(guarded_models, tmp_path):
     assert scan["refused"] == "False" and scan["label"] in LABEL_IDS and float(scan["unfamiliarity"]) <= 1
     assert letter["refused"] == "True" and not letter["label"] and "does not look like" in letter["reason"]
     assert float(letter["unfamiliarity"]) > 1 and not letter["healthy"]
+    assert main(["predict", str(tmp_path / "letter.png"), "--out", str(out), "--models", str(guarded_models)]) == 1

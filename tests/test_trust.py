@@ -77,6 +77,9 @@ def test_a_series_pools_only_its_answered_slices(guarded_cascade, probes):
     assert [caption for _, caption in view.heatmaps] == ["slice 1", "slice 2", "slice 3"]
     assert "from 3 slices" in view.answer and "1 of 4 slices did not look like brain MRI" in view.answer
     assert rows[3][2] is None
+    assert mixed.reason == "1 of 4 slices did not look like brain MRI and were left out."
+    assert mixed.unfamiliarity == pytest.approx(max(item.unfamiliarity for item in mixed.slices[:3]))
+    assert view.payload["slices"][3]["refused"] and view.payload["slices"][3]["unfamiliarity"] > 1
     nothing = guarded_cascade.predict_series([noise, noise])
     assert nothing.refused and nothing.label is None and "None of the 2 slices" in nothing.reason
 
@@ -136,3 +139,26 @@ def test_the_page_shows_a_refusal_without_bars_or_heatmap(guarded_client, probes
     answer, path, heatmap, joint, *stages = guarded_client.predict(handle_file(str(picture)), api_name="/show")
     assert "No answer" in answer and "not look like a 2-D brain MRI slice" in answer
     assert heatmap is None and not joint and not path
+
+
+def test_an_empty_batch_gives_no_results(guarded_cascade):
+    assert guarded_cascade.predict_batch([]) == []
+
+
+def test_a_numpy_stack_is_a_series_of_slices(guarded_cascade):
+    stack = np.stack([np.asarray(synthetic_slice(seed)) for seed in range(3)])
+    assert len(guarded_cascade.predict_series(stack).slices) == 3
+
+
+def test_a_large_picture_is_explained_on_a_display_copy(tiny_cascade):
+    explanation = tiny_cascade.explain(synthetic_slice(6, size=(2400, 1800)))
+    assert explanation.heatmap.shape == (768, 1024) and explanation.overlay.size == (1024, 768)
+
+
+def test_a_failing_heatmap_keeps_the_answer(tiny_cascade, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no PyTorch weights")
+
+    monkeypatch.setattr(tiny_cascade, "explain_batch", broken)
+    view = classify(tiny_cascade, synthetic_slice(7))
+    assert view.payload["label"] and view.heatmaps == [] and "heatmap could not be made" in view.answer
