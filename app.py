@@ -132,7 +132,7 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
             classify_series_api, api_files, api_result, api_name="classify_series", concurrency_id=CONCURRENCY_ID,
             api_description="Classify a patient's slices (files, a multi-frame DICOM or a NIfTI volume) together: "
             "{label, display_name, probabilities, stages, refused, reason, unfamiliarity, "
-            "slices: [{index, label, refused, probabilities}]}. Refused slices are left out of the patient answer.",
+            "slices: [{index, label, refused, unfamiliarity, probabilities}]}. Refused slices are left out of the answer.",
         )
     return demo
 
