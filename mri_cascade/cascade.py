@@ -333,17 +333,17 @@ class Cascade:
         if refuse_unfamiliar:
             per_slice = self.with_refusals(per_slice, embeddings)
         answered = [index for index, result in enumerate(per_slice) if not result.refused]
-        scores = [result.unfamiliarity for result in per_slice if result.unfamiliarity is not None]
-        least_familiar = max(scores) if scores else None
-        if not answered:
+        if not answered:  # every slice was refused, so every slice has a score
             reason = f"None of the {len(slices)} slices looks like a brain MRI slice. {REFUSAL_REASON}"
-            return SeriesResult(None, REFUSED_DISPLAY_NAME, {}, [], True, reason, least_familiar, slices=per_slice)
+            worst = max(result.unfamiliarity for result in per_slice)
+            return SeriesResult(None, REFUSED_DISPLAY_NAME, {}, [], True, reason, worst, slices=per_slice)
         pooled = pool_series({task: p[answered] for task, p in probabilities.items()})
         patient = self._combine_one({task: p[0] for task, p in pooled.items()})
         if len(answered) < len(slices):
             patient.reason = (f"{len(slices) - len(answered)} of {len(slices)} slices did not look like brain MRI "
                               "and were left out.")
-        patient.unfamiliarity = max(per_slice[index].unfamiliarity for index in answered) if scores else None
+        scores = [per_slice[index].unfamiliarity for index in answered]  # None without a check
+        patient.unfamiliarity = None if None in scores else max(scores)
         return SeriesResult(**vars(patient), slices=per_slice)
 
     def explain(self, image: ImageSource, result: CascadeResult | None = None) -> Explanation:

@@ -70,6 +70,16 @@ class FamiliarityCheck:
                    float(metadata["limit"]), json.loads(metadata["weights_sha256"]))
 
 
+def weights_sha256(models_dir) -> dict[str, str]:
+    """Task -> SHA-256 of its model.safetensors in a local models directory: what a check is fitted on."""
+    from pathlib import Path
+
+    from .labels import TASKS
+    from .runtime import WEIGHTS_FILE, file_sha256
+
+    return {task: file_sha256(Path(models_dir) / task / WEIGHTS_FILE) for task in TASKS}
+
+
 def fit_familiarity(train_embeddings: dict[str, np.ndarray], validation_embeddings: dict[str, np.ndarray],
                     weights_sha256: dict[str, str], components: int = DEFAULT_COMPONENTS) -> FamiliarityCheck:
     """Principal subspace of the training scans' features; the limit is the largest validation residual."""
@@ -127,7 +137,6 @@ def fit_and_report(models_dir, splits, out_dir, validation_fraction: float = 0.1
     from .data import carve_validation
     from .labels import TASKS
     from .probes import non_mri_images, other_brain_mri
-    from .runtime import WEIGHTS_FILE, file_sha256
 
     models_dir, out_dir = Path(models_dir), Path(out_dir)
     cascade = Cascade({task: load_stage(model_location(models_dir, task), task) for task in TASKS})
@@ -140,8 +149,7 @@ def fit_and_report(models_dir, splits, out_dir, validation_fraction: float = 0.1
     for name, images in inputs.items():
         print(f"embedding {len(images)} {name} images ...", flush=True)
         embeddings[name] = cascade.run_models(images, 16)[1]
-    hashes = {task: file_sha256(models_dir / task / WEIGHTS_FILE) for task in TASKS}
-    check = fit_familiarity(embeddings["train"], embeddings["validation"], hashes, components)
+    check = fit_familiarity(embeddings["train"], embeddings["validation"], weights_sha256(models_dir), components)
     check.save(models_dir / "disease-detector" / FAMILIARITY_FILE)
     scores = {name: check.unfamiliarity(embeddings[name]) for name in inputs}
     groups = {"validation": np.asarray(validation["label_id"]), "test": np.asarray(splits["test"]["label_id"]),

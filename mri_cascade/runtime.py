@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,14 @@ ONNX_OUTPUTS = ["logits", "embedding"]
 
 
 def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, remembered while its size and modification time stay the same: loading a cascade
+    checks each weights file twice (fresh ONNX export, fitted refusal check)."""
+    stat = os.stat(path)
+    return _sha256(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _sha256(path: str, _size: int, _mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
@@ -38,7 +47,7 @@ class LogitsAndEmbedding(torch.nn.Module):
         # per thread, and only during this module's own forward: concurrent calls and other users of the model
         # (Grad-CAM) must not see each other's embeddings
         self._state = threading.local()
-        self.hook = model.classifier.register_forward_hook(self._capture)
+        model.classifier.register_forward_hook(self._capture)
 
     def _capture(self, _module: torch.nn.Module, args: tuple, _output: torch.Tensor) -> None:
         captured = getattr(self._state, "captured", None)
@@ -105,7 +114,7 @@ class OnnxRunner:
         self.session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, embedding = self.session.run(ONNX_OUTPUTS, {"pixel_values": np.ascontiguousarray(pixel_values, dtype=np.float32)})
+        logits, embedding = self.session.run(ONNX_OUTPUTS, {"pixel_values": np.ascontiguousarray(pixel_values, np.float32)})
         return logits, embedding
 
 

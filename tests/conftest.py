@@ -228,15 +228,13 @@ def odd_but_valid_corpus() -> list[tuple[str, bytes]]:
 def fit_tiny_familiarity(root: Path, components: int = 8) -> Path:
     """Fit and store the refusal check of the tiny models in ``root`` on synthetic slices."""
     from mri_cascade import Cascade
-    from mri_cascade.familiarity import FAMILIARITY_FILE, fit_familiarity
-    from mri_cascade.labels import TASKS
-    from mri_cascade.runtime import WEIGHTS_FILE, file_sha256
+    from mri_cascade.familiarity import FAMILIARITY_FILE, fit_familiarity, weights_sha256
 
     cascade = Cascade.from_pretrained(root)
     train = [synthetic_slice(seed, lesion=seed % 2 == 1) for seed in range(80)]
     validation = [synthetic_slice(seed, lesion=seed % 2 == 1) for seed in range(1000, 1040)]
-    hashes = {task: file_sha256(root / task / WEIGHTS_FILE) for task in TASKS}
-    check = fit_familiarity(cascade.run_models(train)[1], cascade.run_models(validation)[1], hashes, components)
+    check = fit_familiarity(cascade.run_models(train)[1], cascade.run_models(validation)[1], weights_sha256(root),
+                            components)
     check.save(root / "disease-detector" / FAMILIARITY_FILE)
     return root
 
