@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -12,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
 from .calibration import TEMPERATURE_KEY, softmax
@@ -19,6 +21,7 @@ from .explain import Explanation, display_size, grad_cam, overlay_heatmap
 from .familiarity import FAMILIARITY_FILE, REFUSAL_REASON, FamiliarityCheck
 from .images import ImageSource, load_image, load_slices
 from .labels import ALZHEIMER_SEVERITY, ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, LABELS, TASKS, TUMOR_TYPE
+from .medical import NOT_BRAIN_MRI_KEY
 from .runtime import ONNX_FILE, WEIGHTS_FILE, GreyPreprocessor, OnnxRunner, TorchRunner, file_sha256, fresh_onnx_export
 
 DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -26,8 +29,16 @@ MODELS_ENV = "MRI_CASCADE_MODELS"
 """Environment variable naming the models: a local directory or a Hub prefix (default: the shipped models/)."""
 
 
-DEFAULT_HEALTHY_THRESHOLD = 0.5
+OPERATING_POINTS = ("balanced", "screening")
+"""The named healthy-threshold settings in the disease detector's config (``operating_points``): ``balanced``, the
+best validation end-to-end accuracy, and ``screening``, >= 95 % validation disease recall in each scan family."""
+DEFAULT_OPERATING_POINT = "balanced"
+OPERATING_POINTS_KEY = "operating_points"
+FAMILIES: tuple[str, ...] = ALZHEIMER_VS_TUMOR.classes
+"""Scan families, as stage 2 names them; each has its own healthy threshold."""
+LEGACY_THRESHOLD_KEY, LEGACY_DEFAULT_THRESHOLD = "healthy_threshold", 0.5
 REFUSED_DISPLAY_NAME = "No answer: not a brain MRI slice"
+HEADER_REFUSAL = "MRI Cascade reads only 2-D brain MRI slices, so it gives no diagnosis."
 logger = logging.getLogger(__name__)
 
 
@@ -52,6 +63,7 @@ class CascadeResult:
     refused: bool = False  # True when the input does not look like a brain MRI slice: no diagnosis
     reason: str | None = None  # why it was refused, in plain words (for a series: also which slices were left out)
     unfamiliarity: float | None = None  # how unlike the training scans the input is; above 1 is refused
+    operating_point: str = DEFAULT_OPERATING_POINT  # which healthy thresholds decided it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,15 +78,49 @@ class SeriesResult(CascadeResult):
 
 
 def pool_series(stage_probabilities: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Each model's class probabilities pooled over a series' slices: the mean of the log-probabilities
-    (a renormalised geometric mean), so consistent evidence across slices adds up and one odd slice
-    cannot outvote the rest."""
-    pooled = {}
-    for task, probabilities in stage_probabilities.items():
-        mean_log = np.log(np.clip(probabilities, 1e-12, 1.0)).mean(axis=0)
-        weights = np.exp(mean_log - mean_log.max())
-        pooled[task] = (weights / weights.sum())[None, :]
-    return pooled
+    """Each model's class probabilities pooled over a series' slices: their plain mean (a linear opinion pool).
+    Every slice weighs 1/N, so one odd slice can move any probability by at most 1/N and cannot veto what the
+    others agree on (a geometric mean lets one near-zero slice do exactly that). A lesion seen on few slices is
+    diluted rather than lost: ``Cascade.predict_series`` names the slices that disagree."""
+    return {task: np.asarray(probabilities, dtype=float).mean(axis=0, keepdims=True)
+            for task, probabilities in stage_probabilities.items()}
+
+
+def scan_families(p_alzheimer_vs_tumor: np.ndarray) -> np.ndarray:
+    """Each scan's family as stage 2 names it, healthy or not: "alzheimer" when P(alzheimer) >= P(tumor)."""
+    p = np.asarray(p_alzheimer_vs_tumor).reshape(-1, 2)
+    return np.where(p[:, 0] >= p[:, 1], FAMILIES[0], FAMILIES[1])
+
+
+def calls_healthy(p_healthy: np.ndarray, families: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
+    """The cascade's one healthy rule: a scan is healthy iff P(healthy) is strictly above its family's threshold
+    (a tie counts as disease: missing a disease costs more than a false alarm)."""
+    limits = np.array([thresholds[family] for family in np.atleast_1d(families)], dtype=float)
+    return np.atleast_1d(np.asarray(p_healthy, dtype=float)) > limits
+
+
+def read_operating_points(config) -> dict[str, dict[str, float]]:
+    """Operating point -> family -> healthy threshold, from the disease detector's config. A config without
+    ``operating_points`` (models from before they existed) uses its single ``healthy_threshold`` everywhere."""
+    stored = getattr(config, OPERATING_POINTS_KEY, None)
+    if not stored:
+        legacy = float(getattr(config, LEGACY_THRESHOLD_KEY, LEGACY_DEFAULT_THRESHOLD))
+        return {point: dict.fromkeys(FAMILIES, legacy) for point in OPERATING_POINTS}
+    try:
+        points = {point: {family: float(stored[point][family]) for family in FAMILIES} for point in OPERATING_POINTS}
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelLoadError(f"the disease detector's {OPERATING_POINTS_KEY} must give a threshold for each of "
+                             f"{list(FAMILIES)} under each of {list(OPERATING_POINTS)}; found {stored!r}") from error
+    for point, thresholds in points.items():
+        if not all(0.0 <= value <= 1.0 for value in thresholds.values()):
+            raise ModelLoadError(f"the disease detector's {point} thresholds {thresholds} are not probabilities")
+    return points
+
+
+def check_operating_point(operating_point: str) -> str:
+    if operating_point not in OPERATING_POINTS:
+        raise ValueError(f"unknown operating point {operating_point!r}; choose one of {', '.join(OPERATING_POINTS)}")
+    return operating_point
 
 
 def model_location(source: str | os.PathLike | None, task: str) -> str:
@@ -182,15 +228,30 @@ def load_familiarity(source: str | os.PathLike | None) -> FamiliarityCheck | Non
     return check
 
 
+def load_stages(source: str | os.PathLike | None, backend: str = "auto") -> dict[str, Stage]:
+    """The four models from ``source`` (see ``Cascade.from_pretrained``); any failure names the model and path."""
+    stages = {}
+    for task in TASKS:
+        location = model_location(source, task)
+        try:
+            stages[task] = load_stage(location, task, backend)
+        except ModelLoadError:
+            raise
+        except Exception as error:  # any failure to load (missing, corrupt, pickle-only ...) stops the start-up
+            raise ModelLoadError(f"could not load the {task} model from {location}: {error}") from error
+    return stages
+
+
 class Cascade:
-    def __init__(self, stages: dict[str, Stage], familiarity: FamiliarityCheck | None = None):
+    def __init__(self, stages: dict[str, Stage], familiarity: FamiliarityCheck | None = None,
+                 operating_point: str = DEFAULT_OPERATING_POINT):
         missing = set(TASKS) - set(stages)
         if missing:
             raise ValueError(f"cascade needs all four models; missing {sorted(missing)}")
         self.stages = stages
         self.familiarity = familiarity
-        detector_config = stages[DISEASE_DETECTOR.name].config
-        self.healthy_threshold = float(getattr(detector_config, "healthy_threshold", DEFAULT_HEALTHY_THRESHOLD))
+        self.operating_points = read_operating_points(stages[DISEASE_DETECTOR.name].config)
+        self.operating_point = check_operating_point(operating_point)
         # tasks whose image processors agree share one preprocessing pass
         self.preprocessing_groups: dict[str, list[str]] = {}
         for task, stage in stages.items():
@@ -200,22 +261,22 @@ class Cascade:
         self.class_columns = {task: [stage.config.label2id[c] for c in TASKS[task].classes] for task, stage in stages.items()}
 
     @classmethod
-    def from_pretrained(cls, source: str | os.PathLike | None = None, backend: str = "auto") -> Cascade:
+    def from_pretrained(cls, source: str | os.PathLike | None = None, backend: str = "auto",
+                        operating_point: str = DEFAULT_OPERATING_POINT) -> Cascade:
         """Load the four models from ``source``: a local directory holding one folder per task, or a Hub
         prefix such as ``org/mri`` (``org/mri-disease-detector``, ...). None means ``$MRI_CASCADE_MODELS``,
         else the shipped ``models/``. ``backend``: "auto" (ONNX Runtime where a fresh export exists),
         "onnx" or "torch". Weights load from safetensors or ONNX only; no remote code runs. The refusal check
-        (``familiarity.safetensors`` beside the disease detector) loads too when present."""
-        stages = {}
-        for task in TASKS:
-            location = model_location(source, task)
-            try:
-                stages[task] = load_stage(location, task, backend)
-            except ModelLoadError:
-                raise
-            except Exception as error:  # any failure to load (missing, corrupt, pickle-only ...) stops the start-up
-                raise ModelLoadError(f"could not load the {task} model from {location}: {error}") from error
-        return cls(stages, load_familiarity(source))
+        (``familiarity.safetensors`` beside the disease detector) loads too when present. ``operating_point``
+        ("balanced" or "screening") is the default for every call; each call may name another."""
+        check_operating_point(operating_point)
+        stages = load_stages(source, backend)
+        try:
+            return cls(stages, load_familiarity(source), operating_point)
+        except ModelLoadError:
+            raise
+        except Exception as error:
+            raise ModelLoadError(f"could not load the cascade from {source or DEFAULT_MODELS}: {error}") from error
 
     def stage_probabilities(self, images: Sequence[ImageSource], batch_size: int = 8) -> dict[str, np.ndarray]:
         """Every model's class probabilities for every image, columns in each task's class order, each model's
@@ -260,17 +321,30 @@ class Cascade:
         return ({task: np.concatenate(parts) for task, parts in logits.items()},
                 {task: np.concatenate(parts) if parts else np.zeros((0, 0)) for task, parts in embeddings.items()})
 
-    def combine(self, stage_probabilities: dict[str, np.ndarray]) -> list[CascadeResult]:
-        """Route each image down the cascade and form the joint distribution over the seven ids."""
+    def thresholds(self, operating_point: str | None = None) -> dict[str, float]:
+        """Family -> healthy threshold at ``operating_point`` (default: the cascade's own)."""
+        return self.operating_points[check_operating_point(operating_point or self.operating_point)]
+
+    def combine(self, stage_probabilities: dict[str, np.ndarray], operating_point: str | None = None,
+                thresholds: dict[str, float] | None = None) -> list[CascadeResult]:
+        """Route each image down the cascade and form the joint distribution over the seven ids. The healthy
+        thresholds are those of ``operating_point`` (default: the cascade's own), or ``thresholds`` when given
+        (family -> threshold, for fitting them)."""
+        point = check_operating_point(operating_point or self.operating_point)
+        detector = stage_probabilities[DISEASE_DETECTOR.name]
+        healthy = calls_healthy(detector[:, 0], scan_families(stage_probabilities[ALZHEIMER_VS_TUMOR.name]),
+                                thresholds or self.operating_points[point])
         return [
-            self._combine_one({task: probabilities[i] for task, probabilities in stage_probabilities.items()})
-            for i in range(len(stage_probabilities[DISEASE_DETECTOR.name]))
+            self._combine_one({task: probabilities[i] for task, probabilities in stage_probabilities.items()},
+                              bool(healthy[i]), point)
+            for i in range(len(detector))
         ]
 
-    def _combine_one(self, p: dict[str, np.ndarray]) -> CascadeResult:
-        healthy, disease = p[DISEASE_DETECTOR.name]
+    @staticmethod
+    def _combine_one(p: dict[str, np.ndarray], healthy: bool, operating_point: str) -> CascadeResult:
+        p_healthy, disease = p[DISEASE_DETECTOR.name]
         alzheimer, tumor = p[ALZHEIMER_VS_TUMOR.name]
-        joint = {"healthy": float(healthy)}
+        joint = {"healthy": float(p_healthy)}
         for task, branch in ((ALZHEIMER_SEVERITY, alzheimer), (TUMOR_TYPE, tumor)):
             for label, cls in task.class_of.items():
                 joint[label] = float(disease * branch * p[task.name][task.classes.index(cls)])
@@ -281,7 +355,7 @@ class Cascade:
             probabilities = {c: float(v) for c, v in zip(task.classes, p[task.name])}
             return StageResult(task.name, task.title, probabilities, task.classes[decision_index])
 
-        if healthy > self.healthy_threshold:
+        if healthy:
             stages = [stage(DISEASE_DETECTOR, 0)]
             label = "healthy"
         else:
@@ -290,58 +364,77 @@ class Cascade:
             stages = [stage(DISEASE_DETECTOR, 1), stage(ALZHEIMER_VS_TUMOR, 0 if branch_task is ALZHEIMER_SEVERITY else 1),
                       stage(branch_task, choice)]
             label = next(k for k, v in branch_task.class_of.items() if v == branch_task.classes[choice])
-        return CascadeResult(label, LABELS[label], joint, stages)
+        return CascadeResult(label, LABELS[label], joint, stages, operating_point=operating_point)
 
     def unfamiliarity(self, embeddings: dict[str, np.ndarray]) -> np.ndarray | None:
         """Per image: how unlike the training scans it is (above 1: refused); None without a refusal check."""
         return None if self.familiarity is None else self.familiarity.unfamiliarity(embeddings)
 
-    def with_refusals(self, results: list[CascadeResult], embeddings: dict[str, np.ndarray]) -> list[CascadeResult]:
-        """``results`` with every input that does not look like a brain MRI slice replaced by a refusal."""
+    def with_refusals(self, results: list[CascadeResult], embeddings: dict[str, np.ndarray],
+                      images: Sequence[Image.Image] | None = None) -> list[CascadeResult]:
+        """``results`` with every input that does not look like a brain MRI slice replaced by a refusal: too
+        unfamiliar to the refusal check, or (for loaded ``images``) a DICOM header that names another modality or
+        body part, whose words then lead the reason."""
         if not results:
             return results
         scores = self.unfamiliarity(embeddings)
-        if scores is None:
-            return results
-        return [
-            CascadeResult(None, REFUSED_DISPLAY_NAME, {}, [], True, REFUSAL_REASON, float(score)) if score > 1
-            else replace(result, unfamiliarity=float(score))
-            for result, score in zip(results, scores)
-        ]
+        notes = [image.info.get(NOT_BRAIN_MRI_KEY) for image in images] if images else [None] * len(results)
+        refined = []
+        for index, result in enumerate(results):
+            score = None if scores is None else float(scores[index])
+            if notes[index] or (score is not None and score > 1):
+                reason = f"{notes[index]} {HEADER_REFUSAL}" if notes[index] else REFUSAL_REASON
+                refined.append(CascadeResult(None, REFUSED_DISPLAY_NAME, {}, [], True, reason, score,
+                                             result.operating_point))
+            else:
+                refined.append(replace(result, unfamiliarity=score))
+        return refined
 
-    def predict_batch(self, images: Sequence[ImageSource], batch_size: int = 8,
-                      refuse_unfamiliar: bool = True) -> list[CascadeResult]:
-        """One result per image. Inputs that do not look like a brain MRI slice get ``refused=True``, a
-        ``reason`` and no label, unless ``refuse_unfamiliar`` is False."""
-        logits, embeddings = self.run_models(images, batch_size)
-        results = self.combine(self.calibrated(logits))
-        return self.with_refusals(results, embeddings) if refuse_unfamiliar else results
+    def predict_batch(self, images: Sequence[ImageSource], batch_size: int = 8, refuse_unfamiliar: bool = True,
+                      operating_point: str | None = None) -> list[CascadeResult]:
+        """One result per image, decided at ``operating_point`` (default: the cascade's own). Inputs that do
+        not look like a brain MRI slice get ``refused=True``, a ``reason`` and no label, unless
+        ``refuse_unfamiliar`` is False."""
+        check_operating_point(operating_point or self.operating_point)
+        loaded = [load_image(image) for image in images]
+        logits, embeddings = self.run_models(loaded, batch_size)
+        results = self.combine(self.calibrated(logits), operating_point)
+        return self.with_refusals(results, embeddings, loaded) if refuse_unfamiliar else results
 
-    def predict(self, image: ImageSource, refuse_unfamiliar: bool = True) -> CascadeResult:
-        return self.predict_batch([image], refuse_unfamiliar=refuse_unfamiliar)[0]
+    def predict(self, image: ImageSource, refuse_unfamiliar: bool = True,
+                operating_point: str | None = None) -> CascadeResult:
+        return self.predict_batch([image], refuse_unfamiliar=refuse_unfamiliar, operating_point=operating_point)[0]
 
     def predict_series(self, images: ImageSource | Sequence[ImageSource], batch_size: int = 8,
-                       refuse_unfamiliar: bool = True) -> SeriesResult:
+                       refuse_unfamiliar: bool = True, operating_point: str | None = None) -> SeriesResult:
         """One answer for a patient from several slices: files, arrays, a multi-frame DICOM or a NIfTI volume
         (whose empty slices the loader skips). Each model's probabilities are pooled over the slices with
         ``pool_series``, then routed through the cascade exactly as for one slice. Refused slices (not
-        brain-MRI-like) are left out of the pool; when every slice is refused, so is the series."""
+        brain-MRI-like) are left out of the pool; when every slice is refused, so is the series. When answered
+        slices on their own disagree with the patient answer, ``reason`` says how many and what they say."""
+        point = check_operating_point(operating_point or self.operating_point)
         slices = load_slices(images)
         logits, embeddings = self.run_models(slices, batch_size)
         probabilities = self.calibrated(logits)
-        per_slice = self.combine(probabilities)
+        per_slice = self.combine(probabilities, point)
         if refuse_unfamiliar:
-            per_slice = self.with_refusals(per_slice, embeddings)
+            per_slice = self.with_refusals(per_slice, embeddings, slices)
         answered = [index for index, result in enumerate(per_slice) if not result.refused]
-        if not answered:  # every slice was refused, so every slice has a score
-            reason = f"None of the {len(slices)} slices looks like a brain MRI slice. {REFUSAL_REASON}"
-            worst = max(result.unfamiliarity for result in per_slice)
-            return SeriesResult(None, REFUSED_DISPLAY_NAME, {}, [], True, reason, worst, slices=per_slice)
-        pooled = pool_series({task: p[answered] for task, p in probabilities.items()})
-        patient = self._combine_one({task: p[0] for task, p in pooled.items()})
+        if not answered:  # every slice was refused
+            reason = f"None of the {len(slices)} slices looks like a brain MRI slice. {per_slice[0].reason}"
+            scores = [result.unfamiliarity for result in per_slice]
+            worst = None if None in scores else max(scores)
+            return SeriesResult(None, REFUSED_DISPLAY_NAME, {}, [], True, reason, worst, point, slices=per_slice)
+        (patient,) = self.combine(pool_series({task: p[answered] for task, p in probabilities.items()}), point)
+        notes = []
         if len(answered) < len(slices):
-            patient.reason = (f"{len(slices) - len(answered)} of {len(slices)} slices did not look like brain MRI "
-                              "and were left out.")
+            notes.append(f"{len(slices) - len(answered)} of {len(slices)} slices did not look like brain MRI "
+                         "and were left out.")
+        dissent = Counter(per_slice[index].display_name for index in answered if per_slice[index].label != patient.label)
+        if dissent:
+            said = ", ".join(f"{name} ({count})" for name, count in dissent.most_common())
+            notes.append(f"{sum(dissent.values())} of {len(answered)} answered slices on their own say otherwise: {said}.")
+        patient.reason = " ".join(notes) or None
         scores = [per_slice[index].unfamiliarity for index in answered]  # None without a check
         patient.unfamiliarity = None if None in scores else max(scores)
         return SeriesResult(**vars(patient), slices=per_slice)

@@ -12,17 +12,19 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from .cards import render_model_card
     from .cascade import DEFAULT_MODELS, Cascade
     from .data import expand_sources, load_sources
-    from .evaluation import evaluate_cascade, test_results_of, write_report
+    from .evaluation import evaluate_cascade, report_name, test_results_of, write_report
     from .labels import TASKS
 
     sources = expand_sources(args.data)
-    cascade = Cascade.from_pretrained(args.models, backend=args.backend)
+    cascade = Cascade.from_pretrained(args.models, backend=args.backend, operating_point=args.operating_point)
     report = evaluate_cascade(cascade, load_sources(sources), args.batch_size)
     report.update(models=args.models or "models/ (shipped)", data=sources)
     write_report(report, Path(args.out))
     print(f"{report['full_test']['images']} test images, {report['test_images_duplicating_train']} of them "
-          "duplicating a training image")
+          f"duplicating a training image; operating point {report['operating_point']}: healthy iff P(healthy) > "
+          + ", ".join(f"{family} {t:.4f}" for family, t in report["healthy_thresholds"].items()))
     print_summary(report)
+    print(f"-> {Path(args.out) / report_name(report['operating_point'])}")
     if args.update_model_cards:
         models_dir = Path(args.models or DEFAULT_MODELS)
         for task in TASKS:
@@ -32,23 +34,32 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 
 def print_summary(report: dict) -> None:
-    print(f"\n{'figure':<44}{'full test':>12}{'deduplicated':>14}")
-    full, dedup = report["full_test"], report["deduplicated_test"]
+    """The headline figures: full test, deduplicated test and validation side by side."""
+    sets = [report["full_test"], report["deduplicated_test"], report["validation"]]
+    print(f"\n{'figure':<48}{'full test':>12}{'deduplicated':>14}{'validation':>12}")
+    print(f"{'images':<48}" + "".join(f"{figures['images']:>{w}}" for figures, w in zip(sets, (12, 14, 12))))
 
-    def row(name: str, a, b) -> None:
-        cell = lambda v: "-" if v is None else f"{100 * v:.1f} %"  # noqa: E731
-        print(f"{name:<44}{cell(a):>12}{cell(b):>14}")
+    def row(name: str, pick) -> None:
+        cells = []
+        for figures in sets:
+            try:
+                value = pick(figures)
+            except KeyError:
+                value = None
+            cells.append("-" if value is None else f"{100 * value:.1f} %")
+        print(f"{name:<48}{cells[0]:>12}{cells[1]:>14}{cells[2]:>12}")
 
-    row("images", None, None)
-    print(f"{'':<44}{full['images']:>12}{dedup['images']:>14}")
-    row("disease detector accuracy (at threshold)", full["disease_detector_at_threshold"]["accuracy"],
-        dedup["disease_detector_at_threshold"]["accuracy"])
-    row("disease detector disease recall", full["disease_detector_at_threshold"]["disease_recall"],
-        dedup["disease_detector_at_threshold"]["disease_recall"])
-    for task in full["models"]:
-        row(f"{task} accuracy (own images)", full["models"][task]["accuracy"],
-            dedup["models"].get(task, {}).get("accuracy"))
-    row("cascade end to end, 7 classes", full["cascade"]["accuracy"], dedup["cascade"]["accuracy"])
+    row("cascade end to end, 7 classes", lambda f: f["cascade"]["accuracy"])
+    row("disease detector accuracy (at threshold)", lambda f: f["disease_detector_at_threshold"]["accuracy"])
+    row("disease recall", lambda f: f["disease_detector_at_threshold"]["disease_recall"])
+    row("healthy scans called healthy", lambda f: f["disease_detector_at_threshold"]["healthy_recall"])
+    for family in report["healthy_thresholds"]:
+        per_family = lambda f, family=family: f["disease_detector_at_threshold"]["per_family"][family]  # noqa: E731
+        row(f"  {family} family: disease recall", lambda f, p=per_family: p(f)["disease_recall"])
+        row(f"  {family} family: healthy called healthy", lambda f, p=per_family: p(f)["healthy_kept"])
+    for task in report["full_test"]["models"]:
+        row(f"{task} accuracy (own images)", lambda f, task=task: f["models"][task]["accuracy"])
+    row("end-to-end calibration error (ECE, 15 bins)", lambda f: f["cascade"]["ece"])
 
 
 def collect_files(paths: list[str]) -> list[Path]:
@@ -73,7 +84,7 @@ def predict_command(args: argparse.Namespace) -> int:
     from .images import ImageLoadError, load_series
     from .labels import LABEL_IDS
 
-    cascade = Cascade.from_pretrained(args.models)
+    cascade = Cascade.from_pretrained(args.models, operating_point=args.operating_point)
     files = collect_files(args.paths)
     if args.series_by == "folder":
         groups: dict[Path, list[Path]] = {}
@@ -82,13 +93,13 @@ def predict_command(args: argparse.Namespace) -> int:
         units = list(groups.items())
     else:
         units = [(path, [path]) for path in files]
-    columns = ["path", "label", *LABEL_IDS, "slices", "refused", "reason", "unfamiliarity"]
+    columns = ["path", "label", *LABEL_IDS, "slices", "refused", "reason", "unfamiliarity", "operating_point"]
     answered = 0
     with open(args.out, "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=columns)
         writer.writeheader()
         for unit, members in tqdm(units, desc="classifying", unit="series" if args.series_by else "file"):
-            row = {"path": str(unit), "refused": False, "reason": ""}
+            row = {"path": str(unit), "refused": False, "reason": "", "operating_point": cascade.operating_point}
             slices, problems = [], []
             for member in members:
                 try:
@@ -135,9 +146,9 @@ def push_command(args: argparse.Namespace) -> int:
 
 
 def calibrate_command(args: argparse.Namespace) -> int:
-    from .calibration import calibrate_models
     from .cascade import DEFAULT_MODELS
     from .data import expand_sources, load_sources
+    from .fitting import calibrate_models
 
     splits = load_sources(expand_sources(args.data))
     report = calibrate_models(Path(args.models or DEFAULT_MODELS), splits, Path(args.out),
@@ -146,8 +157,14 @@ def calibrate_command(args: argparse.Namespace) -> int:
         print(f"{task_name:<20} T={figures['temperature']:.3f}  test ECE {figures['test_ece_before']:.3f}"
               f" -> {figures['test_ece_after']:.3f}")
     before, after = report["cascade_end_to_end"]["before"], report["cascade_end_to_end"]["after"]
-    print(f"cascade end to end: ECE {before['ece']:.3f} -> {after['ece']:.3f}, accuracy {before['accuracy']:.3f} -> "
-          f"{after['accuracy']:.3f}, healthy threshold {before['healthy_threshold']:.4f} -> {after['healthy_threshold']:.4f}")
+    print(f"cascade end to end (balanced): test ECE {before['ece']:.3f} -> {after['ece']:.3f}, "
+          f"test accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f}")
+    fitted = report["operating_points"]
+    for point, thresholds in fitted["operating_points"].items():
+        figures = fitted["validation"][point]
+        print(f"{point:<10} healthy iff P(healthy) > " + ", ".join(f"{f} {t:.4f}" for f, t in thresholds.items())
+              + f"; validation end to end {100 * figures['all']['end_to_end_accuracy']:.1f} %, disease recall "
+              + ", ".join(f"{f} {100 * figures[f]['disease_recall']:.1f} %" for f in thresholds))
     return 0
 
 
@@ -160,9 +177,10 @@ def familiarity_command(args: argparse.Namespace) -> int:
     report = fit_and_report(Path(args.models or DEFAULT_MODELS), splits, Path(args.out), args.validation_fraction,
                             args.seed, args.components)
     print(f"limit {report['limit']:.4f} from {report['validation']['images']} validation scans")
-    for name in ("validation", "test", "non_mri_development", "non_mri_held_out"):
+    for name in ("validation", "test", "non_mri_development", "non_mri_held_out", "non_brain_medical_development",
+                 "non_brain_medical_held_out"):
         figures = report[name]
-        print(f"{name:<22} refused {figures['refused']:>4} of {figures['images']:>5} ({100 * figures['refused_share']:.2f} %)")
+        print(f"{name:<30} refused {figures['refused']:>4} of {figures['images']:>5} ({100 * figures['refused_share']:.2f} %)")
     print(f"other brain MRI (matplotlib sample): unfamiliarity {report['other_brain_mri']['unfamiliarity']:.2f}")
     return 0
 
@@ -178,6 +196,14 @@ def export_onnx_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_operating_point(command: argparse.ArgumentParser) -> None:
+    from .cascade import DEFAULT_OPERATING_POINT, OPERATING_POINTS
+
+    command.add_argument("--operating-point", choices=OPERATING_POINTS, default=DEFAULT_OPERATING_POINT,
+                         help="balanced: best end-to-end accuracy (default); screening: >= 95 %% disease recall in "
+                         "each scan family on validation, so fewer missed diseases and more false alarms.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mri-cascade", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -188,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default="reports", help="Where evaluation.json and the PNGs go.")
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto")
+    add_operating_point(evaluate)
     evaluate.add_argument("--update-model-cards", action="store_true",
                           help="Write test_results.json into each model folder and re-render its card.")
     evaluate.set_defaults(run=evaluate_command)
@@ -199,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--models", default=None)
     predict.add_argument("--series-by", choices=["folder"], default=None,
                          help="'folder': one patient answer per folder, pooling its slices.")
+    add_operating_point(predict)
     predict.set_defaults(run=predict_command)
 
     audit = commands.add_parser("audit", help="Count exact and near-duplicate images within and across splits.")

@@ -16,7 +16,10 @@ from sklearn.metrics import (
 )
 
 from .audit import Fingerprints, audit_table, duplicates_of_reference, within_split_duplicates
-from .labels import DISEASE_DETECTOR, LABEL_IDS, TASKS
+from .calibration import expected_calibration_error
+from .labels import ALZHEIMER_VS_TUMOR, LABEL_IDS, TASKS
+
+FAMILIES = ALZHEIMER_VS_TUMOR.classes
 
 
 def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
@@ -34,13 +37,15 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, 
 
 
 def tune_healthy_threshold(p_healthy: np.ndarray, is_healthy: np.ndarray, target_recall: float) -> dict[str, float]:
-    """The largest threshold t (healthy iff P(healthy) > t) whose disease recall reaches ``target_recall``.
+    """The lowest threshold t (healthy iff P(healthy) > t) whose disease recall reaches ``target_recall``.
 
-    Larger t calls fewer scans healthy, so this is the most specific threshold that still misses
-    at most 1 - target_recall of the diseased scans.
+    Lower t calls more scans healthy, so this is the most specific threshold that still misses
+    at most 1 - target_recall of the diseased scans: it is one of their scores, and the next lower
+    disease score would miss one more.
     """
     disease_scores = np.sort(p_healthy[~is_healthy])
-    allowed_misses = int(np.floor((1 - target_recall) * len(disease_scores)))
+    # the epsilon keeps 1 - 0.9 = 0.0999... from rounding one allowed miss in ten away
+    allowed_misses = int(np.floor((1 - target_recall) * len(disease_scores) + 1e-9))
     # at t = the (allowed_misses+1)-th highest disease score, only the allowed_misses above it are called healthy
     threshold = float(disease_scores[len(disease_scores) - allowed_misses - 1])
     threshold = min(max(threshold, 0.0), 1.0)
@@ -78,11 +83,31 @@ def _per_class(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict:
     return {label: {k: round(float(v), 4) for k, v in report[label].items()} for label in labels}
 
 
+def decision_figures(truth: np.ndarray, labels: np.ndarray, families: np.ndarray) -> dict:
+    """End-to-end accuracy, detector accuracy, disease recall and healthy scans kept healthy, for all scans and
+    per scan family (``families``: "alzheimer" or "tumor" per scan)."""
+    truth, labels, families = np.asarray(truth), np.asarray(labels), np.asarray(families)
+
+    def figures(members: np.ndarray) -> dict:
+        is_healthy, called_healthy = truth[members] == "healthy", labels[members] == "healthy"
+        return {
+            "images": int(members.sum()),
+            "end_to_end_accuracy": float((labels[members] == truth[members]).mean()) if members.any() else None,
+            "detector_accuracy": float((called_healthy == is_healthy).mean()) if members.any() else None,
+            "disease_recall": float((~called_healthy[~is_healthy]).mean()) if (~is_healthy).any() else None,
+            "healthy_kept": float(called_healthy[is_healthy].mean()) if is_healthy.any() else None,
+        }
+
+    return {"all": figures(np.ones(len(truth), bool)), **{family: figures(families == family) for family in FAMILIES}}
+
+
 def evaluate_predictions(
-    true_labels: list[str], stage_probabilities: dict[str, np.ndarray], predicted_labels: list[str], healthy_threshold: float
+    true_labels: list[str], stage_probabilities: dict[str, np.ndarray], results: list, families: np.ndarray
 ) -> dict:
-    """Every figure for one set of test images: each model on its own task's images, and the cascade."""
+    """Every figure for one set of images: each model on its own task's images, the healthy decision per scan
+    family, and the cascade's answers (``results``, as ``Cascade.combine`` gives them) with their calibration."""
     true_array = np.asarray(true_labels)
+    predicted_labels = [result.label for result in results]
     figures: dict = {"images": len(true_labels), "models": {}}
     for task in TASKS.values():
         members = np.isin(true_array, task.members())
@@ -98,20 +123,19 @@ def evaluate_predictions(
             "per_class": _per_class(truth, predicted, list(task.classes)),
             "confusion": confusion_matrix(truth, predicted, labels=list(task.classes)).tolist(),
         }
-    detector = stage_probabilities[DISEASE_DETECTOR.name]
-    is_healthy = true_array == "healthy"
-    called_healthy = detector[:, 0] > healthy_threshold
+    decisions = decision_figures(true_array, np.asarray(predicted_labels), families)
     figures["disease_detector_at_threshold"] = {
-        "threshold": healthy_threshold,
-        "accuracy": float((called_healthy == is_healthy).mean()),
-        "disease_recall": float((~called_healthy[~is_healthy]).mean()) if (~is_healthy).any() else None,
-        "healthy_recall": float(called_healthy[is_healthy].mean()) if is_healthy.any() else None,
+        "accuracy": decisions["all"]["detector_accuracy"], "disease_recall": decisions["all"]["disease_recall"],
+        "healthy_recall": decisions["all"]["healthy_kept"], "per_family": {f: decisions[f] for f in FAMILIES},
     }
     labels = [label for label in LABEL_IDS if label in set(true_labels) | set(predicted_labels)]
+    confidence = np.array([result.probabilities[result.label] for result in results])
     figures["cascade"] = {
         "accuracy": float(accuracy_score(true_labels, predicted_labels)),
         "balanced_accuracy": float(balanced_accuracy_score(true_labels, predicted_labels)),
         "macro_f1": float(f1_score(true_labels, predicted_labels, average="macro")),
+        "ece": expected_calibration_error(confidence, np.asarray(predicted_labels) == true_array),
+        "mean_confidence": float(confidence.mean()),
         "per_class": _per_class(true_labels, predicted_labels, labels),
         "labels": labels,
         "confusion": confusion_matrix(true_labels, predicted_labels, labels=labels).tolist(),
@@ -119,24 +143,40 @@ def evaluate_predictions(
     return figures
 
 
-def evaluate_cascade(cascade, splits, batch_size: int = 8) -> dict:
-    """Every figure on the test split, twice: all of it, and without the images that duplicate a training image."""
+def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str | None = None,
+                     validation_fraction: float = 0.15, seed: int = 42) -> dict:
+    """Every figure at ``operating_point`` (default: the cascade's own) on the test split, twice (all of it, and
+    without the images that duplicate a training image), and on the training script's validation split."""
     from .audit import fingerprint_dataset
+    from .cascade import scan_families
+    from .data import carve_validation
 
+    point = operating_point or cascade.operating_point
     test = splits["test"]
-    _, duplicates = duplicates_of_reference(fingerprint_dataset(test), fingerprint_dataset(splits["train"]))
-    stage_probabilities = cascade.stage_probabilities(test["image"], batch_size=batch_size)
-    predicted = np.array([result.label for result in cascade.combine(stage_probabilities)])
+    train_prints = fingerprint_dataset(splits["train"])
+    _, duplicates = duplicates_of_reference(fingerprint_dataset(test), train_prints)
+    _, validation = carve_validation(splits["train"], validation_fraction, seed, train_prints.thumbnails)
+
+    def figures_on(images, truth: np.ndarray) -> tuple[dict, dict]:
+        probabilities = cascade.stage_probabilities(images, batch_size=batch_size)
+        return probabilities, evaluate_predictions(
+            list(truth), probabilities, cascade.combine(probabilities, point),
+            scan_families(probabilities[ALZHEIMER_VS_TUMOR.name]))
+
     truth = np.asarray(test["label_id"])
+    probabilities, full = figures_on(test["image"], truth)
     keep = ~duplicates
+    kept = {task: p[keep] for task, p in probabilities.items()}
+    deduplicated = evaluate_predictions(list(truth[keep]), kept, cascade.combine(kept, point),
+                                        scan_families(kept[ALZHEIMER_VS_TUMOR.name]))
+    _, on_validation = figures_on(validation["image"], np.asarray(validation["label_id"]))
     return {
+        "operating_point": point,
+        "healthy_thresholds": cascade.thresholds(point),
         "test_images_duplicating_train": int(duplicates.sum()),
-        "healthy_threshold": cascade.healthy_threshold,
-        "full_test": evaluate_predictions(list(truth), stage_probabilities, list(predicted), cascade.healthy_threshold),
-        "deduplicated_test": evaluate_predictions(
-            list(truth[keep]), {task: p[keep] for task, p in stage_probabilities.items()}, list(predicted[keep]),
-            cascade.healthy_threshold,
-        ),
+        "full_test": full,
+        "deduplicated_test": deduplicated,
+        "validation": on_validation,
     }
 
 
@@ -166,16 +206,22 @@ def save_confusion_png(confusion: list[list[int]], labels: list[str], title: str
     plt.close(figure)
 
 
+def report_name(operating_point: str) -> str:
+    return f"evaluation_{operating_point}.json"
+
+
 def write_report(report: dict, out_dir: Path) -> None:
-    """``evaluation.json`` and a confusion-matrix PNG per model and per test set under ``out_dir``."""
+    """``evaluation_<operating point>.json``, and a confusion-matrix PNG per model and per test set, under
+    ``out_dir``; the cascade's PNGs are per operating point too."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2))
+    point = report["operating_point"]
+    (out_dir / report_name(point)).write_text(json.dumps(report, indent=2))
     for variant in ("full_test", "deduplicated_test"):
         figures = report[variant]
         save_confusion_png(
             figures["cascade"]["confusion"], figures["cascade"]["labels"],
-            f"Cascade, {variant.replace('_', ' ')} ({figures['images']} images)",
-            out_dir / f"confusion_cascade_{variant}.png",
+            f"Cascade ({point}), {variant.replace('_', ' ')} ({figures['images']} images)",
+            out_dir / f"confusion_cascade_{variant}_{point}.png",
         )
         for task_name, model_figures in figures["models"].items():
             save_confusion_png(

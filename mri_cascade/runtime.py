@@ -66,12 +66,12 @@ class LogitsAndEmbedding(torch.nn.Module):
 def export_onnx(model_dir: str | os.PathLike) -> Path:
     """Export ``model_dir``'s classifier to ``model_dir/onnx/model.onnx`` with a dynamic batch axis."""
     import onnx
-    from transformers import AutoConfig, AutoModelForImageClassification
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     model_dir = Path(model_dir)
     model = AutoModelForImageClassification.from_pretrained(model_dir, use_safetensors=True).eval()
-    size = AutoConfig.from_pretrained(model_dir).to_dict().get("image_size", 224)
-    example = torch.zeros(2, 3, size, size)
+    size = AutoImageProcessor.from_pretrained(model_dir).size
+    example = torch.zeros(2, 3, size["height"], size["width"])
     target = model_dir / ONNX_FILE
     target.parent.mkdir(exist_ok=True)
     torch.onnx.export(

@@ -38,8 +38,10 @@ def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
     return buffer.getvalue()
 
 
-def save_tiny_models(root: Path, healthy_threshold: float = 0.5, seed: int = 0) -> Path:
-    """Four randomly initialised, very small classifiers in the cascade's Hub layout."""
+def save_tiny_models(root: Path, healthy_threshold: float | None = None, seed: int = 0,
+                     operating_points: dict | None = None) -> Path:
+    """Four randomly initialised, very small classifiers in the cascade's Hub layout. The disease detector's config
+    gets ``operating_points`` when given, else a legacy single ``healthy_threshold`` when given, else neither."""
     import torch
     from transformers import ConvNextConfig, ConvNextForImageClassification, EfficientNetImageProcessor
 
@@ -52,7 +54,9 @@ def save_tiny_models(root: Path, healthy_threshold: float = 0.5, seed: int = 0) 
             num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], image_size=32,
             id2label=id2label, label2id={v: k for k, v in id2label.items()},
         )
-        if task.name == "disease-detector":
+        if task.name == "disease-detector" and operating_points is not None:
+            config.operating_points = operating_points
+        elif task.name == "disease-detector" and healthy_threshold is not None:
             config.healthy_threshold = healthy_threshold
         model = ConvNextForImageClassification(config)
         processor = EfficientNetImageProcessor(
@@ -127,8 +131,11 @@ def dicom_bytes(
     rescale: tuple[float, float] = (1.0, 0.0),
     bits_stored: int = 12,
     with_pixels: bool = True,
+    modality: str = "MR",
+    body_part: str | None = None,
 ) -> bytes:
-    """A DICOM MR file (explicit VR little endian) with a patient name and ID set; 3-D pixels are multi-frame."""
+    """A DICOM file (explicit VR little endian, MR unless ``modality`` says otherwise) with a patient name and ID
+    set; 3-D pixels are multi-frame."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -139,7 +146,9 @@ def dicom_bytes(
     dataset = Dataset()
     dataset.file_meta = meta
     dataset.SOPClassUID, dataset.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-    dataset.PatientName, dataset.PatientID, dataset.Modality = PATIENT_NAME, PATIENT_ID, "MR"
+    dataset.PatientName, dataset.PatientID, dataset.Modality = PATIENT_NAME, PATIENT_ID, modality
+    if body_part:
+        dataset.BodyPartExamined = body_part
     dataset.Rows, dataset.Columns = pixels.shape[-2:]
     dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, photometric
     dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0

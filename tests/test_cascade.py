@@ -3,7 +3,7 @@ import pytest
 from conftest import jpeg_bytes, save_tiny_models, synthetic_slice
 
 from mri_cascade import LABEL_IDS, Cascade, ModelLoadError
-from mri_cascade.cascade import model_location
+from mri_cascade.cascade import OPERATING_POINTS, calls_healthy, model_location
 from mri_cascade.images import ImageLoadError
 
 
@@ -63,13 +63,89 @@ def test_joint_distribution_is_the_product_along_each_path(tiny_cascade):
     assert [s.decision for s in result.stages] == ["disease", "alzheimer", "mild"]
 
 
-def test_healthy_needs_p_healthy_above_the_stored_threshold(tmp_path):
+def test_a_legacy_single_threshold_applies_to_both_families_and_points(tmp_path):
     cascade = Cascade.from_pretrained(save_tiny_models(tmp_path, healthy_threshold=0.9))
-    assert cascade.healthy_threshold == 0.9
+    assert cascade.operating_points == {point: {"alzheimer": 0.9, "tumor": 0.9} for point in OPERATING_POINTS}
     (below,) = cascade.combine(_crafted(0.85, 0.1, [1, 0, 0], [0.2, 0.3, 0.5]))
     assert below.label == "tumor_pituitary"  # 85 % healthy is not enough at a 0.9 threshold
     (above,) = cascade.combine(_crafted(0.95, 0.1, [1, 0, 0], [0.2, 0.3, 0.5]))
     assert above.label == "healthy" and [s.name for s in above.stages] == ["disease-detector"]
+
+
+POINTS = {"balanced": {"alzheimer": 0.6, "tumor": 0.3}, "screening": {"alzheimer": 0.8, "tumor": 0.5}}
+
+
+@pytest.fixture(scope="module")
+def pointed_cascade(tmp_path_factory):
+    return Cascade.from_pretrained(save_tiny_models(tmp_path_factory.mktemp("points"), operating_points=POINTS))
+
+
+@pytest.mark.parametrize("point", OPERATING_POINTS)
+def test_each_family_has_its_own_healthy_threshold(pointed_cascade, point):
+    alzheimer_limit, tumor_limit = POINTS[point]["alzheimer"], POINTS[point]["tumor"]
+    between = (alzheimer_limit + tumor_limit) / 2  # above the tumor threshold, below the Alzheimer one
+    (alzheimer_scan,) = pointed_cascade.combine(_crafted(between, 0.9, [1, 0, 0], [1, 0, 0]), point)
+    (tumor_scan,) = pointed_cascade.combine(_crafted(between, 0.1, [1, 0, 0], [1, 0, 0]), point)
+    assert alzheimer_scan.label == "alzheimer_very_mild"
+    assert tumor_scan.label == "healthy"
+    assert alzheimer_scan.operating_point == tumor_scan.operating_point == point
+
+
+def test_a_tie_at_the_threshold_counts_as_disease(pointed_cascade):
+    (tie,) = pointed_cascade.combine(_crafted(0.6, 0.9, [0, 1, 0], [1, 0, 0]), "balanced")
+    assert tie.label == "alzheimer_mild"
+    (above,) = pointed_cascade.combine(_crafted(np.nextafter(0.6, 1), 0.9, [0, 1, 0], [1, 0, 0]), "balanced")
+    assert above.label == "healthy"
+    assert list(calls_healthy(np.array([0.3, 0.3 + 1e-9]), np.array(["tumor", "tumor"]), POINTS["balanced"])) == [
+        False, True]
+
+
+def test_the_operating_point_changes_exactly_the_healthy_decision(pointed_cascade):
+    rng = np.random.default_rng(0)
+    n = 400
+    p = {
+        "disease-detector": np.stack([h := rng.uniform(0, 1, n), 1 - h], axis=1),
+        "alzheimer-vs-tumor": np.stack([a := rng.uniform(0, 1, n), 1 - a], axis=1),
+        "alzheimer-severity": rng.dirichlet([1, 1, 1], n),
+        "tumor-type": rng.dirichlet([1, 1, 1], n),
+    }
+    balanced = pointed_cascade.combine(p, "balanced")
+    screening = pointed_cascade.combine(p, "screening")
+    changed = 0
+    for b, s in zip(balanced, screening):
+        assert b.probabilities == s.probabilities  # the joint distribution does not depend on the point
+        if b.label != s.label:
+            changed += 1
+            assert b.label == "healthy" and s.label != "healthy"  # screening only ever takes back a healthy call
+            assert [st.decision for st in s.stages][0] == "disease"
+    assert changed > 0
+    # the expected number: P(healthy) between the two thresholds of the scan's family
+    family = np.where(p["alzheimer-vs-tumor"][:, 0] >= p["alzheimer-vs-tumor"][:, 1], "alzheimer", "tumor")
+    low = np.array([POINTS["balanced"][f] for f in family])
+    high = np.array([POINTS["screening"][f] for f in family])
+    assert changed == int(((h > low) & (h <= high)).sum())
+
+
+def test_the_default_operating_point_is_chosen_at_load_and_overridden_per_call(tmp_path):
+    root = save_tiny_models(tmp_path, operating_points=POINTS)
+    screening = Cascade.from_pretrained(root, operating_point="screening")
+    assert screening.operating_point == "screening"
+    assert Cascade.from_pretrained(root).operating_point == "balanced"
+    image = synthetic_slice(4)
+    assert screening.predict(image).operating_point == "screening"
+    assert screening.predict(image, operating_point="balanced").operating_point == "balanced"
+    assert screening.predict_series([image, synthetic_slice(5)], operating_point="balanced").operating_point == "balanced"
+    assert screening.operating_point == "screening"  # a call never changes the cascade's own point
+    with pytest.raises(ValueError, match="unknown operating point 'strict'"):
+        screening.predict(image, operating_point="strict")
+    with pytest.raises(ValueError, match="choose one of balanced, screening"):
+        Cascade.from_pretrained(root, operating_point="fast")
+
+
+def test_malformed_operating_points_stop_the_load_with_a_clear_error(tmp_path):
+    root = save_tiny_models(tmp_path, operating_points={"balanced": {"alzheimer": 0.5}})
+    with pytest.raises(ModelLoadError, match="operating_points must give a threshold"):
+        Cascade.from_pretrained(root)
 
 
 def test_result_serialises_to_the_api_json(tiny_cascade):

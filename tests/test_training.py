@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 from conftest import REPO_ROOT, make_image_folder, synthetic_slice
@@ -25,7 +26,7 @@ def trained(tmp_path_factory):
     out = root / "models"
     command = [
         sys.executable, str(REPO_ROOT / "train" / "run_train.py"), "--task", "disease-detector",
-        "--model", "efficientnet-lite0", "--image_size", "64", "--output_dir", str(out),
+        "--model", "efficientnet-lite0", "--image_size", "64x48", "--output_dir", str(out),
         "--data", str(root / "data" / "alzheimer"), str(root / "data" / "brain_tumor"),
         "--validation_fraction", "0.25", "--max_steps", "2", "--per_device_train_batch_size", "4",
         "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none", "--use_cpu",
@@ -42,7 +43,13 @@ def test_export_is_a_hub_layout_model(trained):
         assert (folder / name).is_file(), name
     config = json.loads((folder / "config.json").read_text())
     assert config["id2label"] == {"0": "healthy", "1": "disease"}
-    assert 0.0 <= config["healthy_threshold"] <= 1.0
+    assert config["image_size"] == 64
+    # HEIGHTxWIDTH input reaches the processor, and the ONNX export runs at that shape
+    assert json.loads((folder / "preprocessor_config.json").read_text())["size"] == {"height": 64, "width": 48}
+    from mri_cascade.runtime import OnnxRunner
+
+    logits, _ = OnnxRunner(folder / "onnx" / "model.onnx")(np.zeros((1, 3, 64, 48), np.float32))
+    assert logits.shape == (1, 2)
     assert not (folder / "training_args.bin").exists()
 
 
@@ -62,11 +69,20 @@ def test_audit_is_printed_and_saved(trained):
     assert audit["train_within_split"]["total"]["images"] == 36
 
 
-def test_model_card_metadata_is_valid(trained):
+def test_model_card_metadata_is_valid(trained, tmp_path):
+    import shutil
+
+    from mri_cascade.cards import render_model_card
+
     out, _ = trained
     card = ModelCard.load(out / "disease-detector" / "README.md")
     assert card.data.pipeline_tag == "image-classification" and card.data.license == "apache-2.0"
     assert "Not a medical device" in card.text
-    metadata = yaml.safe_load(card.content.split("---")[1])
-    if "model-index" in metadata:
-        model_index_to_eval_results(metadata["model-index"])
+    assert "model-index" not in yaml.safe_load(card.content.split("---")[1])  # not evaluated yet: no results claimed
+    # once evaluated, the card carries the test figures as valid model-index metadata
+    folder = shutil.copytree(out / "disease-detector", tmp_path / "disease-detector")
+    figures = {"images": 10, "accuracy": 0.7, "balanced_accuracy": 0.65, "macro_f1": 0.6}
+    (folder / "test_results.json").write_text(json.dumps({"full": figures, "deduplicated": figures}))
+    metadata = yaml.safe_load(render_model_card(folder).content.split("---")[1])
+    _, results = model_index_to_eval_results(metadata["model-index"])
+    assert {(r.metric_type, r.metric_value) for r in results} == {("accuracy", 0.7), ("f1", 0.6)}

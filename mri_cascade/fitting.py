@@ -1,0 +1,144 @@
+"""Fitting a whole cascade on validation data: each model's temperature, then the two operating points.
+
+It sits above ``cascade.py``: it routes validation scans through a whole ``Cascade``. Temperatures go into each
+model's ``config.json`` as ``calibration_temperature``; the operating points, a healthy threshold per scan family
+each, into the disease detector's as ``operating_points``, read back by ``cascade.read_operating_points`` and
+applied by ``cascade.calls_healthy``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from .calibration import TEMPERATURE_KEY, expected_calibration_error, fit_temperature, reliability_diagram, softmax
+from .cascade import (
+    FAMILIES,
+    LEGACY_THRESHOLD_KEY,
+    OPERATING_POINTS,
+    OPERATING_POINTS_KEY,
+    Cascade,
+    calls_healthy,
+    load_stages,
+    scan_families,
+)
+from .data import carve_validation
+from .evaluation import decision_figures, tune_healthy_threshold
+from .labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, TASKS
+
+SCREENING_DISEASE_RECALL = 0.95
+OPERATING_POINTS_FILE = "operating_points.json"
+"""Validation figures of the fitted operating points, beside the disease detector's config."""
+NEVER_HEALTHY = dict.fromkeys(FAMILIES, 1.0)  # P(healthy) > 1 never holds: every scan takes the disease path
+
+
+def best_accuracy_threshold(p_healthy: np.ndarray, is_healthy: np.ndarray, disease_answer_right: np.ndarray) -> float:
+    """The threshold t (healthy iff P(healthy) > t) with the most right end-to-end answers: a scan called healthy
+    is right when it is healthy, one called diseased when the cascade's disease answer for it is right.
+
+    Candidates lie midway between neighbouring scores (plus 0 and 1), so the choice sits in the middle of its
+    interval of equal decisions; between equally good candidates the higher one (more disease recall) wins.
+    """
+    p_healthy = np.asarray(p_healthy, dtype=float)
+    if p_healthy.size == 0:
+        raise ValueError("no validation scans to fit a threshold on")
+    scores = np.unique(p_healthy)
+    candidates = np.concatenate([[0.0], (scores[:-1] + scores[1:]) / 2, [1.0]])
+    called_healthy = p_healthy[None, :] > candidates[:, None]
+    right = np.where(called_healthy, is_healthy[None, :], disease_answer_right[None, :]).sum(axis=1)
+    best = np.flatnonzero(right == right.max())
+    return float(candidates[best[-1]])
+
+
+def fit_operating_points(cascade: Cascade, stage_probabilities: dict[str, np.ndarray], truth: np.ndarray) -> dict:
+    """Both operating points from calibrated validation probabilities and the true label ids.
+
+    A scan's family is what stage 2 says, as in the cascade. ``balanced`` takes, per family, the threshold with
+    the best end-to-end accuracy; ``screening`` the lowest threshold with >= 95 % disease recall, so that as many
+    healthy scans as possible stay healthy, but never one below ``balanced``: screening must not miss more
+    diseases than the default. Returns the thresholds and their validation figures.
+    """
+    truth = np.asarray(truth)
+    families = scan_families(stage_probabilities[ALZHEIMER_VS_TUMOR.name])
+    p_healthy = stage_probabilities[DISEASE_DETECTOR.name][:, 0]
+    disease_answers = np.array([r.label for r in cascade.combine(stage_probabilities, thresholds=NEVER_HEALTHY)])
+    is_healthy = truth == "healthy"
+    points: dict[str, dict[str, float]] = {point: {} for point in OPERATING_POINTS}
+    for family in FAMILIES:
+        members = families == family
+        if not (~is_healthy[members]).any():
+            raise ValueError(f"the validation data holds no diseased scans that stage 2 calls {family}")
+        points["balanced"][family] = best_accuracy_threshold(
+            p_healthy[members], is_healthy[members], disease_answers[members] == truth[members])
+        points["screening"][family] = max(points["balanced"][family], tune_healthy_threshold(
+            p_healthy[members], is_healthy[members], SCREENING_DISEASE_RECALL)["threshold"])
+    validation = {}
+    for point, thresholds in points.items():
+        labels = np.where(calls_healthy(p_healthy, families, thresholds), "healthy", disease_answers)
+        validation[point] = decision_figures(truth, labels, families)
+    detector_auc = {family: float(roc_auc_score(~is_healthy[families == family], -p_healthy[families == family]))
+                    for family in FAMILIES if len(set(is_healthy[families == family])) == 2}
+    return {"operating_points": points, "screening_disease_recall": SCREENING_DISEASE_RECALL,
+            "validation": validation, "validation_detector_auc": detector_auc, "validation_images": int(len(truth))}
+
+
+def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fraction: float = 0.15, seed: int = 42) -> dict:
+    """Fit every model's temperature on the training script's validation split, then both operating points on
+    the calibrated probabilities; store them in the configs (and the operating points' validation figures in
+    ``disease-detector/operating_points.json``); report test ECE before and after, at the balanced point.
+
+    "Before" is T = 1 with operating points fitted on uncalibrated probabilities, so a re-run reports the same.
+    The refusal check is not loaded: it may still belong to the previous weights.
+    """
+    models_dir = Path(models_dir)
+    _, validation = carve_validation(splits["train"], validation_fraction, seed)
+    cascade = Cascade(load_stages(models_dir))
+    print(f"fitting temperatures on {len(validation)} validation images ...", flush=True)
+    logits = {"validation": cascade.stage_logits(validation["image"]), "test": cascade.stage_logits(splits["test"]["image"])}
+    truth = {"validation": np.asarray(validation["label_id"]), "test": np.asarray(splits["test"]["label_id"])}
+
+    def task_labels(split: str, task) -> tuple[np.ndarray, np.ndarray]:
+        members = np.isin(truth[split], task.members())
+        return members, np.array([task.class_index(label) for label in truth[split][members]])
+
+    figures = {}
+    for name, task in TASKS.items():
+        members, labels = task_labels("validation", task)
+        temperature = fit_temperature(logits["validation"][name][members], labels)
+        figures[name] = {"temperature": temperature}
+        test_members, test_labels = task_labels("test", task)
+        for when, t in (("before", 1.0), ("after", temperature)):
+            probabilities = softmax(logits["test"][name][test_members], t)
+            figures[name][f"test_ece_{when}"] = expected_calibration_error(
+                probabilities.max(axis=1), probabilities.argmax(axis=1) == test_labels)
+    curves, end_to_end = {}, {}
+    for when in ("before", "after"):
+        temperatures = {name: figures[name]["temperature"] if when == "after" else 1.0 for name in TASKS}
+        scaled = {split: {name: softmax(values[name], temperatures[name]) for name in TASKS}
+                  for split, values in logits.items()}
+        fitted = fit_operating_points(cascade, scaled["validation"], truth["validation"])
+        results = cascade.combine(scaled["test"], thresholds=fitted["operating_points"]["balanced"])
+        confidence = np.array([result.probabilities[result.label] for result in results])
+        correct = np.array([result.label == label for result, label in zip(results, truth["test"])])
+        curves[f"{when} scaling"] = (confidence, correct)
+        end_to_end[when] = {"ece": expected_calibration_error(confidence, correct), "accuracy": float(correct.mean()),
+                            "balanced_thresholds": fitted["operating_points"]["balanced"]}
+    for name in TASKS:
+        config_path = models_dir / name / "config.json"
+        config = json.loads(config_path.read_text())
+        config[TEMPERATURE_KEY] = figures[name]["temperature"]
+        if name == DISEASE_DETECTOR.name:
+            config[OPERATING_POINTS_KEY] = fitted["operating_points"]
+            config.pop(LEGACY_THRESHOLD_KEY, None)
+            (models_dir / name / OPERATING_POINTS_FILE).write_text(json.dumps(fitted, indent=2))
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        (models_dir / name / "calibration.json").write_text(json.dumps(figures[name], indent=2))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reliability_diagram(curves, out_dir / "reliability_cascade.png")
+    report = {"models": figures, "cascade_end_to_end": end_to_end, "operating_points": fitted}
+    (out_dir / "calibration.json").write_text(json.dumps(report, indent=2))
+    return report
