@@ -3,9 +3,14 @@
 Each model's embedding (the input of its classification head) is scaled to unit length and the four are
 concatenated. The training scans span a low-dimensional subspace of that space (its principal components);
 an image's *unfamiliarity* is the length of the part of its features that the subspace cannot explain,
-divided by the largest such length among the validation scans. Above 1 the cascade refuses to answer.
-No labelled out-of-distribution data is needed: the subspace comes from training scans, the limit from
-validation scans.
+divided by the largest such length among the validation scans.
+
+That check alone lets real medical images of the wrong kind through (an abdominal MR looks "scan-like" enough), so
+a second test learns what is *not* a brain MRI slice: a logistic regression on the same features, brain scans of the
+training part against non-brain pictures (generated non-MRI pictures and real non-brain medical images of the
+development part of ``probes``). Its limit lies halfway, in log-odds, between the highest score among the
+validation scans and the lowest among those development pictures. The *unfamiliarity* is
+the larger of the two ratios (score over limit); above 1 the cascade refuses to answer.
 """
 
 from __future__ import annotations
@@ -42,20 +47,37 @@ class FamiliarityCheck:
     components: np.ndarray  # (components, features), orthonormal rows
     limit: float  # residual length of the least familiar validation scan
     weights_sha256: dict[str, str]  # task -> SHA-256 of the model.safetensors the embeddings came from
+    other_weights: np.ndarray | None = None  # (features,): logistic regression, "not a brain MRI slice" is positive
+    other_bias: float = 0.0
+    other_limit: float = 1.0  # P(not a brain MRI slice) above which the second test refuses
 
-    def unfamiliarity(self, embeddings: dict[str, np.ndarray]) -> np.ndarray:
-        """Per image: residual length over the limit; above 1 means refuse."""
-        centred = joined_features(embeddings, self.tasks) - self.mean
+    def residual_ratio(self, features: np.ndarray) -> np.ndarray:
+        centred = features - self.mean
         residual = centred - (centred @ self.components.T) @ self.components
         return np.linalg.norm(residual, axis=1) / self.limit
+
+    def other_probability(self, features: np.ndarray) -> np.ndarray:
+        """P(not a brain MRI slice) from the second test; zeros when the check has none."""
+        if self.other_weights is None:
+            return np.zeros(len(features))
+        return 1 / (1 + np.exp(-(features @ self.other_weights + self.other_bias)))
+
+    def unfamiliarity(self, embeddings: dict[str, np.ndarray]) -> np.ndarray:
+        """Per image: the larger of residual length over its limit and P(not a brain MRI slice) over its limit;
+        above 1 means refuse."""
+        features = joined_features(embeddings, self.tasks)
+        return np.maximum(self.residual_ratio(features), self.other_probability(features) / self.other_limit)
 
     def save(self, path: str | os.PathLike) -> None:
         from safetensors.numpy import save_file
 
         metadata = {"limit": repr(self.limit), "tasks": json.dumps(self.tasks),
-                    "weights_sha256": json.dumps(self.weights_sha256)}
+                    "weights_sha256": json.dumps(self.weights_sha256),
+                    "other_bias": repr(self.other_bias), "other_limit": repr(self.other_limit)}
         # safetensors writes raw memory: PCA's components are a transposed (Fortran-ordered) view
         tensors = {"mean": self.mean, "components": self.components}
+        if self.other_weights is not None:
+            tensors["other_weights"] = self.other_weights
         save_file({name: np.ascontiguousarray(value, dtype=np.float32) for name, value in tensors.items()},
                   str(path), metadata=metadata)
 
@@ -66,8 +88,10 @@ class FamiliarityCheck:
         with safe_open(str(path), framework="numpy") as stored:
             metadata = stored.metadata()
             mean, components = stored.get_tensor("mean"), stored.get_tensor("components")
+            other = stored.get_tensor("other_weights").astype(np.float64) if "other_weights" in stored.keys() else None
         return cls(json.loads(metadata["tasks"]), mean.astype(np.float64), components.astype(np.float64),
-                   float(metadata["limit"]), json.loads(metadata["weights_sha256"]))
+                   float(metadata["limit"]), json.loads(metadata["weights_sha256"]), other,
+                   float(metadata.get("other_bias", 0.0)), float(metadata.get("other_limit", 1.0)))
 
 
 def weights_sha256(models_dir) -> dict[str, str]:
@@ -81,16 +105,32 @@ def weights_sha256(models_dir) -> dict[str, str]:
 
 
 def fit_familiarity(train_embeddings: dict[str, np.ndarray], validation_embeddings: dict[str, np.ndarray],
-                    weights_sha256: dict[str, str], components: int = DEFAULT_COMPONENTS) -> FamiliarityCheck:
-    """Principal subspace of the training scans' features; the limit is the largest validation residual."""
+                    weights_sha256: dict[str, str], components: int = DEFAULT_COMPONENTS,
+                    other_embeddings: dict[str, np.ndarray] | None = None) -> FamiliarityCheck:
+    """Principal subspace of the training scans' features, its limit the largest validation residual; and, when
+    ``other_embeddings`` (pictures that are not brain MRI slices) are given, the logistic regression that tells
+    them from the training scans, its limit halfway (in log-odds) between the highest P(not a brain MRI slice) among
+    validation scans and the lowest among those pictures."""
     from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
 
     tasks = sorted(train_embeddings)
     features = joined_features(train_embeddings, tasks)
+    validation = joined_features(validation_embeddings, tasks)
     pca = PCA(n_components=min(components, *features.shape), random_state=0).fit(features)
     check = FamiliarityCheck(tasks, pca.mean_, pca.components_, 1.0, weights_sha256)
     # inclusive: the least familiar validation scan (and any copy of it) must pass once stored in float32
-    check.limit = float(check.unfamiliarity(validation_embeddings).max()) * (1 + LIMIT_TOLERANCE)
+    check.limit = float(check.residual_ratio(validation).max()) * (1 + LIMIT_TOLERANCE)
+    if other_embeddings is not None:
+        others = joined_features(other_embeddings, tasks)
+        model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000).fit(
+            np.concatenate([features, others]), np.r_[np.zeros(len(features)), np.ones(len(others))])
+        check.other_weights, check.other_bias = model.coef_[0].astype(np.float64), float(model.intercept_[0])
+        # the widest margin: halfway, in log-odds, between the least brain-like validation scan and the most
+        # brain-like development picture, so that scans a little unlike validation ones still pass
+        logit = lambda x: x @ check.other_weights + check.other_bias  # noqa: E731
+        margin = (float(logit(validation).max()) + float(logit(others).min())) / 2
+        check.other_limit = float(1 / (1 + np.exp(-max(margin, float(logit(validation).max()))))) * (1 + LIMIT_TOLERANCE)
     return check
 
 
@@ -128,36 +168,44 @@ def unfamiliarity_histogram(scores: dict[str, np.ndarray], path) -> None:
 
 def fit_and_report(models_dir, splits, out_dir, validation_fraction: float = 0.15, seed: int = 42,
                    components: int = DEFAULT_COMPONENTS) -> dict:
-    """Fit the refusal check on the training script's training part, set its limit on its validation split,
-    store it beside the disease detector, and measure refusals on the test splits and on generated non-MRI
-    pictures: a development set (seed 0, looked at while choosing the method) and a held-out set (seed 1)."""
+    """Fit the refusal check on the training script's training part and the development parts of the probe sets,
+    set its limits on its validation split, store it beside the disease detector, and measure refusals on the test
+    splits, on generated non-MRI pictures (development: seed 0; held out: seed 1) and on real non-brain medical
+    images (development and held-out sources of ``probes.NON_BRAIN_PARTS``)."""
     from pathlib import Path
 
-    from .cascade import Cascade, load_stage, model_location
+    from .cascade import Cascade, load_stages
     from .data import carve_validation
     from .labels import TASKS
-    from .probes import non_mri_images, other_brain_mri
+    from .probes import non_brain_medical_images, non_mri_images, other_brain_mri
 
     models_dir, out_dir = Path(models_dir), Path(out_dir)
-    cascade = Cascade({task: load_stage(model_location(models_dir, task), task) for task in TASKS})
+    cascade = Cascade(load_stages(models_dir))
     train, validation = carve_validation(splits["train"], validation_fraction, seed)
-    probes = {"development": non_mri_images(seed=0), "held_out": non_mri_images(seed=1, scale=2)}
+    probes = {"non_mri_development": non_mri_images(seed=0), "non_mri_held_out": non_mri_images(seed=1, scale=2),
+              **{f"non_brain_medical_{part}": [(source, image) for source, _, image in non_brain_medical_images(part)]
+                 for part in ("development", "held_out")}}
     inputs = {"train": train["image"], "validation": validation["image"], "test": splits["test"]["image"],
-              **{f"non_mri_{name}": [image for _, image in pairs] for name, pairs in probes.items()},
+              **{name: [image for _, image in pairs] for name, pairs in probes.items()},
               "other_brain_mri": [other_brain_mri()]}
     embeddings = {}
     for name, images in inputs.items():
         print(f"embedding {len(images)} {name} images ...", flush=True)
         embeddings[name] = cascade.run_models(images, 16)[1]
-    check = fit_familiarity(embeddings["train"], embeddings["validation"], weights_sha256(models_dir), components)
+    development = {task: np.concatenate([embeddings["non_mri_development"][task],
+                                         embeddings["non_brain_medical_development"][task]]) for task in TASKS}
+    check = fit_familiarity(embeddings["train"], embeddings["validation"], weights_sha256(models_dir), components,
+                            other_embeddings=development)
     check.save(models_dir / "disease-detector" / FAMILIARITY_FILE)
     scores = {name: check.unfamiliarity(embeddings[name]) for name in inputs}
     groups = {"validation": np.asarray(validation["label_id"]), "test": np.asarray(splits["test"]["label_id"]),
-              **{f"non_mri_{name}": np.array([category for category, _ in pairs]) for name, pairs in probes.items()}}
+              **{name: np.array([group for group, _ in pairs]) for name, pairs in probes.items()}}
     report = {
-        "method": f"residual of the 4 models' unit-length embeddings outside their top {check.components.shape[0]} "
-                  "principal components (training part), over the largest validation residual",
-        "training_images": len(train), "limit": check.limit,
+        "method": f"the larger of two ratios over the 4 models' unit-length embeddings: the residual outside their top "
+                  f"{check.components.shape[0]} principal components (training part) over the largest validation "
+                  "residual, and P(not a brain MRI slice) of a logistic regression (training part against the "
+                  "development non-MRI pictures and non-brain medical images) over the largest validation one",
+        "training_images": len(train), "limit": check.limit, "other_limit": check.other_limit,
         **{name: _refused_share(scores[name], groups[name]) for name in groups},
         "other_brain_mri": {"what": "matplotlib's sample MRI s1045.ima (sagittal head, another scanner)",
                             "unfamiliarity": float(scores["other_brain_mri"][0])},
@@ -165,6 +213,7 @@ def fit_and_report(models_dir, splits, out_dir, validation_fraction: float = 0.1
     out_dir.mkdir(parents=True, exist_ok=True)
     for folder in (out_dir, models_dir / "disease-detector"):  # the detector's model card quotes it
         (folder / "familiarity.json").write_text(json.dumps(report, indent=2))
-    unfamiliarity_histogram({"official test scans": scores["test"], "non-MRI, held out": scores["non_mri_held_out"]},
+    unfamiliarity_histogram({"official test scans": scores["test"], "non-MRI, held out": scores["non_mri_held_out"],
+                             "non-brain medical, held out": scores["non_brain_medical_held_out"]},
                             out_dir / "unfamiliarity.png")
     return report

@@ -16,7 +16,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .medical import MAX_SLICES, MedicalImageError, dicom_slices, is_dicom, is_gzip, is_nifti, nifti_slices
+from .medical import (
+    MAX_SLICES,
+    NOT_BRAIN_MRI_KEY,
+    MedicalImageError,
+    dicom_header_note,
+    dicom_slices,
+    is_dicom,
+    is_gzip,
+    is_nifti,
+    nifti_slices,
+)
 
 ACCEPTED = "PNG, JPEG, TIFF, WebP, BMP, GIF, DICOM or NIfTI"
 ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
@@ -104,7 +114,8 @@ def to_model_rgb(image: Image.Image) -> Image.Image:
 
 def load_series(source: ImageSource) -> list[Image.Image]:
     """Every slice in ``source`` as an RGB (grey-replicated) PIL image: one for a picture or a single-frame
-    DICOM, several for a multi-frame DICOM or a NIfTI volume (empty slices skipped).
+    DICOM, several for a multi-frame DICOM or a NIfTI volume (empty slices skipped). A DICOM slice whose header
+    says it is not a brain MRI carries that reason in ``info[NOT_BRAIN_MRI_KEY]``.
 
     Raises ImageLoadError with a message naming the input and the problem.
     """
@@ -117,6 +128,9 @@ def load_series(source: ImageSource) -> list[Image.Image]:
         try:
             if is_dicom(data):
                 pictures = [Image.fromarray(s, mode="L") for s in dicom_slices(data)]
+                note = dicom_header_note(data)
+                for picture in pictures if note else []:
+                    picture.info[NOT_BRAIN_MRI_KEY] = note
             elif is_nifti(data) or is_gzip(data):
                 pictures = [Image.fromarray(s, mode="L") for s in nifti_slices(data)]
             else:

@@ -58,8 +58,36 @@ def _first(value) -> float:
         return float(value)
 
 
+NOT_BRAIN_MRI_KEY = "not_brain_mri"
+"""Key, in a loaded slice's PIL ``info``, of the plain-words reason its DICOM header gives for not being brain MRI."""
+MODALITY_NAMES = {"CT": "a CT scan", "US": "an ultrasound image", "CR": "an X-ray (computed radiography)",
+                  "DX": "an X-ray", "MG": "a mammogram", "NM": "a nuclear-medicine image", "PT": "a PET image",
+                  "XA": "an X-ray angiogram", "RF": "a fluoroscopy image", "SEG": "a segmentation mask",
+                  "OP": "an eye photograph", "ES": "an endoscopy image", "IO": "a dental X-ray", "PX": "a dental X-ray"}
+HEAD_BODY_PARTS = {"HEAD", "BRAIN", "SKULL", "CRANIUM", "HEADNECK", "HEAD NECK", "NEURO", "ENTIREBODY"}
+"""BodyPartExamined values that may hold a brain slice; any other non-empty value names another body part."""
+
+
+def dicom_kind_problem(dataset) -> str | None:
+    """Why a DICOM header says its image is not a brain MRI, in plain words; None when it does not say so.
+
+    Only a named modality other than MR (secondary captures, "OT", may be screenshots of an MRI) or a named body
+    part other than the head counts. The pixels are still checked either way: a header can be missing or wrong.
+    """
+    modality = str(dataset.get("Modality", "") or "").strip().upper()
+    body_part = str(dataset.get("BodyPartExamined", "") or "").strip().upper()
+    if modality in MODALITY_NAMES:
+        return f"Its DICOM header says it is {MODALITY_NAMES[modality]} (Modality {modality}), not an MRI."
+    if modality not in ("", "MR", "OT", "SC") and modality.isalpha():
+        return f"Its DICOM header says its modality is {modality}, not MR."
+    if body_part and body_part.replace("_", " ") not in HEAD_BODY_PARTS:
+        return f"Its DICOM header says it shows the {body_part.lower()} (BodyPartExamined), not the head."
+    return None
+
+
 def dicom_slices(data: bytes) -> list[np.ndarray]:
-    """Every frame of a DICOM file as 8-bit grey, rescaled, windowed, MONOCHROME1 inverted."""
+    """Every frame of a DICOM file as 8-bit grey, rescaled, windowed, MONOCHROME1 inverted; see ``dicom_header_note``
+    for what its header says about the kind of image."""
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_rescale
@@ -95,6 +123,16 @@ def dicom_slices(data: bytes) -> list[np.ndarray]:
     if str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         slices = 255 - slices
     return list(slices)
+
+
+def dicom_header_note(data: bytes) -> str | None:
+    """``dicom_kind_problem`` of a DICOM file's header (pixels not read); None when unreadable."""
+    import pydicom
+
+    try:
+        return dicom_kind_problem(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True))
+    except Exception:  # dicom_slices reports a damaged file
+        return None
 
 
 def nifti_slices(data: bytes) -> list[np.ndarray]:

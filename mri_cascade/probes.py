@@ -178,3 +178,86 @@ def non_mri_images(seed: int = 0, scale: int = 1) -> list[tuple[str, Image.Image
         "shape": list(_shapes(rng, 24 * scale)),
     }
     return [(category, image) for category, images in generated.items() for image in images]
+
+
+# Real medical images that are not brain MRI, shipped as test data inside pydicom and nibabel: source -> (files
+# holding the same picture in different encodings, what it shows). Split by source, never by crop.
+NON_BRAIN_SOURCES: dict[str, tuple[tuple[str, ...], str]] = {
+    "abdomen_mr": (("examples_overlay.dcm",), "MR of the abdomen (liver), axial"),
+    "thorax_ct": (("CT_small.dcm",), "CT of the thorax (vertebra), axial"),
+    "head_ct_soft": (("693_J2KI.dcm",), "CT of the head, axial, soft-tissue window"),
+    "head_ct_bone": (("J2K_pixelrep_mismatch.dcm",), "CT of the skull base, axial, bone window"),
+    "bone_scan": (("JPEG2000.dcm",), "nuclear-medicine whole-body bone scan"),  # its 12-bit JPEG twins do not decode
+    "lymph_node_us": (("examples_rgb_color.dcm", "examples_jpeg2k.dcm"), "ultrasound of a lymph node, with overlays"),
+    "palette_us": (("examples_palette.dcm",), "ultrasound, palette colour"),
+    "echo_us": (("examples_ybr_color.dcm",), "echocardiogram (ultrasound cine), 30 frames"),
+    "liver_seg": (("liver_1frame.dcm",), "segmentation mask of a liver (DICOM SEG)"),
+    "phantom_mr": (("phantom_EPI_asc_CLEAR_2_1.PAR",), "MR (EPI) of a cylindrical phantom, Philips PAR/REC (nibabel)"),
+}
+# The abdominal MR is the one real MR of another body part to be had offline: it is in the development part so
+# that the check learns what such a scan looks like; the held-out part's MR is the phantom.
+NON_BRAIN_PARTS = {
+    "development": ("abdomen_mr", "thorax_ct", "head_ct_bone", "lymph_node_us", "echo_us", "liver_seg"),
+    "held_out": ("head_ct_soft", "bone_scan", "palette_us", "phantom_mr"),
+}
+
+
+def non_brain_source_files(source: str) -> list[Path]:
+    """The test files of one non-brain source, bundled with pydicom or nibabel (nothing is downloaded)."""
+    import nibabel
+    import pydicom
+
+    folders = [Path(pydicom.__file__).parent / "data" / "test_files", Path(nibabel.__file__).parent / "tests" / "data"]
+    return [next(folder / name for folder in folders if (folder / name).is_file()) for name in NON_BRAIN_SOURCES[source][0]]
+
+
+def _frames(path: Path) -> list[Image.Image]:
+    """A DICOM file through the project's own loader; a PAR/REC volume as the middle slice of each of its volumes."""
+    from .images import load_series
+
+    if path.suffix != ".PAR":
+        return load_series(path)
+    import nibabel
+
+    volume = np.asanyarray(nibabel.load(path).dataobj, dtype=np.float64)
+    return [_to_grey8(volume[:, :, volume.shape[2] // 2, index].T) for index in range(volume.shape[3])]
+
+
+def _variants(image: Image.Image, rng: np.random.Generator, count: int) -> Iterator[tuple[str, Image.Image]]:
+    """The picture as loaded, then crops, flips, rotations, new sizes and intensity windows of it."""
+    yield "as loaded", image
+    grey = np.asarray(image.convert("L"), dtype=np.float64)
+    for index in range(count - 1):
+        kind = index % 5
+        if kind == 0:  # a crop of half to nine tenths of each side
+            height, width = grey.shape
+            h, w = int(height * rng.uniform(0.5, 0.9)), int(width * rng.uniform(0.5, 0.9))
+            top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+            yield "crop", Image.fromarray(grey[top : top + h, left : left + w].astype(np.uint8))
+        elif kind == 1:
+            yield "flip", Image.fromarray(grey[:, ::-1].astype(np.uint8))
+        elif kind == 2:
+            yield "rotation", Image.fromarray(np.rot90(grey, int(rng.integers(1, 4))).astype(np.uint8))
+        elif kind == 3:  # resized to the Alzheimer slices' size or the tumor scans' usual one
+            size = (176, 208) if rng.random() < 0.5 else (512, 512)
+            yield "resize", Image.fromarray(grey.astype(np.uint8)).resize(size, Image.BICUBIC)
+        else:  # another intensity window: narrower or wider, shifted
+            low, high = np.percentile(grey, [rng.uniform(0, 30), rng.uniform(70, 100)])
+            yield "window", _to_grey8(np.clip(grey, low, high))
+
+
+def non_brain_medical_images(part: str, variants: int = 25, seed: int = 0) -> list[tuple[str, str, Image.Image]]:
+    """(source, variant, image) for the real non-brain medical images of ``part`` ("development" or "held_out"):
+    each DICOM file read by the project's own loader (windowing included; three frames of a cine), the phantom's
+    PAR/REC by nibabel,
+    then ``variants`` pictures per frame: as loaded, crops, flips, rotations, resizes and windows."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for source in NON_BRAIN_PARTS[part]:
+        for path in non_brain_source_files(source):
+            frames = _frames(path)
+            for frame in frames:  # the pixels alone are measured: what a PNG of the same scan would give
+                frame.info.clear()
+            for frame in frames[:: max(1, len(frames) // 3)][:3]:
+                images.extend((source, variant, image) for variant, image in _variants(frame, rng, variants))
+    return images

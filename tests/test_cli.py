@@ -32,7 +32,9 @@ def test_predict_writes_one_row_per_file_and_keeps_going(tiny_models, tmp_path, 
     assert main(["predict", str(folder), "--out", str(out), "--models", str(tiny_models)]) == 0
     rows = read(out)
     assert len(rows) == 5
-    assert list(rows[0]) == ["path", "label", *LABEL_IDS, "slices", "refused", "reason", "unfamiliarity"]
+    assert list(rows[0]) == ["path", "label", *LABEL_IDS, "slices", "refused", "reason", "unfamiliarity",
+                             "operating_point"]
+    assert {row["operating_point"] for row in rows} == {"balanced"}
     broken = next(r for r in rows if r["path"].endswith("broken.jpg"))
     assert broken["refused"] == "True" and "not a readable image" in broken["reason"] and not broken["label"]
     volume = next(r for r in rows if r["path"].endswith("volume.nii.gz"))

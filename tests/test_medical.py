@@ -98,13 +98,18 @@ def test_sixteen_bit_png_and_rgba_pictures(tmp_path):
     assert grey(load_image(rgba)).shape == (208, 176)
 
 
-def test_pooling_is_a_renormalised_geometric_mean():
+def test_pooling_is_the_mean_of_the_slices_probabilities():
     probabilities = {"tumor-type": np.array([[0.6, 0.3, 0.1], [0.2, 0.6, 0.2], [0.5, 0.4, 0.1]])}
-    pooled = pool_series(probabilities)["tumor-type"][0]
-    expected = np.exp(np.log(probabilities["tumor-type"]).mean(axis=0))
-    np.testing.assert_allclose(pooled, expected / expected.sum())
+    np.testing.assert_allclose(pool_series(probabilities)["tumor-type"][0], [1.3 / 3, 1.3 / 3, 0.4 / 3])
     same = pool_series({"tumor-type": np.array([[0.7, 0.2, 0.1]] * 4)})["tumor-type"][0]
     np.testing.assert_allclose(same, [0.7, 0.2, 0.1])
+
+
+def test_one_odd_slice_cannot_outvote_the_rest():
+    # nine slices at 0.9 glioma and one at ~0 for glioma: a geometric mean pooled this to meningioma
+    slices = np.array([[0.9, 0.05, 0.05]] * 9 + [[1e-9, 0.9, 0.1 - 1e-9]])
+    pooled = pool_series({"tumor-type": slices})["tumor-type"][0]
+    assert pooled.argmax() == 0 and pooled[0] == pytest.approx(0.81)
 
 
 def test_series_prediction_answers_for_the_patient_and_every_slice(tiny_cascade):

@@ -138,7 +138,8 @@ def test_the_page_shows_a_refusal_without_bars_or_heatmap(guarded_client, probes
     next(image for kind, image in probes if kind == "noise").save(picture)
     answer, path, heatmap, joint, *stages = guarded_client.predict(handle_file(str(picture)), api_name="/show")
     assert "No answer" in answer and "not look like a 2-D brain MRI slice" in answer
-    assert heatmap is None and not joint and not path
+    for panel in (path, heatmap, joint):  # hidden and empty, not left on the page
+        assert panel["visible"] is False and not panel["value"]
 
 
 def test_an_empty_batch_gives_no_results(guarded_cascade):
