@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import gradio as gr
 
 from mri_cascade import Cascade, ImageLoadError, ModelLoadError
+from mri_cascade.cascade import DEFAULT_MODELS, DEFAULT_OPERATING_POINT, MODELS_ENV, OPERATING_POINTS
 from mri_cascade.images import MAX_FILE_BYTES
 from mri_cascade.service import (
     DISCLAIMER,
+    OPERATING_POINT_HELP,
+    OPERATING_POINT_NAMES,
     SLICE_COLUMNS,
     View,
     cache_ttl_seconds,
@@ -17,6 +21,7 @@ from mri_cascade.service import (
     classify_series,
     example_scans,
     limits_text,
+    operating_point_of,
 )
 
 MAX_STAGES = 3
@@ -47,14 +52,16 @@ def result_panel(prefix: str, series: bool) -> list[gr.components.Component]:
 
 
 def panel_values(view: View, series: bool) -> list:
-    """Values for ``result_panel``: a refused input shows its reason only, no bars and no heatmap."""
+    """Values for ``result_panel``: a refused input shows its reason only; the heatmap and bars are hidden."""
     if not view.heatmaps:
         heatmap = None
     else:
         heatmap = view.heatmaps if series else view.heatmaps[0][0]
     stage_updates = [gr.update(value=probabilities, label=heading, visible=True) for heading, probabilities in view.stages]
     stage_updates += [gr.update(value=None, visible=False)] * (MAX_STAGES - len(view.stages))
-    return [view.answer, view.path, heatmap, view.joint or None, *stage_updates]
+    shown = not view.refused
+    return [view.answer, gr.update(value=view.path, visible=shown), gr.update(value=heatmap, visible=shown),
+            gr.update(value=view.joint or None, visible=shown), *stage_updates]
 
 
 def build_demo(cascade: Cascade) -> gr.Blocks:
@@ -62,38 +69,46 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
         # print_exception=False: the message names the user's file, and server logs must not
         return gr.Error(message, title="Cannot read this input", print_exception=False)
 
-    def guarded(action, *inputs):
+    def guarded(action, *inputs, operating_point: str | None = None):
         try:
-            return action(*inputs)
-        except ImageLoadError as error:
+            return action(*inputs, operating_point=operating_point_of(operating_point))
+        except (ImageLoadError, ValueError) as error:  # unreadable input, unknown operating point
             raise refuse(str(error)) from None
 
-    def show(image_path: str | None):
+    def show(image_path: str | None, operating_point: str | None):
         if not image_path:
             raise refuse("Drop a brain MRI slice (PNG or JPEG) into the box first.")
-        return panel_values(guarded(classify, cascade, image_path), series=False)
+        return panel_values(guarded(classify, cascade, image_path, operating_point=operating_point), series=False)
 
-    def show_series(paths: list[str] | None):
+    def reshow(image_path: str | None, operating_point: str | None):
+        """A new operating point re-answers the slice on the page, if there is one."""
+        if not image_path:
+            return [gr.skip()] * (3 + 1 + MAX_STAGES + 1)
+        return show(image_path, operating_point)
+
+    def show_series(paths: list[str] | None, operating_point: str | None):
         if not paths:
             raise refuse("Add one or more slices, a DICOM series or a NIfTI volume first.")
-        view, rows = guarded(classify_series, cascade, paths)
+        view, rows = guarded(classify_series, cascade, paths, operating_point=operating_point)
         return [*panel_values(view, series=True), rows]
 
-    def classify_api(image_path: str | None) -> dict:
+    def classify_api(image_path: str | None, operating_point: str | None = DEFAULT_OPERATING_POINT) -> dict:
         if not image_path:
             raise refuse("No image was sent: pass one file, e.g. handle_file('scan.jpg').")
-        return guarded(classify, cascade, image_path, False).payload
+        return guarded(classify, cascade, image_path, False, operating_point=operating_point).payload
 
-    def classify_series_api(paths: list[str] | None) -> dict:
+    def classify_series_api(paths: list[str] | None, operating_point: str | None = DEFAULT_OPERATING_POINT) -> dict:
         if not paths:
             raise refuse("No files were sent: pass a list, e.g. [handle_file('a.dcm'), handle_file('b.dcm')].")
-        return guarded(classify_series, cascade, paths, False)[0].payload
+        return guarded(classify_series, cascade, paths, False, operating_point=operating_point)[0].payload
 
     ttl = cache_ttl_seconds()
     with gr.Blocks(title="MRI Cascade", delete_cache=(ttl, ttl)) as demo:
         gr.Markdown("# MRI Cascade\nAlzheimer's disease, brain tumor, or neither — from a 2-D brain MRI slice or a series.")
         gr.Markdown(DISCLAIMER)
         gr.Markdown(limits_text(), elem_id="limits")
+        point = gr.Radio([(name, key) for key, name in OPERATING_POINT_NAMES.items()], value=DEFAULT_OPERATING_POINT,
+                         label="Operating point", info=OPERATING_POINT_HELP, elem_id="operating-point")
         with gr.Tab("One slice"):
             with gr.Row():
                 with gr.Column():
@@ -102,11 +117,16 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
                     button = gr.Button("Classify", variant="primary")
                     examples = example_scans()
                     if examples:
-                        gr.Examples(examples, inputs=image, label="Example scans")
+                        gr.Examples([[path] for path, _ in examples], inputs=image, elem_id="examples",
+                                    example_labels=[caption for _, caption in examples],
+                                    label="Example scans from the official test splits: click one")
                 with gr.Column():
                     outputs = result_panel("", series=False)
-            gr.on([image.upload, button.click], show, image, outputs, api_name="show", concurrency_id=CONCURRENCY_ID,
-                  api_description="What the page shows for one slice: answer, path, joint bars, per-stage bars.")
+            button.click(show, [image, point], outputs, api_name="show", concurrency_id=CONCURRENCY_ID,
+                         api_description="What the page shows for one slice: answer, path, joint bars, per-stage bars.")
+            # an upload, a clicked example or another operating point answers at once
+            gr.on([image.change, point.change], reshow, [image, point], outputs, api_visibility="private",
+                  concurrency_id=CONCURRENCY_ID, trigger_mode="always_last")
         with gr.Tab("Patient series, DICOM, NIfTI"):
             with gr.Row():
                 with gr.Column():
@@ -116,28 +136,35 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
                 with gr.Column():
                     series_outputs = result_panel("series-", series=True)
             table = gr.Dataframe(headers=SLICE_COLUMNS, label="Every slice", interactive=False, elem_id="slices")
-            gr.on([files.upload, series_button.click], show_series, files, [*series_outputs, table],
+            gr.on([files.upload, series_button.click], show_series, [files, point], [*series_outputs, table],
                   api_name="show_series", concurrency_id=CONCURRENCY_ID,
                   api_description="What the page shows for a series: the patient answer and a per-slice table.")
         api_image = gr.File(file_count="single", type="filepath", visible=False)
         api_files = gr.File(file_count="multiple", type="filepath", visible=False)
+        api_point = gr.Radio(list(OPERATING_POINTS), value=DEFAULT_OPERATING_POINT, visible=False,
+                             label="operating_point")
         api_result = gr.JSON(label="result", visible=False)
         gr.Button(visible=False).click(
-            classify_api, api_image, api_result, api_name="classify", concurrency_id=CONCURRENCY_ID,
-            api_description="Classify one brain MRI slice (picture or single-frame DICOM): "
-            "{label, display_name, probabilities over all seven ids, stages, refused, reason, unfamiliarity}. "
+            classify_api, [api_image, api_point], api_result, api_name="classify", concurrency_id=CONCURRENCY_ID,
+            api_description="Classify one brain MRI slice (picture or single-frame DICOM), optionally at an operating "
+            "point ('balanced', the default, or 'screening'): {label, display_name, probabilities over all seven ids, "
+            "stages, refused, reason, unfamiliarity, operating_point}. "
             "Input that does not look like a brain MRI slice gets refused: true, a reason and label null.",
         )
         gr.Button(visible=False).click(
-            classify_series_api, api_files, api_result, api_name="classify_series", concurrency_id=CONCURRENCY_ID,
-            api_description="Classify a patient's slices (files, a multi-frame DICOM or a NIfTI volume) together: "
-            "{label, display_name, probabilities, stages, refused, reason, unfamiliarity, "
-            "slices: [{index, label, refused, unfamiliarity, probabilities}]}. Refused slices are left out of the answer.",
+            classify_series_api, [api_files, api_point], api_result, api_name="classify_series",
+            concurrency_id=CONCURRENCY_ID,
+            api_description="Classify a patient's slices (files, a multi-frame DICOM or a NIfTI volume) together, "
+            "optionally at an operating point: {label, display_name, probabilities, stages, refused, reason, "
+            "unfamiliarity, operating_point, slices: [{index, label, refused, unfamiliarity, probabilities}]}. "
+            "Refused slices are left out of the answer.",
         )
     return demo
 
 
 def main() -> None:
+    print(f"MRI Cascade: loading 4 models from {os.environ.get(MODELS_ENV) or DEFAULT_MODELS} ...",
+          file=sys.stderr, flush=True)
     try:
         cascade = Cascade.from_pretrained()
     except ModelLoadError as error:
@@ -148,7 +175,10 @@ def main() -> None:
         max_file_size=MAX_FILE_BYTES,
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        prevent_thread_lock=True,
     )
+    print(f"MRI Cascade: ready on {demo.local_url}", file=sys.stderr, flush=True)
+    demo.block_thread()
 
 
 if __name__ == "__main__":

@@ -9,13 +9,27 @@ from pathlib import Path
 
 from PIL import Image
 
-from .cascade import Cascade, CascadeResult, SeriesResult
+from .cascade import DEFAULT_OPERATING_POINT, OPERATING_POINTS, Cascade, CascadeResult, SeriesResult
 from .images import MAX_FILE_BYTES, MAX_PIXELS, MIN_SIDE, ImageSource, load_image, load_slices
-from .labels import LABELS, TASKS
+from .labels import LABELS, TASKS, label_id_from_source
 from .medical import MAX_SLICES
 
 EXAMPLES_ENV = "MRI_CASCADE_EXAMPLES"
-"""Environment variable naming a folder of example scans for the Space (none are committed)."""
+"""Environment variable naming another folder of example scans for the Space (default: the project's examples/)."""
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+OPERATING_POINT_NAMES = {
+    "balanced": "Balanced",
+    "screening": "Screening: fewer missed diseases, more false alarms",
+}
+OPERATING_POINT_HELP = (
+    "Balanced gives the most right answers overall. Screening calls a scan healthy only when the disease detector "
+    "is surer, so it misses fewer diseases (at least 95 % found on validation scans) and raises more false alarms."
+)
+REFUSAL_ADVICE = (
+    "Upload a single 2-D brain MRI slice instead: a greyscale axial, coronal or sagittal slice of the head as PNG, "
+    "JPEG or DICOM, or a NIfTI volume in the series tab. CT, ultrasound, X-ray and MRI of other body parts are "
+    "not read."
+)
 CACHE_TTL_ENV = "MRI_CASCADE_CACHE_TTL"
 """Seconds an upload may stay in the Space's cache before it is deleted (default 60). Uploads are not deleted
 the moment a request ends because Gradio stores identical uploads once: a concurrent request may still need it."""
@@ -36,25 +50,39 @@ class View:
     joint: dict[str, float]  # display name -> joint probability, all seven answers
     stages: list[tuple[str, dict[str, float]]]  # (heading, class -> probability) per stage that ran
     payload: dict  # the API JSON
+    refused: bool = False  # no diagnosis: the page shows the reason only
     heatmaps: list[tuple[Image.Image, str]] = field(default_factory=list)  # (overlay, caption), answered scans
+
+
+def operating_point_of(choice: str | None) -> str:
+    """The operating point a page control or API caller named (its id or its display name); None or "" is the
+    default. Anything else is a ValueError that lists the choices."""
+    if not choice:
+        return DEFAULT_OPERATING_POINT
+    for point, name in OPERATING_POINT_NAMES.items():
+        if choice.strip().lower() in (point, name.lower()):
+            return point
+    raise ValueError(f"unknown operating point {choice!r}; choose one of {', '.join(OPERATING_POINTS)}")
 
 
 def describe(result: CascadeResult) -> View:
     payload = {"label": result.label, "display_name": result.display_name, "refused": result.refused,
                "reason": result.reason, "unfamiliarity": result.unfamiliarity,
+               "operating_point": result.operating_point,
                "probabilities": result.probabilities, "stages": [asdict(stage) for stage in result.stages]}
     if isinstance(result, SeriesResult):  # the /classify_series JSON adds every slice's label and probabilities
         payload["slices"] = [{"index": index, "label": item.label, "refused": item.refused,
                               "unfamiliarity": item.unfamiliarity, "probabilities": item.probabilities}
                              for index, item in enumerate(result.slices)]
     if result.refused:
-        return View(f"## {result.display_name}\n\n{result.reason}", "", {}, [], payload)
+        return View(f"## {result.display_name}\n\n{result.reason}\n\n{REFUSAL_ADVICE}", "", {}, [], payload, refused=True)
     probability = result.probabilities[result.label]
     if isinstance(result, SeriesResult):
         basis = f"Patient answer from {sum(not item.refused for item in result.slices)} slices · joint"
     else:
         basis = "Joint"
-    answer = f"## {result.display_name}\n\n{basis} probability **{100 * probability:.1f} %**"
+    answer = (f"## {result.display_name}\n\n{basis} probability **{100 * probability:.1f} %** · operating point: "
+              f"{OPERATING_POINT_NAMES[result.operating_point].split(':')[0]}")
     steps = []
     for stage in result.stages:
         steps.append(f"{stage.title}: **{stage.decision.replace('_', ' ')}** ({100 * stage.probabilities[stage.decision]:.1f} %)")
@@ -82,10 +110,11 @@ def cache_ttl_seconds() -> int:
     return max(1, int(os.environ.get(CACHE_TTL_ENV, "60")))
 
 
-def classify(cascade: Cascade, image: ImageSource, explain: bool = True) -> View:
-    """The view of one slice; with ``explain``, the deciding model's heatmap over it (when answered)."""
+def classify(cascade: Cascade, image: ImageSource, explain: bool = True, operating_point: str | None = None) -> View:
+    """The view of one slice at ``operating_point`` (default: the cascade's own); with ``explain``, the deciding
+    model's heatmap over it (when answered)."""
     loaded = load_image(image)
-    result = cascade.predict(loaded)
+    result = cascade.predict(loaded, operating_point=operating_point)
     view = describe(result)
     if explain and not result.refused:
         explanations = _explanations(cascade, [loaded], result, view)
@@ -116,11 +145,12 @@ def slice_table(result: SeriesResult) -> list[list]:
     ]
 
 
-def classify_series(cascade: Cascade, images: list[ImageSource], explain: bool = True) -> tuple[View, list[list]]:
-    """The patient view and per-slice table; with ``explain``, each answered slice's heatmap for the patient
-    answer's deciding model and class."""
+def classify_series(cascade: Cascade, images: list[ImageSource], explain: bool = True,
+                    operating_point: str | None = None) -> tuple[View, list[list]]:
+    """The patient view and per-slice table at ``operating_point``; with ``explain``, each answered slice's
+    heatmap for the patient answer's deciding model and class."""
     slices = load_slices(images)
-    result = cascade.predict_series(slices)
+    result = cascade.predict_series(slices, operating_point=operating_point)
     view = describe(result)
     if explain and not result.refused:
         answered = [index for index, item in enumerate(result.slices) if not item.refused]
@@ -129,10 +159,21 @@ def classify_series(cascade: Cascade, images: list[ImageSource], explain: bool =
     return view, slice_table(result)
 
 
-def example_scans(folder: str | os.PathLike | None = None, limit: int = 12) -> list[str]:
-    """Image files in ``folder`` (default ``$MRI_CASCADE_EXAMPLES``), sorted; empty when unset or missing."""
-    folder = folder or os.environ.get(EXAMPLES_ENV)
-    if not folder or not Path(folder).is_dir():
+def example_scans(folder: str | os.PathLike | None = None, limit: int = 12) -> list[tuple[str, str]]:
+    """(path, caption) of the image files in ``folder`` (default ``$MRI_CASCADE_EXAMPLES``, else the project's
+    ``examples/``), sorted; empty when the folder is missing. A file named ``<collection>-<class folder>.<ext>``
+    is captioned with its true answer, e.g. "Glioma (true answer)"."""
+    folder = Path(folder or os.environ.get(EXAMPLES_ENV) or EXAMPLES_DIR)
+    if not folder.is_dir():
         return []
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES and p.is_file())
-    return [str(p) for p in files[:limit]]
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES and p.is_file())
+    return [(str(path), _example_caption(path)) for path in files[:limit]]
+
+
+def _example_caption(path: Path) -> str:
+    collection, _, class_folder = path.stem.partition("-")
+    try:
+        answer = LABELS[label_id_from_source(class_folder)]
+    except ValueError:
+        return path.stem
+    return f"{answer} (true answer, {collection.replace('_', ' ')} test scan)"

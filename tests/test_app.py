@@ -34,9 +34,9 @@ def test_the_ui_endpoint_answers_in_words_and_bars(client, tmp_path):
     synthetic_slice(1).save(scan)
     answer, path, heatmap, joint, *stages = client.predict(handle_file(str(scan)), api_name="/show")
     assert answer.startswith("## ") and "%" in answer
-    assert path.startswith("Disease detector:")
-    assert len(joint["confidences"]) == 7
-    with Image.open(heatmap) as overlay:  # the deciding model's heatmap over the scan, at the scan's size
+    assert path["visible"] is True and path["value"].startswith("Disease detector:")
+    assert joint["visible"] is True and len(joint["value"]["confidences"]) == 7
+    with Image.open(heatmap["value"]) as overlay:  # the deciding model's heatmap over the scan, at the scan's size
         assert overlay.size == synthetic_slice(1).size and overlay.mode == "RGB"
 
 
@@ -84,3 +84,60 @@ def test_classify_takes_a_single_frame_dicom_and_points_volumes_to_the_series_en
     (tmp_path / "three.dcm").write_bytes(dicom_bytes(frames))
     with pytest.raises(Exception, match="holds 3 slices"):
         client.predict(handle_file(str(tmp_path / "three.dcm")), api_name="/classify")
+
+
+def test_classify_takes_an_optional_operating_point_and_says_which_it_used(client, tmp_path):
+    scan = tmp_path / "scan.jpg"
+    scan.write_bytes(jpeg_bytes(synthetic_slice(8)))
+    default = client.predict(handle_file(str(scan)), api_name="/classify")  # one-argument calls keep working
+    screening = client.predict(handle_file(str(scan)), "screening", api_name="/classify")
+    assert default["operating_point"] == "balanced" and screening["operating_point"] == "screening"
+    series = client.predict([handle_file(str(scan))], "screening", api_name="/classify_series")
+    assert series["operating_point"] == "screening"
+    with pytest.raises(Exception, match=r"not in the list of choices: \['balanced', 'screening'\]"):
+        client.predict(handle_file(str(scan)), "strict", api_name="/classify")
+
+
+def test_the_page_answer_names_its_operating_point(client, tmp_path):
+    scan = tmp_path / "scan.png"
+    synthetic_slice(9).save(scan)
+    answer, *_ = client.predict(handle_file(str(scan)), "screening", api_name="/show")
+    assert "operating point: Screening" in answer
+
+
+def test_the_space_offers_the_eight_committed_example_scans_with_their_true_answers(monkeypatch):
+    from mri_cascade.labels import LABELS
+    from mri_cascade.service import EXAMPLES_ENV, example_scans
+
+    monkeypatch.delenv(EXAMPLES_ENV, raising=False)
+    examples = example_scans()
+    assert len(examples) == 8
+    captions = [caption for _, caption in examples]
+    assert {caption.split(" (true answer")[0] for caption in captions} == set(LABELS.values())
+    for path, _ in examples:
+        with Image.open(path) as image:
+            assert min(image.size) >= 32
+
+
+def test_another_examples_folder_overrides_the_committed_one(monkeypatch, tmp_path):
+    from mri_cascade.service import EXAMPLES_ENV, example_scans
+
+    synthetic_slice(1).save(tmp_path / "alzheimer-MildDemented.png")
+    synthetic_slice(2).save(tmp_path / "mine.png")
+    monkeypatch.setenv(EXAMPLES_ENV, str(tmp_path))
+    assert [caption for _, caption in example_scans()] == [
+        "Mild Alzheimer's (true answer, alzheimer test scan)", "mine"]
+
+
+def test_a_refusal_hides_the_heatmap_and_bars_and_says_what_to_upload(guarded_cascade):
+    from app import panel_values
+    from mri_cascade.probes import non_mri_images
+    from mri_cascade.service import REFUSAL_ADVICE, classify
+
+    letter = next(image for kind, image in non_mri_images() if kind == "document")
+    answer, path, heatmap, joint, *stages = panel_values(classify(guarded_cascade, letter), series=False)
+    assert answer.startswith("## No answer") and REFUSAL_ADVICE in answer
+    assert path["visible"] is False and heatmap["visible"] is False and joint["visible"] is False
+    assert all(stage["visible"] is False for stage in stages)
+    answered = panel_values(classify(guarded_cascade, synthetic_slice(3001)), series=False)
+    assert answered[2]["visible"] is True and answered[3]["visible"] is True
