@@ -38,7 +38,7 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
     test = _read(model_dir / "test_results.json")
     calibration = _read(model_dir / "calibration.json")
     familiarity = _read(model_dir / "familiarity.json")  # the refusal check's figures, beside the disease detector
-    config = json.loads((model_dir / "config.json").read_text())
+    operating_points = _read(model_dir / "operating_points.json")  # the disease detector's fitted thresholds
     repo_id = f"{namespace}/mri-{task.name}"
     eval_results = []
     if test:
@@ -64,7 +64,7 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
         f"| `{cls}` | {', '.join(LABELS[label] for label, c in task.class_of.items() if c == cls)} |"
         for cls in task.classes
     )
-    threshold = validation.get("healthy_threshold") or {}
+    size = str(training.get("image_size", "?"))
     card = ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
@@ -74,11 +74,12 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
         namespace=namespace,
         repo_id=repo_id,
         classes_example=f"[{{'label': '{task.classes[0]}', 'score': ...}}, ...]",
-        healthy_threshold=config.get("healthy_threshold"),
-        target_recall=threshold.get("target_disease_recall", 0.0),
+        operating_points=operating_points,
         classes_table=classes_table,
         base_model=BASE_MODEL_NAMES.get(training.get("base_model"), training.get("base_model", "unknown")),
-        image_size=training.get("image_size", "?"),
+        image_size=size.replace("x", "×") if "x" in size else f"{size}×{size}",
+        label_smoothing=training.get("label_smoothing", 0.0),
+        best_metric=training.get("best_metric", "balanced accuracy").replace("_", " "),
         datasets_text="the `train/` splits of the Kaggle collections Alzheimer's Dataset (4 class of Images) and "
         "Brain Tumor Classification (MRI), as image folders (on the Hub: " + ", ".join(HUB_DATASETS) + ")",
         validation_images=validation.get("validation_images", "?"),

@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="Run every model and the cascade on the test splits.")
     evaluate.add_argument("data", nargs="+", help="Collection roots, a folder of them (../shared/data) or Hub ids.")
     evaluate.add_argument("--models", default=None, help="Models directory or Hub prefix (default: the shipped models/).")
-    evaluate.add_argument("--out", default="reports", help="Where evaluation.json and the PNGs go.")
+    evaluate.add_argument("--out", default="reports", help="Where evaluation_<operating point>.json and the PNGs go.")
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto")
     add_operating_point(evaluate)

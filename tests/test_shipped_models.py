@@ -40,9 +40,29 @@ def test_each_shipped_model_card_has_valid_metadata_and_test_figures(task):
     assert {r.metric_type for r in results} == {"accuracy", "f1"}
 
 
-def test_the_shipped_cascade_loads_offline_with_its_threshold():
+def test_the_shipped_cascade_loads_offline_with_its_fitted_operating_points():
+    config = json.loads((MODELS / "disease-detector" / "config.json").read_text())
+    assert "healthy_threshold" not in config  # no stale single threshold beside the operating points
     cascade = Cascade.from_pretrained()
-    assert 0.0 < cascade.healthy_threshold < 1.0
+    assert cascade.operating_points == config["operating_points"]  # read from the config, not a fallback
+    assert Cascade.from_pretrained(operating_point="screening").thresholds() == config["operating_points"]["screening"]
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_each_shipped_onnx_export_matches_pytorch(task):
+    import numpy as np
+    from conftest import synthetic_slice
+
+    from mri_cascade.cascade import load_stage
+
+    onnx, torch = load_stage(str(MODELS / task), task, "onnx"), load_stage(str(MODELS / task), task, "torch")
+    assert (onnx.backend, torch.backend) == ("onnx", "torch")
+    images = [synthetic_slice(i, lesion=i % 2 == 1).convert("RGB") for i in range(4)]
+    pixels = onnx.preprocess(images)
+    np.testing.assert_allclose(pixels, torch.preprocess(images))
+    (onnx_logits, onnx_embedding), (torch_logits, torch_embedding) = onnx.run(pixels), torch.run(pixels)
+    np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-3)
+    np.testing.assert_allclose(onnx_embedding, torch_embedding, atol=1e-3)
 
 
 def fixed_test_sample() -> list[tuple[Path, str]]:
