@@ -16,6 +16,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -184,7 +185,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     images = sample_images(args.data, args.images)
-    example = REPO / "reports" / ".benchmark-example.png"
+    example = Path(tempfile.gettempdir()) / "mri-cascade-benchmark-example.png"  # a real scan: never in the repo
     images[0].save(example)
 
     optimised = Cascade.from_pretrained()

@@ -55,7 +55,9 @@ def keras_xception_peer() -> Callable[[list[Image.Image]], list[str]]:
                                     compile=False)
 
     def predict(images: list[Image.Image]) -> list[str]:
-        pixels = np.stack([np.asarray(im.convert("RGB").resize((150, 150)), dtype=np.float32) for im in images])
+        # nearest-neighbour: the resize of the package's own pipeline (Keras' ImageDataGenerator default)
+        pixels = np.stack([np.asarray(im.convert("RGB").resize((150, 150), Image.NEAREST), dtype=np.float32)
+                           for im in images])
         scores = keras.ops.convert_to_numpy(model.predict(pixels / 127.5 - 1.0, batch_size=16, verbose=0))
         return [PEER_CLASS_ORDER[i] for i in scores.argmax(axis=1)]
 
@@ -71,7 +73,8 @@ def cascade_peer(operating_point: str) -> Callable[[list[Image.Image]], list[str
 def figures(truth: np.ndarray, predicted: np.ndarray) -> dict:
     return {"images": int(len(truth)), "accuracy": float(accuracy_score(truth, predicted)),
             "balanced_accuracy": float(balanced_accuracy_score(truth, predicted)),
-            "per_class_recall": {c: float((predicted[truth == c] == c).mean()) for c in FOUR_CLASSES}}
+            "per_class_recall": {c: float((predicted[truth == c] == c).mean()) if (truth == c).any() else None
+                                 for c in FOUR_CLASSES}}
 
 
 def main() -> None:
@@ -95,7 +98,8 @@ def main() -> None:
         print(f"running {name} on {len(images)} scans ...", flush=True)
         predicted = np.array(build()(images))
         table[name] = {"full": figures(truth, predicted), "deduplicated": figures(truth[~duplicates], predicted[~duplicates])}
-    print(f"\n{'classifier':<50}{'all 394':>10}{'dedup ' + str(int((~duplicates).sum())):>12}{'balanced':>10}")
+    print(f"\n{'classifier':<50}{'all ' + str(len(truth)):>10}{'dedup ' + str(int((~duplicates).sum())):>12}"
+          f"{'balanced':>10}")
     for name, row in table.items():
         print(f"{name:<50}{100 * row['full']['accuracy']:>9.1f}%{100 * row['deduplicated']['accuracy']:>11.1f}%"
               f"{100 * row['full']['balanced_accuracy']:>9.1f}%")
