@@ -145,16 +145,18 @@ def cold_start_app(image: Path) -> float:
 def training_seconds_per_epoch(steps: int = 6) -> dict[str, float]:
     """Time a few optimizer steps per task at the shipped model's image size and batch, scaled to one epoch."""
     from presets import efficientnet_lite0
+    from run_train import parse_size
 
     figures = {}
     for task in TASKS.values():
         settings = json.loads((REPO / "models" / task.name / "training_args.json").read_text())
         train_images = json.loads((REPO / "models" / task.name / "validation_results.json").read_text())["train_images"]
         size, batch = settings["image_size"], settings["batch_size"]
-        model, _ = efficientnet_lite0(size, dict(enumerate(task.classes)))
+        height, width = parse_size(size)
+        model, _ = efficientnet_lite0((height, width), dict(enumerate(task.classes)))
         model = model.to(memory_format=torch.channels_last).train()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        pixels = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+        pixels = torch.randn(batch, 3, height, width).contiguous(memory_format=torch.channels_last)
         labels = torch.randint(0, len(task.classes), (batch,))
         times = []
         for step in range(steps + 1):

@@ -13,7 +13,6 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
 from .calibration import TEMPERATURE_KEY, softmax
@@ -291,16 +290,21 @@ class Cascade:
         """Every model's logits for every image, columns in each task's class order."""
         return self.run_models(images, batch_size)[0]
 
-    def run_models(self, images: Sequence[ImageSource],
-                   batch_size: int = 8) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def run_models(self, images: Sequence[ImageSource], batch_size: int = 8, preloaded: bool = False,
+                   header_notes: list | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Every model's logits (columns in each task's class order) and image embeddings for every image.
 
         Images are preprocessed once per distinct image-processor setting, then each model runs once per batch.
+        ``preloaded``: the images are already what ``load_image`` returns (grey RGB PIL images), so none is
+        decoded or converted again. ``header_notes``, when given, receives each image's DICOM header note (why its
+        header says it is not a brain MRI, else None), in order.
         """
         groups = list(self.preprocessing_groups.values())
 
         def prepare(chunk: Sequence[ImageSource]) -> list[np.ndarray]:
-            loaded = [load_image(image) for image in chunk]
+            loaded = [image if preloaded else load_image(image) for image in chunk]
+            if header_notes is not None:
+                header_notes.extend(image.info.get(NOT_BRAIN_MRI_KEY) for image in loaded)
             return [self.stages[tasks[0]].preprocess(loaded) for tasks in groups]
 
         logits: dict[str, list[np.ndarray]] = {task: [np.zeros((0, len(TASKS[task].classes)))] for task in TASKS}
@@ -371,14 +375,14 @@ class Cascade:
         return None if self.familiarity is None else self.familiarity.unfamiliarity(embeddings)
 
     def with_refusals(self, results: list[CascadeResult], embeddings: dict[str, np.ndarray],
-                      images: Sequence[Image.Image] | None = None) -> list[CascadeResult]:
+                      header_notes: Sequence[str | None] | None = None) -> list[CascadeResult]:
         """``results`` with every input that does not look like a brain MRI slice replaced by a refusal: too
-        unfamiliar to the refusal check, or (for loaded ``images``) a DICOM header that names another modality or
-        body part, whose words then lead the reason."""
+        unfamiliar to the refusal check, or with a DICOM header note (``run_models``) that names another modality
+        or body part, whose words then lead the reason."""
         if not results:
             return results
         scores = self.unfamiliarity(embeddings)
-        notes = [image.info.get(NOT_BRAIN_MRI_KEY) for image in images] if images else [None] * len(results)
+        notes = header_notes or [None] * len(results)
         refined = []
         for index, result in enumerate(results):
             score = None if scores is None else float(scores[index])
@@ -396,10 +400,10 @@ class Cascade:
         not look like a brain MRI slice get ``refused=True``, a ``reason`` and no label, unless
         ``refuse_unfamiliar`` is False."""
         check_operating_point(operating_point or self.operating_point)
-        loaded = [load_image(image) for image in images]
-        logits, embeddings = self.run_models(loaded, batch_size)
+        notes: list[str | None] = []
+        logits, embeddings = self.run_models(images, batch_size, header_notes=notes)
         results = self.combine(self.calibrated(logits), operating_point)
-        return self.with_refusals(results, embeddings, loaded) if refuse_unfamiliar else results
+        return self.with_refusals(results, embeddings, notes) if refuse_unfamiliar else results
 
     def predict(self, image: ImageSource, refuse_unfamiliar: bool = True,
                 operating_point: str | None = None) -> CascadeResult:
@@ -414,11 +418,11 @@ class Cascade:
         slices on their own disagree with the patient answer, ``reason`` says how many and what they say."""
         point = check_operating_point(operating_point or self.operating_point)
         slices = load_slices(images)
-        logits, embeddings = self.run_models(slices, batch_size)
+        logits, embeddings = self.run_models(slices, batch_size, preloaded=True)
         probabilities = self.calibrated(logits)
         per_slice = self.combine(probabilities, point)
         if refuse_unfamiliar:
-            per_slice = self.with_refusals(per_slice, embeddings, slices)
+            per_slice = self.with_refusals(per_slice, embeddings, [image.info.get(NOT_BRAIN_MRI_KEY) for image in slices])
         answered = [index for index, result in enumerate(per_slice) if not result.refused]
         if not answered:  # every slice was refused
             reason = f"None of the {len(slices)} slices looks like a brain MRI slice. {per_slice[0].reason}"

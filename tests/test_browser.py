@@ -69,7 +69,7 @@ def test_an_example_answers_on_click_and_the_operating_point_switches(browser, a
     expect(answer).to_contain_text("operating point: Balanced")
     expect(page.locator("#heatmap img")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "browser-example-answer.png"), full_page=True)
-    page.locator("#operating-point").get_by_text("Screening").click()
+    page.locator("#operating-point").get_by_text("Screening: fewer missed").click()
     expect(answer).to_contain_text("operating point: Screening", timeout=60_000)
     page.screenshot(path=str(ARTIFACTS / "browser-screening.png"), full_page=True)
 
