@@ -71,8 +71,12 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
 
     def guarded(action, *inputs, operating_point: str | None = None):
         try:
-            return action(*inputs, operating_point=operating_point_of(operating_point))
-        except (ImageLoadError, ValueError) as error:  # unreadable input, unknown operating point
+            point = operating_point_of(operating_point)
+        except ValueError as error:
+            raise gr.Error(str(error), title="Unknown operating point", print_exception=False) from None
+        try:
+            return action(*inputs, operating_point=point)
+        except ImageLoadError as error:
             raise refuse(str(error)) from None
 
     def show(image_path: str | None, operating_point: str | None):
@@ -83,7 +87,7 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
     def reshow(image_path: str | None, operating_point: str | None):
         """A new operating point re-answers the slice on the page, if there is one."""
         if not image_path:
-            return [gr.skip()] * (3 + 1 + MAX_STAGES + 1)
+            return [gr.skip()] * len(outputs)
         return show(image_path, operating_point)
 
     def show_series(paths: list[str] | None, operating_point: str | None):
@@ -91,6 +95,12 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
             raise refuse("Add one or more slices, a DICOM series or a NIfTI volume first.")
         view, rows = guarded(classify_series, cascade, paths, operating_point=operating_point)
         return [*panel_values(view, series=True), rows]
+
+    def reshow_series(paths: list[str] | None, operating_point: str | None):
+        """A new operating point re-answers the series on the page, if there is one."""
+        if not paths:
+            return [gr.skip()] * (len(series_outputs) + 1)
+        return show_series(paths, operating_point)
 
     def classify_api(image_path: str | None, operating_point: str | None = DEFAULT_OPERATING_POINT) -> dict:
         if not image_path:
@@ -136,6 +146,8 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
                 with gr.Column():
                     series_outputs = result_panel("series-", series=True)
             table = gr.Dataframe(headers=SLICE_COLUMNS, label="Every slice", interactive=False, elem_id="slices")
+            point.change(reshow_series, [files, point], [*series_outputs, table], api_visibility="private",
+                         concurrency_id=CONCURRENCY_ID, trigger_mode="always_last")
             gr.on([files.upload, series_button.click], show_series, [files, point], [*series_outputs, table],
                   api_name="show_series", concurrency_id=CONCURRENCY_ID,
                   api_description="What the page shows for a series: the patient answer and a per-slice table.")

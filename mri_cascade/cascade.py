@@ -60,7 +60,8 @@ class CascadeResult:
     probabilities: dict[str, float]  # all seven label ids -> joint probability, summing to 1; empty when refused
     stages: list[StageResult]  # the stages on the path taken, in order; empty when refused
     refused: bool = False  # True when the input does not look like a brain MRI slice: no diagnosis
-    reason: str | None = None  # why it was refused, in plain words (for a series: also which slices were left out)
+    reason: str | None = None  # why it was refused, in plain words; for a series: also which slices were left out
+    # and how many answered slices on their own disagree with the patient answer
     unfamiliarity: float | None = None  # how unlike the training scans the input is; above 1 is refused
     operating_point: str = DEFAULT_OPERATING_POINT  # which healthy thresholds decided it
 
@@ -333,7 +334,7 @@ class Cascade:
                 thresholds: dict[str, float] | None = None) -> list[CascadeResult]:
         """Route each image down the cascade and form the joint distribution over the seven ids. The healthy
         thresholds are those of ``operating_point`` (default: the cascade's own), or ``thresholds`` when given
-        (family -> threshold, for fitting them)."""
+        (family -> threshold, for fitting them; the results then still carry the point's name)."""
         point = check_operating_point(operating_point or self.operating_point)
         detector = stage_probabilities[DISEASE_DETECTOR.name]
         healthy = calls_healthy(detector[:, 0], scan_families(stage_probabilities[ALZHEIMER_VS_TUMOR.name]),
@@ -425,7 +426,8 @@ class Cascade:
             per_slice = self.with_refusals(per_slice, embeddings, [image.info.get(NOT_BRAIN_MRI_KEY) for image in slices])
         answered = [index for index, result in enumerate(per_slice) if not result.refused]
         if not answered:  # every slice was refused
-            reason = f"None of the {len(slices)} slices looks like a brain MRI slice. {per_slice[0].reason}"
+            reasons = " ".join(dict.fromkeys(result.reason for result in per_slice))  # each distinct reason once
+            reason = f"None of the {len(slices)} slices looks like a brain MRI slice. {reasons}"
             scores = [result.unfamiliarity for result in per_slice]
             worst = None if None in scores else max(scores)
             return SeriesResult(None, REFUSED_DISPLAY_NAME, {}, [], True, reason, worst, point, slices=per_slice)

@@ -129,8 +129,11 @@ def fit_familiarity(train_embeddings: dict[str, np.ndarray], validation_embeddin
         # the widest margin: halfway, in log-odds, between the least brain-like validation scan and the most
         # brain-like development picture, so that scans a little unlike validation ones still pass
         logit = lambda x: x @ check.other_weights + check.other_bias  # noqa: E731
-        margin = (float(logit(validation).max()) + float(logit(others).min())) / 2
-        check.other_limit = float(1 / (1 + np.exp(-max(margin, float(logit(validation).max()))))) * (1 + LIMIT_TOLERANCE)
+        highest_validation = float(logit(validation).max())
+        margin = (highest_validation + float(logit(others).min())) / 2
+        # strictly above every validation scan already; the tolerance is only needed when there is no margin
+        limit = margin if margin > highest_validation else highest_validation
+        check.other_limit = float(1 / (1 + np.exp(-limit))) * (1 if margin > highest_validation else 1 + LIMIT_TOLERANCE)
     return check
 
 
@@ -158,7 +161,7 @@ def unfamiliarity_histogram(scores: dict[str, np.ndarray], path) -> None:
     axes.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes.set_xticks([0.25, 0.5, 1, 2, 4])
-    axes.set_xlabel("unfamiliarity (residual / largest validation residual)")
+    axes.set_xlabel("unfamiliarity (the larger of the two tests' ratios to their limits)")
     axes.set_ylabel("density")
     axes.legend()
     figure.tight_layout()
@@ -204,7 +207,8 @@ def fit_and_report(models_dir, splits, out_dir, validation_fraction: float = 0.1
         "method": f"the larger of two ratios over the 4 models' unit-length embeddings: the residual outside their top "
                   f"{check.components.shape[0]} principal components (training part) over the largest validation "
                   "residual, and P(not a brain MRI slice) of a logistic regression (training part against the "
-                  "development non-MRI pictures and non-brain medical images) over the largest validation one",
+                  "development non-MRI pictures and non-brain medical images) over its limit, halfway in log-odds "
+                  "between the highest validation score and the lowest development-picture score",
         "training_images": len(train), "limit": check.limit, "other_limit": check.other_limit,
         **{name: _refused_share(scores[name], groups[name]) for name in groups},
         "other_brain_mri": {"what": "matplotlib's sample MRI s1045.ima (sagittal head, another scanner)",

@@ -64,15 +64,18 @@ MODALITY_NAMES = {"CT": "a CT scan", "US": "an ultrasound image", "CR": "an X-ra
                   "DX": "an X-ray", "MG": "a mammogram", "NM": "a nuclear-medicine image", "PT": "a PET image",
                   "XA": "an X-ray angiogram", "RF": "a fluoroscopy image", "SEG": "a segmentation mask",
                   "OP": "an eye photograph", "ES": "an endoscopy image", "IO": "a dental X-ray", "PX": "a dental X-ray"}
-HEAD_BODY_PARTS = {"HEAD", "BRAIN", "SKULL", "CRANIUM", "HEADNECK", "HEAD NECK", "NEURO", "ENTIREBODY"}
-"""BodyPartExamined values that may hold a brain slice; any other non-empty value names another body part."""
+HEAD_BODY_PART_WORDS = ("HEAD", "BRAIN", "SKULL", "CRAN", "CEREB", "SELL", "PITUIT", "IAC", "ORBIT", "NEURO",
+                        "WHOLE", "ENTIRE")
+"""Pieces of BodyPartExamined (free text in practice: "MRI BRAIN", "SELLA", "HEAD^NECK", ...) that may hold a brain
+slice; a non-empty value with none of them names another body part."""
 
 
 def dicom_kind_problem(dataset) -> str | None:
     """Why a DICOM header says its image is not a brain MRI, in plain words; None when it does not say so.
 
     Only a named modality other than MR (secondary captures, "OT", may be screenshots of an MRI) or a named body
-    part other than the head counts. The pixels are still checked either way: a header can be missing or wrong.
+    part with nothing of the head in it counts. Such a header refuses the image whatever its pixels look like; a
+    header that says nothing leaves the decision to the pixels (the refusal check), since headers can be missing.
     """
     modality = str(dataset.get("Modality", "") or "").strip().upper()
     body_part = str(dataset.get("BodyPartExamined", "") or "").strip().upper()
@@ -80,7 +83,7 @@ def dicom_kind_problem(dataset) -> str | None:
         return f"Its DICOM header says it is {MODALITY_NAMES[modality]} (Modality {modality}), not an MRI."
     if modality not in ("", "MR", "OT", "SC") and modality.isalpha():
         return f"Its DICOM header says its modality is {modality}, not MR."
-    if body_part and body_part.replace("_", " ") not in HEAD_BODY_PARTS:
+    if body_part and not any(word in body_part for word in HEAD_BODY_PART_WORDS):
         return f"Its DICOM header says it shows the {body_part.lower()} (BodyPartExamined), not the head."
     return None
 

@@ -1,7 +1,8 @@
 """Pictures that are not brain MRI slices, for measuring the cascade's refusal of unfamiliar input.
 
-Everything is generated or taken from images shipped inside installed packages (matplotlib's and
-scikit-learn's sample data), so the set is the same on every machine and nothing is downloaded.
+Everything is generated or taken from images shipped inside installed packages (matplotlib's and scikit-learn's
+sample data; pydicom's and nibabel's test files for the real non-brain medical images), so the set is the same on
+every machine and nothing is downloaded.
 """
 
 from __future__ import annotations

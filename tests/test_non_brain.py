@@ -25,7 +25,10 @@ def test_a_dicom_header_naming_another_kind_of_image_is_refused_in_plain_words(t
     assert result.probabilities == {} and result.stages == []
 
 
-@pytest.mark.parametrize("modality, body_part", [("MR", None), ("MR", "HEAD"), ("MR", "BRAIN"), ("OT", None), ("", None)])
+@pytest.mark.parametrize("modality, body_part", [
+    ("MR", None), ("MR", "HEAD"), ("MR", "BRAIN"), ("OT", None), ("", None),
+    ("MR", "PITUITARY"), ("MR", "SELLA"), ("MR", "MRI BRAIN"), ("MR", "HEAD^NECK"), ("MR", "CEREBRUM"),
+])
 def test_a_head_mri_dicom_or_a_header_that_says_nothing_is_answered(tiny_cascade, modality, body_part):
     assert not tiny_cascade.predict(dicom_bytes(SCAN, modality=modality, body_part=body_part)).refused
 
@@ -49,6 +52,8 @@ def test_dicom_kind_problem_reads_only_named_modalities_and_body_parts():
     assert dicom_kind_problem(header) is None
     header.BodyPartExamined = "CHEST"
     assert "chest" in dicom_kind_problem(header)
+    header.BodyPartExamined = "LSPINE"
+    assert "lspine" in dicom_kind_problem(header)
 
 
 def test_the_non_brain_set_splits_by_source_and_records_where_each_comes_from():

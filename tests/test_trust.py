@@ -77,7 +77,7 @@ def test_a_series_pools_only_its_answered_slices(guarded_cascade, probes):
     assert [caption for _, caption in view.heatmaps] == ["slice 1", "slice 2", "slice 3"]
     assert "from 3 slices" in view.answer and "1 of 4 slices did not look like brain MRI" in view.answer
     assert rows[3][2] is None
-    assert mixed.reason == "1 of 4 slices did not look like brain MRI and were left out."
+    assert mixed.reason.startswith("1 of 4 slices did not look like brain MRI and were left out.")
     assert mixed.unfamiliarity == pytest.approx(max(item.unfamiliarity for item in mixed.slices[:3]))
     assert view.payload["slices"][3]["refused"] and view.payload["slices"][3]["unfamiliarity"] > 1
     nothing = guarded_cascade.predict_series([noise, noise])
@@ -163,3 +163,43 @@ def test_a_failing_heatmap_keeps_the_answer(tiny_cascade, monkeypatch):
     monkeypatch.setattr(tiny_cascade, "explain_batch", broken)
     view = classify(tiny_cascade, synthetic_slice(7))
     assert view.payload["label"] and view.heatmaps == [] and "heatmap could not be made" in view.answer
+
+
+def test_the_second_test_learns_what_is_not_a_brain_scan_and_round_trips(tiny_models, probes, tmp_path):
+    from mri_cascade.familiarity import fit_familiarity, joined_features, weights_sha256
+
+    cascade = Cascade.from_pretrained(tiny_models)
+    embed = lambda images: cascade.run_models(images)[1]  # noqa: E731
+    train = embed([synthetic_slice(seed, lesion=seed % 2 == 1) for seed in range(80)])
+    validation = embed([synthetic_slice(seed, lesion=seed % 2 == 1) for seed in range(1000, 1040)])
+    others = embed([image for _, image in probes[::2]])
+    check = fit_familiarity(train, validation, weights_sha256(tiny_models), 8, other_embeddings=others)
+    assert check.other_weights is not None
+    tasks = check.tasks
+    p_validation = check.other_probability(joined_features(validation, tasks))
+    p_others = check.other_probability(joined_features(others, tasks))
+    # the limit sits in the margin: above every validation scan, at or below the least suspicious development picture
+    assert p_validation.max() < check.other_limit
+    assert check.other_limit <= max(p_others.min(), p_validation.max() * (1 + 1e-6)) + 1e-12
+    assert (check.unfamiliarity(validation) <= 1).all() and (check.unfamiliarity(others) > 1).mean() > 0.9
+    check.save(tmp_path / FAMILIARITY_FILE)
+    loaded = FamiliarityCheck.load(tmp_path / FAMILIARITY_FILE)
+    np.testing.assert_allclose(loaded.other_weights, check.other_weights, rtol=1e-6)
+    assert (loaded.other_bias, loaded.other_limit) == (check.other_bias, check.other_limit)
+    np.testing.assert_allclose(loaded.unfamiliarity(others), check.unfamiliarity(others), rtol=1e-4)
+
+
+def test_a_series_names_the_slices_that_disagree_with_the_patient_answer(tiny_cascade, monkeypatch):
+    from mri_cascade.labels import TASKS
+
+    # nine slices lean to glioma, one is sure of meningioma; all are tumors on the disease path
+    tumor_type = np.log(np.array([[0.6, 0.3, 0.1]] * 9 + [[0.01, 0.98, 0.01]]))
+    logits = {"disease-detector": np.log(np.tile([0.01, 0.99], (10, 1))),
+              "alzheimer-vs-tumor": np.log(np.tile([0.01, 0.99], (10, 1))),
+              "alzheimer-severity": np.log(np.tile([0.4, 0.3, 0.3], (10, 1))), "tumor-type": tumor_type}
+    monkeypatch.setattr(tiny_cascade, "calibrated", lambda values: {t: np.exp(v) for t, v in values.items()})
+    monkeypatch.setattr(tiny_cascade, "run_models", lambda images, batch_size=8, preloaded=False:
+                        (logits, {task: np.zeros((10, 4)) for task in TASKS}))
+    series = tiny_cascade.predict_series([synthetic_slice(seed) for seed in range(10)])
+    assert series.label == "tumor_glioma" and series.probabilities["tumor_glioma"] == pytest.approx(0.99 * 0.99 * 0.541)
+    assert series.reason == "1 of 10 answered slices on their own say otherwise: Meningioma (1)."
