@@ -8,7 +8,7 @@ import sys
 import gradio as gr
 
 from mri_cascade import Cascade, ImageLoadError, ModelLoadError
-from mri_cascade.cascade import DEFAULT_MODELS, DEFAULT_OPERATING_POINT, MODELS_ENV, OPERATING_POINTS
+from mri_cascade.cascade import DEFAULT_MODELS, DEFAULT_OPERATING_POINT, MODELS_ENV, OPERATING_POINTS, check_operating_point
 from mri_cascade.images import MAX_FILE_BYTES
 from mri_cascade.service import (
     DISCLAIMER,
@@ -21,7 +21,6 @@ from mri_cascade.service import (
     classify_series,
     example_scans,
     limits_text,
-    operating_point_of,
 )
 
 MAX_STAGES = 3
@@ -71,7 +70,7 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
 
     def guarded(action, *inputs, operating_point: str | None = None):
         try:
-            point = operating_point_of(operating_point)
+            point = check_operating_point(operating_point or DEFAULT_OPERATING_POINT)
         except ValueError as error:
             raise gr.Error(str(error), title="Unknown operating point", print_exception=False) from None
         try:

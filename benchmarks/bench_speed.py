@@ -144,8 +144,7 @@ def cold_start_app(image: Path) -> float:
 
 def training_seconds_per_epoch(steps: int = 6) -> dict[str, float]:
     """Time a few optimizer steps per task at the shipped model's image size and batch, scaled to one epoch."""
-    from presets import efficientnet_lite0
-    from run_train import parse_size
+    from presets import efficientnet_lite0, parse_size
 
     figures = {}
     for task in TASKS.values():

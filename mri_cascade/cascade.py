@@ -19,7 +19,7 @@ from .calibration import TEMPERATURE_KEY, softmax
 from .explain import Explanation, display_size, grad_cam, overlay_heatmap
 from .familiarity import FAMILIARITY_FILE, REFUSAL_REASON, FamiliarityCheck
 from .images import ImageSource, load_image, load_slices
-from .labels import ALZHEIMER_SEVERITY, ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, LABELS, TASKS, TUMOR_TYPE
+from .labels import ALZHEIMER_SEVERITY, ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, FAMILIES, LABELS, TASKS, TUMOR_TYPE
 from .medical import NOT_BRAIN_MRI_KEY
 from .runtime import ONNX_FILE, WEIGHTS_FILE, GreyPreprocessor, OnnxRunner, TorchRunner, file_sha256, fresh_onnx_export
 
@@ -33,8 +33,6 @@ OPERATING_POINTS = ("balanced", "screening")
 best validation end-to-end accuracy, and ``screening``, >= 95 % validation disease recall in each scan family."""
 DEFAULT_OPERATING_POINT = "balanced"
 OPERATING_POINTS_KEY = "operating_points"
-FAMILIES: tuple[str, ...] = ALZHEIMER_VS_TUMOR.classes
-"""Scan families, as stage 2 names them; each has its own healthy threshold."""
 LEGACY_THRESHOLD_KEY, LEGACY_DEFAULT_THRESHOLD = "healthy_threshold", 0.5
 REFUSED_DISPLAY_NAME = "No answer: not a brain MRI slice"
 HEADER_REFUSAL = "MRI Cascade reads only 2-D brain MRI slices, so it gives no diagnosis."
@@ -270,13 +268,7 @@ class Cascade:
         (``familiarity.safetensors`` beside the disease detector) loads too when present. ``operating_point``
         ("balanced" or "screening") is the default for every call; each call may name another."""
         check_operating_point(operating_point)
-        stages = load_stages(source, backend)
-        try:
-            return cls(stages, load_familiarity(source), operating_point)
-        except ModelLoadError:
-            raise
-        except Exception as error:
-            raise ModelLoadError(f"could not load the cascade from {source or DEFAULT_MODELS}: {error}") from error
+        return cls(load_stages(source, backend), load_familiarity(source), operating_point)
 
     def stage_probabilities(self, images: Sequence[ImageSource], batch_size: int = 8) -> dict[str, np.ndarray]:
         """Every model's class probabilities for every image, columns in each task's class order, each model's
@@ -291,19 +283,18 @@ class Cascade:
         """Every model's logits for every image, columns in each task's class order."""
         return self.run_models(images, batch_size)[0]
 
-    def run_models(self, images: Sequence[ImageSource], batch_size: int = 8, preloaded: bool = False,
+    def run_models(self, images: Sequence[ImageSource], batch_size: int = 8,
                    header_notes: list | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Every model's logits (columns in each task's class order) and image embeddings for every image.
 
         Images are preprocessed once per distinct image-processor setting, then each model runs once per batch.
-        ``preloaded``: the images are already what ``load_image`` returns (grey RGB PIL images), so none is
-        decoded or converted again. ``header_notes``, when given, receives each image's DICOM header note (why its
-        header says it is not a brain MRI, else None), in order.
+        ``header_notes``, when given, receives each image's DICOM header note (why its header says it is not a
+        brain MRI, else None), in order.
         """
         groups = list(self.preprocessing_groups.values())
 
         def prepare(chunk: Sequence[ImageSource]) -> list[np.ndarray]:
-            loaded = [image if preloaded else load_image(image) for image in chunk]
+            loaded = [load_image(image) for image in chunk]
             if header_notes is not None:
                 header_notes.extend(image.info.get(NOT_BRAIN_MRI_KEY) for image in loaded)
             return [self.stages[tasks[0]].preprocess(loaded) for tasks in groups]
@@ -419,11 +410,12 @@ class Cascade:
         slices on their own disagree with the patient answer, ``reason`` says how many and what they say."""
         point = check_operating_point(operating_point or self.operating_point)
         slices = load_slices(images)
-        logits, embeddings = self.run_models(slices, batch_size, preloaded=True)
+        notes: list[str | None] = []
+        logits, embeddings = self.run_models(slices, batch_size, header_notes=notes)
         probabilities = self.calibrated(logits)
         per_slice = self.combine(probabilities, point)
         if refuse_unfamiliar:
-            per_slice = self.with_refusals(per_slice, embeddings, [image.info.get(NOT_BRAIN_MRI_KEY) for image in slices])
+            per_slice = self.with_refusals(per_slice, embeddings, notes)
         answered = [index for index, result in enumerate(per_slice) if not result.refused]
         if not answered:  # every slice was refused
             reasons = " ".join(dict.fromkeys(result.reason for result in per_slice))  # each distinct reason once

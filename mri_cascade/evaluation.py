@@ -17,9 +17,7 @@ from sklearn.metrics import (
 
 from .audit import Fingerprints, audit_table, duplicates_of_reference, within_split_duplicates
 from .calibration import expected_calibration_error
-from .labels import ALZHEIMER_VS_TUMOR, LABEL_IDS, TASKS
-
-FAMILIES = ALZHEIMER_VS_TUMOR.classes
+from .labels import ALZHEIMER_VS_TUMOR, FAMILIES, LABEL_IDS, TASKS
 
 
 def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:

@@ -130,10 +130,9 @@ def fit_familiarity(train_embeddings: dict[str, np.ndarray], validation_embeddin
         # brain-like development picture, so that scans a little unlike validation ones still pass
         logit = lambda x: x @ check.other_weights + check.other_bias  # noqa: E731
         highest_validation = float(logit(validation).max())
-        margin = (highest_validation + float(logit(others).min())) / 2
-        # strictly above every validation scan already; the tolerance is only needed when there is no margin
-        limit = margin if margin > highest_validation else highest_validation
-        check.other_limit = float(1 / (1 + np.exp(-limit))) * (1 if margin > highest_validation else 1 + LIMIT_TOLERANCE)
+        # without a margin, a hair above the least brain-like validation scan, in log-odds (never past P = 1)
+        limit = max((highest_validation + float(logit(others).min())) / 2, highest_validation + LIMIT_TOLERANCE)
+        check.other_limit = float(1 / (1 + np.exp(-limit)))
     return check
 
 

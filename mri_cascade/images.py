@@ -20,12 +20,11 @@ from .medical import (
     MAX_SLICES,
     NOT_BRAIN_MRI_KEY,
     MedicalImageError,
-    dicom_header_note,
-    dicom_slices,
     is_dicom,
     is_gzip,
     is_nifti,
     nifti_slices,
+    read_dicom,
 )
 
 ACCEPTED = "PNG, JPEG, TIFF, WebP, BMP, GIF, DICOM or NIfTI"
@@ -127,8 +126,8 @@ def load_series(source: ImageSource) -> list[Image.Image]:
         data = _read_bytes(source)
         try:
             if is_dicom(data):
-                pictures = [Image.fromarray(s, mode="L") for s in dicom_slices(data)]
-                note = dicom_header_note(data)
+                frames, note = read_dicom(data)
+                pictures = [Image.fromarray(s, mode="L") for s in frames]
                 for picture in pictures if note else []:
                     picture.info[NOT_BRAIN_MRI_KEY] = note
             elif is_nifti(data) or is_gzip(data):

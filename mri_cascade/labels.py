@@ -96,3 +96,5 @@ TUMOR_TYPE = Task(
     {label: label.removeprefix("tumor_") for label in LABEL_IDS if label.startswith("tumor_")},
 )
 TASKS: dict[str, Task] = {t.name: t for t in (DISEASE_DETECTOR, ALZHEIMER_VS_TUMOR, ALZHEIMER_SEVERITY, TUMOR_TYPE)}
+FAMILIES: tuple[str, ...] = ALZHEIMER_VS_TUMOR.classes
+"""Scan families, as stage 2 names them (healthy scans included); each has its own healthy threshold."""

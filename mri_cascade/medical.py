@@ -88,9 +88,9 @@ def dicom_kind_problem(dataset) -> str | None:
     return None
 
 
-def dicom_slices(data: bytes) -> list[np.ndarray]:
-    """Every frame of a DICOM file as 8-bit grey, rescaled, windowed, MONOCHROME1 inverted; see ``dicom_header_note``
-    for what its header says about the kind of image."""
+def read_dicom(data: bytes) -> tuple[list[np.ndarray], str | None]:
+    """Every frame of a DICOM file as 8-bit grey, rescaled, windowed, MONOCHROME1 inverted, and what its header
+    says against it being a brain MRI (``dicom_kind_problem``), from one parse of the file."""
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_rescale
@@ -125,17 +125,7 @@ def dicom_slices(data: bytes) -> list[np.ndarray]:
     slices = _to_uint8(values, low, high)
     if str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         slices = 255 - slices
-    return list(slices)
-
-
-def dicom_header_note(data: bytes) -> str | None:
-    """``dicom_kind_problem`` of a DICOM file's header (pixels not read); None when unreadable."""
-    import pydicom
-
-    try:
-        return dicom_kind_problem(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True))
-    except Exception:  # dicom_slices reports a damaged file
-        return None
+    return list(slices), dicom_kind_problem(dataset)
 
 
 def nifti_slices(data: bytes) -> list[np.ndarray]:

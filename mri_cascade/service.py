@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .cascade import DEFAULT_OPERATING_POINT, OPERATING_POINTS, Cascade, CascadeResult, SeriesResult
+from .cascade import Cascade, CascadeResult, SeriesResult
 from .images import MAX_FILE_BYTES, MAX_PIXELS, MIN_SIDE, ImageSource, load_image, load_slices
 from .labels import LABELS, TASKS, label_id_from_source
 from .medical import MAX_SLICES
@@ -52,17 +52,6 @@ class View:
     payload: dict  # the API JSON
     refused: bool = False  # no diagnosis: the page shows the reason only
     heatmaps: list[tuple[Image.Image, str]] = field(default_factory=list)  # (overlay, caption), answered scans
-
-
-def operating_point_of(choice: str | None) -> str:
-    """The operating point a page control or API caller named (its id or its display name); None or "" is the
-    default. Anything else is a ValueError that lists the choices."""
-    if not choice:
-        return DEFAULT_OPERATING_POINT
-    for point, name in OPERATING_POINT_NAMES.items():
-        if choice.strip().lower() in (point, name.lower()):
-            return point
-    raise ValueError(f"unknown operating point {choice!r}; choose one of {', '.join(OPERATING_POINTS)}")
 
 
 def describe(result: CascadeResult) -> View:

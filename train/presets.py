@@ -17,6 +17,12 @@ PRESETS = ("efficientnet-lite0",)
 SE_GATE_BIAS = 30.0
 
 
+def parse_size(spec: str | int) -> tuple[int, int]:
+    """'224' or 224 -> (224, 224); '208x176' -> (208, 176), height first."""
+    height, _, width = str(spec).lower().partition("x")
+    return int(height), int(width or height)
+
+
 def efficientnet_lite0(
     image_size: tuple[int, int], id2label: dict[int, str]
 ) -> tuple[EfficientNetForImageClassification, EfficientNetImageProcessor]:

@@ -41,7 +41,7 @@ from mri_cascade.labels import TASKS
 from mri_cascade.runtime import export_onnx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from presets import PRESETS, efficientnet_lite0  # noqa: E402
+from presets import PRESETS, efficientnet_lite0, parse_size  # noqa: E402
 
 logger = logging.getLogger(__name__)
 DEFAULT_DATA = ("../shared/data/alzheimer", "../shared/data/brain_tumor")
@@ -91,12 +91,6 @@ def build_augmentation() -> A.Compose:
             A.GaussNoise(p=0.25),
         ]
     )
-
-
-def parse_size(spec: str) -> tuple[int, int]:
-    """'224' -> (224, 224); '208x176' -> (208, 176), height first."""
-    height, _, width = str(spec).lower().partition("x")
-    return int(height), int(width or height)
 
 
 def resizer(size: tuple[int, int]):
