@@ -33,6 +33,8 @@ OPERATING_POINTS = ("balanced", "screening")
 best validation end-to-end accuracy, and ``screening``, >= 95 % validation disease recall in each scan family."""
 DEFAULT_OPERATING_POINT = "balanced"
 OPERATING_POINTS_KEY = "operating_points"
+TEST_TIME_FLIPS_KEY = "test_time_flips"
+"""A model config's switch (true/false): the cascade averages its logits over each image and its mirror image."""
 LEGACY_THRESHOLD_KEY, LEGACY_DEFAULT_THRESHOLD = "healthy_threshold", 0.5
 REFUSED_DISPLAY_NAME = "No answer: not a brain MRI slice"
 HEADER_REFUSAL = "MRI Cascade reads only 2-D brain MRI slices, so it gives no diagnosis."
@@ -146,6 +148,17 @@ class Stage:
         self.preprocess: Callable[[list], np.ndarray] = fast or (
             lambda images: self.processor(images, return_tensors="np")["pixel_values"]
         )
+        self.test_time_flips = bool(getattr(self.config, TEST_TIME_FLIPS_KEY, False))
+
+    def logits_and_embedding(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The model's logits and embeddings. With test-time flips, the logits are the mean over each image and
+        its left-right mirror image (one run on both); the embedding stays the image's own, which is what the
+        refusal check was fitted on."""
+        if not self.test_time_flips:
+            return self.run(pixel_values)
+        logits, embedding = self.run(np.concatenate([pixel_values, pixel_values[..., ::-1]]))
+        count = len(pixel_values)
+        return (logits[:count] + logits[count:]) / 2, embedding[:count]
 
     @cached_property
     def torch_model(self):
@@ -311,7 +324,7 @@ class Cascade:
                     upcoming = prefetcher.submit(prepare, chunks[index + 1])
                 for tasks, pixels in zip(groups, pixels_per_group):
                     for task in tasks:
-                        task_logits, task_embedding = self.stages[task].run(pixels)
+                        task_logits, task_embedding = self.stages[task].logits_and_embedding(pixels)
                         logits[task].append(task_logits[:, self.class_columns[task]])
                         embeddings[task].append(task_embedding)
         return ({task: np.concatenate(parts) for task, parts in logits.items()},

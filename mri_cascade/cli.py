@@ -152,7 +152,7 @@ def calibrate_command(args: argparse.Namespace) -> int:
 
     splits = load_sources(expand_sources(args.data))
     report = calibrate_models(Path(args.models or DEFAULT_MODELS), splits, Path(args.out),
-                              args.validation_fraction, args.seed)
+                              args.validation_fraction, args.seed, args.test_time_flips)
     for task_name, figures in report["models"].items():
         print(f"{task_name:<20} T={figures['temperature']:.3f}  test ECE {figures['test_ece_before']:.3f}"
               f" -> {figures['test_ece_after']:.3f}")
@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--out", default="reports")
     calibrate.add_argument("--validation-fraction", type=float, default=0.15)
     calibrate.add_argument("--seed", type=int, default=42)
+    calibrate.add_argument("--test-time-flips", nargs="*", default=None, metavar="TASK",
+                           help="Models whose logits the cascade averages over each image and its mirror image "
+                           "(the others are switched off); not given: keep the configs' setting.")
     calibrate.set_defaults(run=calibrate_command)
 
     familiarity = commands.add_parser(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 
@@ -9,7 +10,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, concatenate_datasets, load_dataset
 from sklearn.model_selection import StratifiedGroupKFold
 
-from .labels import LABEL_IDS, Task, label_id_from_source
+from .labels import ALZHEIMER_VS_TUMOR, LABEL_IDS, Task, label_id_from_source
 
 FEATURES = Features({"image": Image(), "label_id": Value("string"), "source": Value("string")})
 
@@ -70,19 +71,26 @@ def load_sources(sources: Sequence[str]) -> DatasetDict:
 
 
 def split_validation(
-    train: Dataset, groups: Sequence[int], fraction: float = 0.15, seed: int = 42
+    train: Dataset, groups: Sequence[int], fraction: float = 0.15, seed: int = 42, fold: int = 0
 ) -> tuple[Dataset, Dataset]:
     """Carve a stratified validation split out of ``train`` that keeps each group on one side.
 
     ``groups`` clusters near-identical images (slices of one subject, re-encoded copies): a
     random split would put neighbours of a validation image in training and flatter it.
+    ``train`` falls into ``round(1 / fraction)`` such folds; ``fold`` picks the one held out (0: the split
+    the shipped models were trained on; others: more held-out subjects for comparing training recipes).
     """
-    folds = StratifiedGroupKFold(n_splits=round(1 / fraction), shuffle=True, random_state=seed)
-    train_index, validation_index = next(folds.split(np.zeros(len(train)), train["label_id"], groups))
+    n_folds = round(1 / fraction)
+    if not 0 <= fold < n_folds:
+        raise ValueError(f"fold {fold} does not exist: a validation fraction of {fraction} gives folds 0-{n_folds - 1}")
+    folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    splits = folds.split(np.zeros(len(train)), train["label_id"], groups)
+    train_index, validation_index = next(itertools.islice(splits, fold, None))
     return train.select(sorted(train_index)), train.select(sorted(validation_index))
 
 
-def carve_validation(train: Dataset, fraction: float = 0.15, seed: int = 42, thumbnails: np.ndarray | None = None):
+def carve_validation(train: Dataset, fraction: float = 0.15, seed: int = 42, thumbnails: np.ndarray | None = None,
+                     fold: int = 0):
     """The training script's validation split: near-duplicate groups of ``train``, then ``split_validation``.
 
     Pass the train thumbnails when already computed (``audit.fingerprint_dataset``) to skip decoding again.
@@ -91,7 +99,7 @@ def carve_validation(train: Dataset, fraction: float = 0.15, seed: int = 42, thu
 
     if thumbnails is None:
         thumbnails = fingerprint_dataset(train).thumbnails
-    return split_validation(train, near_duplicate_groups(thumbnails), fraction, seed)
+    return split_validation(train, near_duplicate_groups(thumbnails), fraction, seed, fold)
 
 
 def task_dataset(dataset: Dataset, task: Task) -> Dataset:
@@ -122,3 +130,16 @@ def expand_sources(sources: Sequence[str]) -> list[str]:
         else:
             expanded.append(source)
     return expanded
+
+
+def true_families(dataset: Dataset) -> np.ndarray:
+    """Each scan's true family ("alzheimer" or "tumor"), healthy scans included: the family of the diseased
+    scans of the collection it comes from."""
+    family_of = {}
+    for source, label in zip(dataset["source"], dataset["label_id"]):
+        if label in ALZHEIMER_VS_TUMOR.class_of:
+            family_of.setdefault(source, ALZHEIMER_VS_TUMOR.class_of[label])
+    missing = sorted(set(dataset["source"]) - set(family_of))
+    if missing:
+        raise ValueError(f"collections with no diseased scans have no family: {', '.join(missing)}")
+    return np.array([family_of[source] for source in dataset["source"]])

@@ -9,6 +9,7 @@ applied by ``cascade.calls_healthy``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from .cascade import (
     LEGACY_THRESHOLD_KEY,
     OPERATING_POINTS,
     OPERATING_POINTS_KEY,
+    TEST_TIME_FLIPS_KEY,
     Cascade,
     calls_healthy,
     load_stages,
@@ -85,15 +87,33 @@ def fit_operating_points(cascade: Cascade, stage_probabilities: dict[str, np.nda
             "validation": validation, "validation_detector_auc": detector_auc, "validation_images": int(len(truth))}
 
 
-def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fraction: float = 0.15, seed: int = 42) -> dict:
+def set_test_time_flips(models_dir: Path, tasks: Sequence[str]) -> None:
+    """Switch test-time flips on for ``tasks`` and off for the other models, in their configs."""
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise ValueError(f"unknown task(s) {', '.join(unknown)}; expected some of {', '.join(TASKS)}")
+    for name in TASKS:
+        config_path = Path(models_dir) / name / "config.json"
+        config = json.loads(config_path.read_text())
+        config[TEST_TIME_FLIPS_KEY] = name in tasks
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fraction: float = 0.15, seed: int = 42,
+                     test_time_flips: Sequence[str] | None = None) -> dict:
     """Fit every model's temperature on the training script's validation split, then both operating points on
     the calibrated probabilities; store them in the configs (and the operating points' validation figures in
     ``disease-detector/operating_points.json``); report test ECE before and after, at the balanced point.
+
+    ``test_time_flips``, when given, names the models whose logits are averaged over each image and its mirror
+    image (the others are switched off) before anything is fitted; None keeps the configs' own setting.
 
     "Before" is T = 1 with operating points fitted on uncalibrated probabilities, so a re-run reports the same.
     The refusal check is not loaded: it may still belong to the previous weights.
     """
     models_dir = Path(models_dir)
+    if test_time_flips is not None:
+        set_test_time_flips(models_dir, test_time_flips)
     _, validation = carve_validation(splits["train"], validation_fraction, seed)
     cascade = Cascade(load_stages(models_dir))
     print(f"fitting temperatures on {len(validation)} validation images ...", flush=True)

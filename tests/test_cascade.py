@@ -183,3 +183,29 @@ def test_a_missing_model_is_named_with_its_path(tmp_path):
 def test_models_come_from_the_environment_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("MRI_CASCADE_MODELS", str(tmp_path))
     assert model_location(None, "tumor-type") == str(tmp_path / "tumor-type")
+
+
+def test_test_time_flips_average_each_image_with_its_mirror_image(tmp_path):
+    from PIL import ImageOps
+
+    from mri_cascade.fitting import set_test_time_flips
+
+    models = save_tiny_models(tmp_path / "models", seed=4)
+    plain = Cascade.from_pretrained(models)
+    set_test_time_flips(models, ["disease-detector"])
+    flipping = Cascade.from_pretrained(models)
+    assert [stage.test_time_flips for stage in flipping.stages.values()] == [True, False, False, False]
+
+    image = synthetic_slice(5, lesion=True)  # the lesion sits off the midline: the mirror image differs
+    mirror = ImageOps.mirror(image)
+    (on_image, _), (on_mirror, _) = plain.run_models([image]), plain.run_models([mirror])
+    flipped, embeddings = flipping.run_models([image])
+    detector = "disease-detector"
+    assert not np.allclose(on_image[detector], on_mirror[detector], atol=1e-4)  # so the test can tell
+    assert flipped[detector] == pytest.approx((on_image[detector] + on_mirror[detector]) / 2, abs=1e-5)
+    assert flipping.run_models([mirror])[0][detector] == pytest.approx(flipped[detector], abs=1e-5)
+    # the other models and every embedding (the refusal check's input) are the image's own
+    assert flipped["tumor-type"] == pytest.approx(on_image["tumor-type"], abs=1e-6)
+    assert embeddings[detector] == pytest.approx(plain.run_models([image])[1][detector], abs=1e-6)
+    with pytest.raises(ValueError, match="unknown task"):
+        set_test_time_flips(models, ["detector"])

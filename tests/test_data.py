@@ -4,7 +4,7 @@ from conftest import make_image_folder
 from PIL import Image
 
 from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
-from mri_cascade.data import expand_sources, load_source, load_sources, split_validation, task_dataset
+from mri_cascade.data import expand_sources, load_source, load_sources, split_validation, task_dataset, true_families
 from mri_cascade.labels import TASKS
 
 
@@ -66,6 +66,17 @@ def test_validation_split_is_stratified_and_keeps_groups_together(collections):
     assert split_validation(train, groups, 0.25, seed=0)[1]["label_id"] == held_out["label_id"]
 
 
+def test_validation_folds_partition_train_and_fold_zero_is_the_default(collections):
+    train = load_sources(expand_sources([str(collections)]))["train"]
+    train = train.add_column("row", list(range(len(train))))
+    groups = np.arange(len(train)) // 2
+    held_out = [split_validation(train, groups, fraction=0.25, seed=0, fold=fold)[1]["row"] for fold in range(4)]
+    assert sorted(row for rows in held_out for row in rows) == list(range(len(train)))  # each row held out once
+    assert held_out[0] == split_validation(train, groups, fraction=0.25, seed=0)[1]["row"]
+    with pytest.raises(ValueError, match="folds 0-3"):
+        split_validation(train, groups, fraction=0.25, seed=0, fold=4)
+
+
 def test_near_duplicate_groups_link_copies(collections):
     rng = np.random.default_rng(0)
     scans = [Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).resize((176, 208)) for _ in range(5)]
@@ -78,3 +89,11 @@ def test_near_duplicate_groups_link_copies(collections):
 def test_unknown_folder_is_refused(tmp_path):
     with pytest.raises(ValueError, match="neither a train/ split"):
         expand_sources([str(tmp_path)])
+
+
+def test_true_families_follow_the_collection_of_healthy_scans(collections):
+    train = load_sources(expand_sources([str(collections)]))["train"]
+    families = true_families(train)
+    for source, label, family in zip(train["source"], train["label_id"], families):
+        assert family == ("alzheimer" if "alzheimer" in source else "tumor"), (source, label)
+    assert {"alzheimer", "tumor"} <= set(families[np.asarray(train["label_id"]) == "healthy"])

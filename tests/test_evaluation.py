@@ -3,11 +3,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from mri_cascade.calibration import expected_calibration_error
 from mri_cascade.evaluation import (
     classification_metrics,
     evaluate_predictions,
+    paired_cluster_bootstrap,
     tune_healthy_threshold,
     write_report,
 )
@@ -71,3 +73,34 @@ def test_evaluation_report_holds_every_figure_and_writes_pngs(tmp_path):
     assert json.loads((tmp_path / "evaluation_screening.json").read_text())["full_test"]["images"] == 5
     assert (tmp_path / "confusion_cascade_full_test_screening.png").stat().st_size > 1000
     assert (tmp_path / "confusion_tumor-type_deduplicated_test.png").exists()
+
+
+def _auc(truth, scores):
+    return float(roc_auc_score(truth, scores))
+
+
+def test_paired_bootstrap_sees_a_better_detector_and_no_difference_between_equals():
+    rng = np.random.default_rng(0)
+    truth = np.tile([0, 1], 60)
+    good, noise = truth + rng.normal(0, 0.5, truth.size), rng.normal(0, 1, truth.size)
+    clusters = np.arange(truth.size) // 4
+    folds = clusters % 2
+    better = paired_cluster_bootstrap(_auc, truth, good, noise, clusters, folds, draws=200)
+    assert better["low"] > 0 and better["difference"] > 0.3
+    same = paired_cluster_bootstrap(_auc, truth, good, good, clusters, folds, draws=50)
+    assert same == {"difference": 0.0, "low": 0.0, "high": 0.0, "clusters": 30}
+
+
+def test_paired_bootstrap_resamples_whole_clusters():
+    """Twenty copies of each of twelve scans carry the evidence of twelve scans, not 240: the interval must be as
+    wide as for the twelve, not as narrow as for 240 independent scans."""
+    rng = np.random.default_rng(1)
+    truth = np.tile([0, 1], 6)
+    a, b = truth + rng.normal(0, 0.8, 12), truth + rng.normal(0, 0.8, 12)
+    copies = np.repeat(np.arange(12), 20)
+    folds = np.zeros(copies.size, int)
+    as_clusters = paired_cluster_bootstrap(_auc, truth[copies], a[copies], b[copies], copies, folds, draws=300)
+    as_scans = paired_cluster_bootstrap(_auc, truth[copies], a[copies], b[copies], np.arange(copies.size), folds,
+                                        draws=300)
+    assert as_clusters["clusters"] == 12
+    assert (as_clusters["high"] - as_clusters["low"]) > 2 * (as_scans["high"] - as_scans["low"])

@@ -55,11 +55,17 @@ class DataArguments:
                   "(Falah/Alzheimer_MRI, sartajbhuvaji/Brain-Tumor-Classification)."},
     )
     validation_fraction: float = field(default=0.15, metadata={"help": "Share of train held out, by near-duplicate group."})
+    validation_fold: int = field(
+        default=0,
+        metadata={"help": "Which of the round(1 / validation_fraction) grouped folds is held out. 0 is the split the "
+                  "shipped models use (their calibration, operating points and refusal check are fitted on it); "
+                  "train a recipe on other folds too to compare recipes on more held-out subjects."},
+    )
 
 
 @dataclass
 class ModelArguments:
-    task: str = field(default="all", metadata={"help": f"'all' or one of {', '.join(TASKS)}."})
+    task: str = field(default="all", metadata={"help": f"'all', or one or more of {', '.join(TASKS)}, comma-separated."})
     model: str = field(
         default="facebook/convnext-tiny-224",
         metadata={"help": f"Hub id or local dir of a pretrained image classifier, or an offline preset: {', '.join(PRESETS)}."},
@@ -170,11 +176,15 @@ def main() -> None:
     print_audit(audit)
     (output_root / "data_audit.json").write_text(json.dumps(audit, indent=2))
     train_all, validation_all = carve_validation(
-        sources["train"], data_args.validation_fraction, training_args.seed, train_prints.thumbnails
+        sources["train"], data_args.validation_fraction, training_args.seed, train_prints.thumbnails,
+        data_args.validation_fold,
     )
     logger.info("train %s / validation %s", label_counts(train_all), label_counts(validation_all))
 
-    tasks = list(TASKS) if model_args.task == "all" else [model_args.task]
+    tasks = list(TASKS) if model_args.task == "all" else model_args.task.split(",")
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        parser.error(f"unknown task(s) {', '.join(unknown)}; expected 'all' or {', '.join(TASKS)}")
     base_epochs = training_args.num_train_epochs
     for task_name in tasks:
         task = TASKS[task_name]
@@ -221,7 +231,9 @@ def main() -> None:
                         "epochs": training_args.num_train_epochs,
                         "learning_rate": training_args.learning_rate,
                         "batch_size": training_args.per_device_train_batch_size,
-                        "seed": training_args.seed, "data": data_args.data}, indent=2)
+                        "seed": training_args.seed, "data": data_args.data,
+                        "validation_fraction": data_args.validation_fraction,
+                        "validation_fold": data_args.validation_fold}, indent=2)
         )
         (export_dir / "training_args.bin").unlink(missing_ok=True)
         export_onnx(export_dir)

@@ -1,0 +1,128 @@
+"""Compare disease-detector training recipes on held-out subjects, pooled over several validation folds.
+
+    python train/compare_detectors.py ../shared/data \
+        --recipe shipped=models/disease-detector,runs/shipped_f1/disease-detector \
+        --recipe native=runs/native_f0/disease-detector,runs/native_f1/disease-detector --flips
+
+Each model directory's ``training_args.json`` names the fold it was validated on (``--validation_fold`` of
+``run_train.py``; absent means fold 0). Every recipe is scored on each fold's held-out scans by its own model
+for that fold, per scan family (the true collection): ROC AUC of P(healthy), and the share of healthy scans kept
+at 95 % disease recall. Then each recipe is compared with the first, on the folds both have, by a paired bootstrap
+over near-duplicate clusters (≈ subjects). ``--flips`` adds, for every recipe, its horizontal-flip average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
+from mri_cascade.calibration import softmax
+from mri_cascade.cascade import load_stage
+from mri_cascade.data import expand_sources, load_sources, split_validation, true_families
+from mri_cascade.evaluation import paired_cluster_bootstrap, tune_healthy_threshold
+from mri_cascade.images import load_image
+from mri_cascade.labels import DISEASE_DETECTOR, FAMILIES
+
+DISEASE_RECALL = 0.95
+
+
+def healthy_kept(is_healthy: np.ndarray, p_healthy: np.ndarray) -> float:
+    """Share of healthy scans called healthy at the lowest threshold with >= 95 % disease recall."""
+    threshold = tune_healthy_threshold(p_healthy, is_healthy, DISEASE_RECALL)["threshold"]
+    return float((p_healthy[is_healthy] > threshold).mean())
+
+
+METRICS = {"auc": lambda is_healthy, p: float(roc_auc_score(is_healthy, p)), "healthy_kept_at_95": healthy_kept}
+
+
+def p_healthy(model_dir: str, images: list, flip: bool, batch_size: int = 32) -> np.ndarray:
+    stage = load_stage(model_dir, DISEASE_DETECTOR.name)
+    columns = [list(stage.config.id2label.values()).index(c) for c in DISEASE_DETECTOR.classes]
+    logits = []
+    for start in range(0, len(images), batch_size):
+        pixels = stage.preprocess([load_image(image) for image in images[start : start + batch_size]])
+        batch = stage.run(pixels)[0]
+        if flip:
+            batch = (batch + stage.run(np.ascontiguousarray(pixels[..., ::-1]))[0]) / 2
+        logits.append(batch[:, columns])
+    return softmax(np.concatenate(logits))[:, 0]
+
+
+def fold_of(model_dir: str) -> int:
+    args_file = Path(model_dir) / "training_args.json"
+    return json.loads(args_file.read_text()).get("validation_fold", 0) if args_file.exists() else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data", nargs="+")
+    parser.add_argument("--recipe", action="append", required=True, help="name=model_dir[,model_dir...], one per fold")
+    parser.add_argument("--flips", action="store_true", help="also score each recipe with horizontal-flip averaging")
+    parser.add_argument("--validation-fraction", type=float, default=0.15)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", default="reports/detector_comparison.json")
+    args = parser.parse_args()
+
+    train = load_sources(expand_sources(args.data))["train"]
+    train = train.add_column("row", list(range(len(train))))
+    clusters = near_duplicate_groups(fingerprint_dataset(train).thumbnails)
+    recipes = {name: dirs.split(",") for name, dirs in (spec.split("=", 1) for spec in args.recipe)}
+    held_out = {}  # fold -> validation dataset
+    scores: dict[str, dict[int, np.ndarray]] = {}
+    for name, model_dirs in recipes.items():
+        for flip in (False, True) if args.flips else (False,):
+            variant = f"{name}+flips" if flip else name
+            scores[variant] = {}
+            for model_dir in model_dirs:
+                fold = fold_of(model_dir)
+                if fold not in held_out:
+                    held_out[fold] = split_validation(train, clusters, args.validation_fraction, args.seed, fold)[1]
+                print(f"{variant}: {model_dir} on fold {fold} ({len(held_out[fold])} scans)", flush=True)
+                scores[variant][fold] = p_healthy(model_dir, held_out[fold]["image"], flip)
+
+    report: dict = {"recipes": recipes, "folds": {}, "comparisons": {}}
+    for fold, dataset in sorted(held_out.items()):
+        families = true_families(dataset)
+        is_healthy = np.asarray(dataset["label_id"]) == "healthy"
+        report["folds"][fold] = {
+            variant: {family: {metric: fn(is_healthy[families == family], by_fold[fold][families == family])
+                               for metric, fn in METRICS.items()} for family in FAMILIES}
+            for variant, by_fold in scores.items() if fold in by_fold
+        }
+    baseline = next(iter(scores))
+    for variant, by_fold in scores.items():
+        if variant == baseline:
+            continue
+        shared = sorted(set(by_fold) & set(scores[baseline]))
+        report["comparisons"][f"{variant} - {baseline}"] = {}
+        for family in FAMILIES:
+            parts = []
+            for fold in shared:
+                dataset = held_out[fold]
+                in_family = true_families(dataset) == family
+                parts.append((np.asarray(dataset["label_id"])[in_family] == "healthy", by_fold[fold][in_family],
+                              scores[baseline][fold][in_family], clusters[np.asarray(dataset["row"])[in_family]],
+                              np.full(in_family.sum(), fold)))
+            truth, a, b, groups, folds = (np.concatenate(column) for column in zip(*parts))
+            report["comparisons"][f"{variant} - {baseline}"][family] = {
+                metric: paired_cluster_bootstrap(fn, truth, a, b, groups, folds) for metric, fn in METRICS.items()}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    for fold, variants in report["folds"].items():
+        for variant, figures in variants.items():
+            print(f"fold {fold}  {variant:<24}" + "  ".join(
+                f"{family}: AUC {f['auc']:.3f}, kept {100 * f['healthy_kept_at_95']:.1f} %" for family, f in figures.items()))
+    for name, families in report["comparisons"].items():
+        for family, metrics in families.items():
+            print(f"{name:<40} {family:<10}" + "  ".join(
+                f"{metric} {m['difference']:+.3f} ({m['low']:+.3f}, {m['high']:+.3f}; {m['clusters']} clusters)"
+                for metric, m in metrics.items()))
+
+
+if __name__ == "__main__":
+    main()
