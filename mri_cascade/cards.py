@@ -7,6 +7,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .cascade import TEST_TIME_FLIPS_KEY
 from .labels import LABELS, TASKS
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "model_card.md"
@@ -39,6 +40,7 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
     calibration = _read(model_dir / "calibration.json")
     familiarity = _read(model_dir / "familiarity.json")  # the refusal check's figures, beside the disease detector
     operating_points = _read(model_dir / "operating_points.json")  # the disease detector's fitted thresholds
+    config = _read(model_dir / "config.json") or {}
     repo_id = f"{namespace}/mri-{task.name}"
     eval_results = []
     if test:
@@ -95,6 +97,7 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
         test_dedup=(test or {}).get("deduplicated"),
         calibration=calibration,
         familiarity=familiarity,
+        test_time_flips=config.get(TEST_TIME_FLIPS_KEY, False),
     )
     card.save(model_dir / "README.md")
     return card

@@ -115,7 +115,7 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(report, indent=2))
     for fold, variants in report["folds"].items():
         for variant, figures in variants.items():
-            print(f"fold {fold}  {variant:<24}" + "  ".join(
+            print(f"fold {fold}  {variant:<30}" + "  ".join(
                 f"{family}: AUC {f['auc']:.3f}, kept {100 * f['healthy_kept_at_95']:.1f} %" for family, f in figures.items()))
     for name, families in report["comparisons"].items():
         for family, metrics in families.items():

@@ -14,7 +14,7 @@ python train/run_train.py \
   --load_best_model_at_end --metric_for_best_model balanced_accuracy \
   --logging_strategy epoch --report_to none --use_cpu --seed 42 "$@"
 # temperatures and both operating points need all four models; the refusal check needs their final weights
-mri-cascade calibrate ../shared/data --models models --out reports
+mri-cascade calibrate ../shared/data --models models --out reports --test-time-flips disease-detector
 mri-cascade fit-familiarity ../shared/data --models models --out reports
 mri-cascade evaluate ../shared/data --models models --out reports --update-model-cards
 mri-cascade evaluate ../shared/data --models models --out reports --operating-point screening
