@@ -34,10 +34,10 @@ from transformers import (
 
 from mri_cascade.audit import fingerprint_dataset
 from mri_cascade.cards import publish_model, render_model_card
-from mri_cascade.data import carve_validation, label_counts, load_sources, task_dataset
+from mri_cascade.data import carve_validation, label_counts, load_sources, task_dataset, true_families
 from mri_cascade.evaluation import audit_report, classification_metrics, print_audit
 from mri_cascade.images import to_model_rgb
-from mri_cascade.labels import TASKS
+from mri_cascade.labels import FAMILIES, TASKS
 from mri_cascade.runtime import export_onnx
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -60,6 +60,11 @@ class DataArguments:
         metadata={"help": "Which of the round(1 / validation_fraction) grouped folds is held out. 0 is the split the "
                   "shipped models use (their calibration, operating points and refusal check are fitted on it); "
                   "train a recipe on other folds too to compare recipes on more held-out subjects."},
+    )
+    families: str = field(
+        default="",
+        metadata={"help": "Train and validate on these scan families only ('alzheimer', 'tumor', comma-separated), "
+                  "after the split, so the folds stay those of all the data. Empty: every scan."},
     )
 
 
@@ -179,6 +184,12 @@ def main() -> None:
         sources["train"], data_args.validation_fraction, training_args.seed, train_prints.thumbnails,
         data_args.validation_fold,
     )
+    if data_args.families:
+        keep = set(data_args.families.split(","))
+        if not keep <= set(FAMILIES):
+            parser.error(f"unknown families {', '.join(sorted(keep - set(FAMILIES)))}; expected {', '.join(FAMILIES)}")
+        train_all, validation_all = (split.select(np.flatnonzero(np.isin(true_families(split), list(keep))))
+                                     for split in (train_all, validation_all))
     logger.info("train %s / validation %s", label_counts(train_all), label_counts(validation_all))
 
     tasks = list(TASKS) if model_args.task == "all" else model_args.task.split(",")
@@ -233,7 +244,8 @@ def main() -> None:
                         "batch_size": training_args.per_device_train_batch_size,
                         "seed": training_args.seed, "data": data_args.data,
                         "validation_fraction": data_args.validation_fraction,
-                        "validation_fold": data_args.validation_fold}, indent=2)
+                        "validation_fold": data_args.validation_fold,
+                        "families": data_args.families or ",".join(FAMILIES)}, indent=2)
         )
         (export_dir / "training_args.bin").unlink(missing_ok=True)
         export_onnx(export_dir)
