@@ -437,15 +437,15 @@ class Cascade:
             worst = None if None in scores else max(scores)
             return SeriesResult(None, REFUSED_DISPLAY_NAME, {}, [], True, reason, worst, point, slices=per_slice)
         (patient,) = self.combine(pool_series({task: p[answered] for task, p in probabilities.items()}), point)
-        notes = []
+        remarks = []
         if len(answered) < len(slices):
-            notes.append(f"{len(slices) - len(answered)} of {len(slices)} slices did not look like brain MRI "
+            remarks.append(f"{len(slices) - len(answered)} of {len(slices)} slices did not look like brain MRI "
                          "and were left out.")
         dissent = Counter(per_slice[index].display_name for index in answered if per_slice[index].label != patient.label)
         if dissent:
             said = ", ".join(f"{name} ({count})" for name, count in dissent.most_common())
-            notes.append(f"{sum(dissent.values())} of {len(answered)} answered slices on their own say otherwise: {said}.")
-        patient.reason = " ".join(notes) or None
+            remarks.append(f"{sum(dissent.values())} of {len(answered)} answered slices on their own say otherwise: {said}.")
+        patient.reason = " ".join(remarks) or None
         scores = [per_slice[index].unfamiliarity for index in answered]  # None without a check
         patient.unfamiliarity = None if None in scores else max(scores)
         return SeriesResult(**vars(patient), slices=per_slice)

@@ -155,19 +155,17 @@ def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str 
     _, duplicates = duplicates_of_reference(fingerprint_dataset(test), train_prints)
     _, validation = carve_validation(splits["train"], validation_fraction, seed, train_prints.thumbnails)
 
-    def figures_on(images, truth: np.ndarray) -> tuple[dict, dict]:
-        probabilities = cascade.stage_probabilities(images, batch_size=batch_size)
-        return probabilities, evaluate_predictions(
-            list(truth), probabilities, cascade.combine(probabilities, point),
-            scan_families(probabilities[ALZHEIMER_VS_TUMOR.name]))
+    def figures_for(probabilities: dict[str, np.ndarray], truth: np.ndarray) -> dict:
+        return evaluate_predictions(list(truth), probabilities, cascade.combine(probabilities, point),
+                                    scan_families(probabilities[ALZHEIMER_VS_TUMOR.name]))
 
     truth = np.asarray(test["label_id"])
-    probabilities, full = figures_on(test["image"], truth)
+    probabilities = cascade.stage_probabilities(test["image"], batch_size=batch_size)
     keep = ~duplicates
-    kept = {task: p[keep] for task, p in probabilities.items()}
-    deduplicated = evaluate_predictions(list(truth[keep]), kept, cascade.combine(kept, point),
-                                        scan_families(kept[ALZHEIMER_VS_TUMOR.name]))
-    _, on_validation = figures_on(validation["image"], np.asarray(validation["label_id"]))
+    full = figures_for(probabilities, truth)
+    deduplicated = figures_for({task: p[keep] for task, p in probabilities.items()}, truth[keep])
+    on_validation = figures_for(cascade.stage_probabilities(validation["image"], batch_size=batch_size),
+                                np.asarray(validation["label_id"]))
     return {
         "operating_point": point,
         "healthy_thresholds": cascade.thresholds(point),

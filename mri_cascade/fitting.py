@@ -87,16 +87,23 @@ def fit_operating_points(cascade: Cascade, stage_probabilities: dict[str, np.nda
             "validation": validation, "validation_detector_auc": detector_auc, "validation_images": int(len(truth))}
 
 
+def update_config(model_dir: Path, changes: dict, remove: Sequence[str] = ()) -> None:
+    """Set ``changes`` in (and drop the keys ``remove`` from) a model folder's ``config.json``."""
+    config_path = Path(model_dir) / "config.json"
+    config = json.loads(config_path.read_text())
+    config.update(changes)
+    for key in remove:
+        config.pop(key, None)
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def set_test_time_flips(models_dir: Path, tasks: Sequence[str]) -> None:
     """Switch test-time flips on for ``tasks`` and off for the other models, in their configs."""
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise ValueError(f"unknown task(s) {', '.join(unknown)}; expected some of {', '.join(TASKS)}")
     for name in TASKS:
-        config_path = Path(models_dir) / name / "config.json"
-        config = json.loads(config_path.read_text())
-        config[TEST_TIME_FLIPS_KEY] = name in tasks
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        update_config(Path(models_dir) / name, {TEST_TIME_FLIPS_KEY: name in tasks})
 
 
 def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fraction: float = 0.15, seed: int = 42,
@@ -147,15 +154,11 @@ def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fractio
         end_to_end[when] = {"ece": expected_calibration_error(confidence, correct), "accuracy": float(correct.mean()),
                             "balanced_thresholds": fitted["operating_points"]["balanced"]}
     for name in TASKS:
-        config_path = models_dir / name / "config.json"
-        config = json.loads(config_path.read_text())
-        config[TEMPERATURE_KEY] = figures[name]["temperature"]
-        if name == DISEASE_DETECTOR.name:
-            config[OPERATING_POINTS_KEY] = fitted["operating_points"]
-            config.pop(LEGACY_THRESHOLD_KEY, None)
-            (models_dir / name / OPERATING_POINTS_FILE).write_text(json.dumps(fitted, indent=2))
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        update_config(models_dir / name, {TEMPERATURE_KEY: figures[name]["temperature"]})
         (models_dir / name / "calibration.json").write_text(json.dumps(figures[name], indent=2))
+    detector = models_dir / DISEASE_DETECTOR.name
+    update_config(detector, {OPERATING_POINTS_KEY: fitted["operating_points"]}, remove=[LEGACY_THRESHOLD_KEY])
+    (detector / OPERATING_POINTS_FILE).write_text(json.dumps(fitted, indent=2))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     reliability_diagram(curves, out_dir / "reliability_cascade.png")

@@ -250,8 +250,7 @@ def _variants(image: Image.Image, rng: np.random.Generator, count: int) -> Itera
 def non_brain_medical_images(part: str, variants: int = 25, seed: int = 0) -> list[tuple[str, str, Image.Image]]:
     """(source, variant, image) for the real non-brain medical images of ``part`` ("development" or "held_out"):
     each DICOM file read by the project's own loader (windowing included; three frames of a cine), the phantom's
-    PAR/REC by nibabel,
-    then ``variants`` pictures per frame: as loaded, crops, flips, rotations, resizes and windows."""
+    PAR/REC by nibabel, then ``variants`` pictures per frame: as loaded, crops, flips, rotations, resizes and windows."""
     rng = np.random.default_rng(seed)
     images = []
     for source in NON_BRAIN_PARTS[part]:

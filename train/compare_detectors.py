@@ -40,17 +40,19 @@ def healthy_kept(is_healthy: np.ndarray, p_healthy: np.ndarray) -> float:
 METRICS = {"auc": lambda is_healthy, p: float(roc_auc_score(is_healthy, p)), "healthy_kept_at_95": healthy_kept}
 
 
-def p_healthy(model_dir: str, images: list, flip: bool, batch_size: int = 32) -> np.ndarray:
+def p_healthy(model_dir: str, images: list, flips: bool, batch_size: int = 32) -> dict[bool, np.ndarray]:
+    """P(healthy) per image from one detector, as read once and, with ``flips``, as the cascade's test-time flips
+    read it (``Stage.logits_and_embedding``): {False: ..., True: ...}."""
     stage = load_stage(model_dir, DISEASE_DETECTOR.name)
-    columns = [list(stage.config.id2label.values()).index(c) for c in DISEASE_DETECTOR.classes]
-    logits = []
+    columns = [stage.config.label2id[c] for c in DISEASE_DETECTOR.classes]
+    variants = (False, True) if flips else (False,)
+    logits: dict[bool, list[np.ndarray]] = {flip: [] for flip in variants}
     for start in range(0, len(images), batch_size):
         pixels = stage.preprocess([load_image(image) for image in images[start : start + batch_size]])
-        batch = stage.run(pixels)[0]
-        if flip:
-            batch = (batch + stage.run(np.ascontiguousarray(pixels[..., ::-1]))[0]) / 2
-        logits.append(batch[:, columns])
-    return softmax(np.concatenate(logits))[:, 0]
+        for flip in variants:
+            stage.test_time_flips = flip
+            logits[flip].append(stage.logits_and_embedding(pixels)[0][:, columns])
+    return {flip: softmax(np.concatenate(parts))[:, 0] for flip, parts in logits.items()}
 
 
 def fold_of(model_dir: str) -> int:
@@ -75,20 +77,19 @@ def main() -> None:
     held_out = {}  # fold -> validation dataset
     scores: dict[str, dict[int, np.ndarray]] = {}
     for name, model_dirs in recipes.items():
-        for flip in (False, True) if args.flips else (False,):
-            variant = f"{name}+flips" if flip else name
-            scores[variant] = {}
-            for model_dir in model_dirs:
-                fold = fold_of(model_dir)
-                if fold not in held_out:
-                    held_out[fold] = split_validation(train, clusters, args.validation_fraction, args.seed, fold)[1]
-                print(f"{variant}: {model_dir} on fold {fold} ({len(held_out[fold])} scans)", flush=True)
-                scores[variant][fold] = p_healthy(model_dir, held_out[fold]["image"], flip)
+        for model_dir in model_dirs:
+            fold = fold_of(model_dir)
+            if fold not in held_out:
+                held_out[fold] = split_validation(train, clusters, args.validation_fraction, args.seed, fold)[1]
+            print(f"{name}: {model_dir} on fold {fold} ({len(held_out[fold])} scans)", flush=True)
+            for flip, p in p_healthy(model_dir, held_out[fold]["image"], args.flips).items():
+                scores.setdefault(f"{name}+flips" if flip else name, {})[fold] = p
+    # per fold: each scan's true family, whether it is healthy, and its near-duplicate cluster
+    facts = {fold: (true_families(dataset), np.asarray(dataset["label_id"]) == "healthy",
+                    clusters[np.asarray(dataset["row"])]) for fold, dataset in held_out.items()}
 
     report: dict = {"recipes": recipes, "folds": {}, "comparisons": {}}
-    for fold, dataset in sorted(held_out.items()):
-        families = true_families(dataset)
-        is_healthy = np.asarray(dataset["label_id"]) == "healthy"
+    for fold, (families, is_healthy, _) in sorted(facts.items()):
         report["folds"][fold] = {
             variant: {family: {metric: fn(is_healthy[families == family], by_fold[fold][families == family])
                                for metric, fn in METRICS.items()} for family in FAMILIES}
@@ -103,11 +104,10 @@ def main() -> None:
         for family in FAMILIES:
             parts = []
             for fold in shared:
-                dataset = held_out[fold]
-                in_family = true_families(dataset) == family
-                parts.append((np.asarray(dataset["label_id"])[in_family] == "healthy", by_fold[fold][in_family],
-                              scores[baseline][fold][in_family], clusters[np.asarray(dataset["row"])[in_family]],
-                              np.full(in_family.sum(), fold)))
+                families, is_healthy, fold_clusters = facts[fold]
+                members = families == family
+                parts.append((is_healthy[members], by_fold[fold][members], scores[baseline][fold][members],
+                              fold_clusters[members], np.full(members.sum(), fold)))
             truth, a, b, groups, folds = (np.concatenate(column) for column in zip(*parts))
             report["comparisons"][f"{variant} - {baseline}"][family] = {
                 metric: paired_cluster_bootstrap(fn, truth, a, b, groups, folds) for metric, fn in METRICS.items()}
