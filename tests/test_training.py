@@ -30,6 +30,7 @@ def trained(tmp_path_factory):
         "--data", str(root / "data" / "alzheimer"), str(root / "data" / "brain_tumor"),
         "--validation_fraction", "0.25", "--max_steps", "2", "--per_device_train_batch_size", "4",
         "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none", "--use_cpu",
+        "--mixup_alpha", "0.2", "--cutmix_alpha", "1.0", "--ema_decay", "0.9",  # timm's regularisers run end to end
     ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -51,6 +52,8 @@ def test_export_is_a_hub_layout_model(trained):
     logits, _ = OnnxRunner(folder / "onnx" / "model.onnx")(np.zeros((1, 3, 64, 48), np.float32))
     assert logits.shape == (1, 2)
     assert not (folder / "training_args.bin").exists()
+    recipe = json.loads((folder / "training_args.json").read_text())
+    assert (recipe["mixup_alpha"], recipe["cutmix_alpha"], recipe["ema_decay"]) == (0.2, 1.0, 0.9)
 
 
 def test_the_exported_folder_loads_with_pipeline_alone(trained):

@@ -27,7 +27,6 @@ from transformers import (
     AutoImageProcessor,
     AutoModelForImageClassification,
     HfArgumentParser,
-    Trainer,
     TrainingArguments,
     set_seed,
 )
@@ -42,6 +41,7 @@ from mri_cascade.runtime import export_onnx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from presets import PRESETS, efficientnet_lite0, parse_size  # noqa: E402
+from regularisation import BatchMixer, MixingTrainer, WeightAverageCallback  # noqa: E402
 
 logger = logging.getLogger(__name__)
 DEFAULT_DATA = ("../shared/data/alzheimer", "../shared/data/brain_tumor")
@@ -78,6 +78,21 @@ class ModelArguments:
     image_size: str = field(
         default="224",
         metadata={"help": "Input size in pixels: '224' (square) or HEIGHTxWIDTH, e.g. '208x176' (native Alzheimer slices)."},
+    )
+
+
+@dataclass
+class RegularisationArguments:
+    """timm's fine-tuning regularisers (off by default; the shipped models were trained without them)."""
+
+    mixup_alpha: float = field(default=0.0, metadata={"help": "Beta(a, a) pixel-blend mixup of each batch; 0: off."})
+    cutmix_alpha: float = field(
+        default=0.0, metadata={"help": "Beta(a, a) cutmix; with mixup too, each batch gets one or the other. 0: off."}
+    )
+    ema_decay: float = field(
+        default=0.0,
+        metadata={"help": "Keep an EMA of the weights (e.g. 0.998); evaluation, best-epoch choice and the export "
+                  "use it. 0: off."},
     )
 
 
@@ -166,8 +181,8 @@ def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
 
 
 def main() -> None:
-    parser = HfArgumentParser((DataArguments, ModelArguments, TaskOverrides, TrainingArguments))
-    data_args, model_args, overrides, training_args = parser.parse_args_into_dataclasses()
+    parser = HfArgumentParser((DataArguments, ModelArguments, RegularisationArguments, TaskOverrides, TrainingArguments))
+    data_args, model_args, regularisation, overrides, training_args = parser.parse_args_into_dataclasses()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
     push_namespace = training_args.hub_model_id if training_args.push_to_hub else None
     training_args.push_to_hub = False  # each task is pushed to its own repo once exported, below
@@ -215,8 +230,14 @@ def main() -> None:
         task_args = dataclasses.replace(
             training_args, output_dir=str(output_root / "checkpoints" / task_name), remove_unused_columns=False
         )
-        trainer = Trainer(
+        mixer = None
+        if regularisation.mixup_alpha > 0 or regularisation.cutmix_alpha > 0:
+            mixer = BatchMixer(len(task.classes), regularisation.mixup_alpha, regularisation.cutmix_alpha,
+                               training_args.seed)
+        trainer = MixingTrainer(
             model=model,
+            mixer=mixer,
+            callbacks=[WeightAverageCallback(regularisation.ema_decay)] if regularisation.ema_decay > 0 else None,
             args=task_args,
             train_dataset=train_ds,
             eval_dataset=validation_ds,
@@ -245,7 +266,8 @@ def main() -> None:
                         "seed": training_args.seed, "data": data_args.data,
                         "validation_fraction": data_args.validation_fraction,
                         "validation_fold": data_args.validation_fold,
-                        "families": data_args.families or ",".join(FAMILIES)}, indent=2)
+                        "families": data_args.families or ",".join(FAMILIES),
+                        **dataclasses.asdict(regularisation)}, indent=2)
         )
         (export_dir / "training_args.bin").unlink(missing_ok=True)
         export_onnx(export_dir)
