@@ -7,8 +7,9 @@
 Each model directory's ``training_args.json`` names the fold it was validated on (``--validation_fold`` of
 ``run_train.py``; absent means fold 0). Every recipe is scored on each fold's held-out scans by its own model
 for that fold, per scan family (the true collection): ROC AUC of P(healthy), and the share of healthy scans kept
-at 95 % disease recall. Then each recipe is compared with the first, on the folds both have, by a paired bootstrap
-over near-duplicate clusters (≈ subjects). ``--flips`` adds, for every recipe, its horizontal-flip average.
+at 95 % disease recall. Then each variant is compared with the first recipe (or ``--baseline``), on the folds both
+have, by a paired bootstrap over near-duplicate clusters (≈ subjects). ``--flips`` adds, for every recipe, its
+horizontal-flip average.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def main() -> None:
     parser.add_argument("--flips", action="store_true", help="also score each recipe with horizontal-flip averaging")
     parser.add_argument("--validation-fraction", type=float, default=0.15)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--baseline", default=None,
+                        help="the variant every other is compared with, e.g. 'shipped+flips' (default: the first recipe)")
     parser.add_argument("--out", default="reports/detector_comparison.json")
     args = parser.parse_args()
 
@@ -95,7 +98,9 @@ def main() -> None:
                                for metric, fn in METRICS.items()} for family in FAMILIES}
             for variant, by_fold in scores.items() if fold in by_fold
         }
-    baseline = next(iter(scores))
+    baseline = args.baseline or next(iter(scores))
+    if baseline not in scores:
+        parser.error(f"--baseline {baseline!r} is none of the variants: {', '.join(scores)}")
     for variant, by_fold in scores.items():
         if variant == baseline:
             continue
