@@ -89,3 +89,12 @@ def test_model_card_metadata_is_valid(trained, tmp_path):
     metadata = yaml.safe_load(render_model_card(folder).content.split("---")[1])
     _, results = model_index_to_eval_results(metadata["model-index"])
     assert {(r.metric_type, r.metric_value) for r in results} == {("accuracy", 0.7), ("f1", 0.6)}
+
+
+def test_a_bad_regulariser_setting_is_refused_before_any_work(tmp_path):
+    command = [sys.executable, str(REPO_ROOT / "train" / "run_train.py"), "--output_dir", str(tmp_path),
+               "--ema_decay", "1.5", "--use_cpu", "--report_to", "none"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 2
+    assert "--ema_decay in [0, 1)" in completed.stderr and "Traceback" not in completed.stderr
+    assert not any(tmp_path.iterdir())  # refused before the data audit is written

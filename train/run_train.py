@@ -160,7 +160,8 @@ def load_backbone(model_args: ModelArguments, image_size: tuple[int, int], class
 
 def class_weighted_loss(label_counts_per_class: list[int], label_smoothing: float = 0.0):
     """Cross-entropy weighted by 1/sqrt(class frequency), normalised to mean 1 over samples, with optional
-    label smoothing (the Trainer's own ``label_smoothing_factor`` does not reach a custom loss)."""
+    label smoothing (the Trainer's own ``label_smoothing_factor`` does not reach a custom loss). ``labels`` are
+    class indices, or soft targets (one row per image) when batches are mixed."""
     counts = torch.tensor(label_counts_per_class, dtype=torch.float)
     weights = counts.clamp(min=1).rsqrt()
     weights = weights / (weights * counts).sum() * counts.sum()
@@ -183,6 +184,8 @@ def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
 def main() -> None:
     parser = HfArgumentParser((DataArguments, ModelArguments, RegularisationArguments, TaskOverrides, TrainingArguments))
     data_args, model_args, regularisation, overrides, training_args = parser.parse_args_into_dataclasses()
+    if regularisation.mixup_alpha < 0 or regularisation.cutmix_alpha < 0 or not 0 <= regularisation.ema_decay < 1:
+        parser.error("--mixup_alpha and --cutmix_alpha must be >= 0 and --ema_decay in [0, 1)")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
     push_namespace = training_args.hub_model_id if training_args.push_to_hub else None
     training_args.push_to_hub = False  # each task is pushed to its own repo once exported, below
