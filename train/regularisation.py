@@ -77,6 +77,7 @@ class WeightAverageCallback(TrainerCallback):
 
     From ``on_epoch_end`` to the next ``on_epoch_begin`` the model holds the averaged weights, so the epoch's
     evaluation, its checkpoint and ``load_best_model_at_end`` all use them; training resumes from the raw weights.
+    This assumes ``--eval_strategy epoch``: evaluations in mid-epoch (``steps``) would see the raw weights.
     When training ends the model keeps the averaged (or best averaged) weights.
     """
 
