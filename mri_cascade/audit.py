@@ -23,17 +23,19 @@ NEAR_DUPLICATE_SIMILARITY = 0.99
 class Fingerprints:
     exact: list[str]
     thumbnails: np.ndarray  # (n, THUMBNAIL_SIDE**2), zero-mean rows of unit norm
+    sizes: list[tuple[int, int]]  # (width, height) as stored, before any resizing
 
 
 def fingerprint_images(images) -> Fingerprints:
-    exact, thumbnails = [], []
+    exact, thumbnails, sizes = [], [], []
     for image in images:
+        sizes.append(image.size)
         grey = image.convert("L")
         exact.append(hashlib.sha1(grey.tobytes() + repr(grey.size).encode()).hexdigest())
         small = np.asarray(grey.resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.BILINEAR), dtype=np.float32).ravel()
         small -= small.mean()
         thumbnails.append(small / (np.linalg.norm(small) + 1e-6))
-    return Fingerprints(exact, np.stack(thumbnails))
+    return Fingerprints(exact, np.stack(thumbnails), sizes)
 
 
 def fingerprint_dataset(dataset: Dataset) -> Fingerprints:

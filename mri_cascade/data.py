@@ -102,6 +102,32 @@ def carve_validation(train: Dataset, fraction: float = 0.15, seed: int = 42, thu
     return split_validation(train, near_duplicate_groups(thumbnails), fraction, seed, fold)
 
 
+def cross_source_split(
+    train: Dataset, sizes: Sequence[tuple[int, int]], groups: Sequence[int], min_class_share: float = 0.5
+) -> tuple[Dataset, Dataset]:
+    """Hold out the scans that come from outside their collection's main source: a validation of transfer to
+    other scanners and sources, which a random split cannot give (the tumor collection's test split comes from
+    another distribution than its train split).
+
+    A collection's main source is its most common image size (tumor collection: 512x512, the scans behind
+    nearly all its glioma, meningioma and pituitary images). Held out: scans of another size, of a class at
+    least ``min_class_share`` of whose scans are main-source (so each held-out class was learned from the main
+    source), in near-duplicate groups with no main-source member. The rest, other-source healthy scans
+    included, is the training part.
+    """
+    sources, labels = np.array(train["source"]), np.array(train["label_id"])
+    sizes, groups = np.array([f"{w}x{h}" for w, h in sizes]), np.asarray(groups)
+    main_source = np.zeros(len(train), dtype=bool)
+    for source in np.unique(sources):
+        in_source = sources == source
+        values, counts = np.unique(sizes[in_source], return_counts=True)
+        main_source |= in_source & (sizes == values[counts.argmax()])
+    source_class = np.char.add(np.char.add(sources.astype(str), "/"), labels.astype(str))
+    learned = [pair for pair in np.unique(source_class) if main_source[source_class == pair].mean() >= min_class_share]
+    held_out = ~main_source & np.isin(source_class, learned) & ~np.isin(groups, groups[main_source])
+    return train.select(np.flatnonzero(~held_out)), train.select(np.flatnonzero(held_out))
+
+
 def task_dataset(dataset: Dataset, task: Task) -> Dataset:
     """Keep the images that belong to ``task`` and label them with its ClassLabel."""
     keep = [i for i, label in enumerate(dataset["label_id"]) if label in task.class_of]

@@ -1,10 +1,19 @@
 import numpy as np
 import pytest
 from conftest import make_image_folder
+from datasets import Dataset
 from PIL import Image
 
 from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
-from mri_cascade.data import expand_sources, load_source, load_sources, split_validation, task_dataset, true_families
+from mri_cascade.data import (
+    cross_source_split,
+    expand_sources,
+    load_source,
+    load_sources,
+    split_validation,
+    task_dataset,
+    true_families,
+)
 from mri_cascade.labels import TASKS
 
 
@@ -97,3 +106,21 @@ def test_true_families_follow_the_collection_of_healthy_scans(collections):
     for source, label, family in zip(train["source"], train["label_id"], families):
         assert family == ("alzheimer" if "alzheimer" in source else "tumor"), (source, label)
     assert {"alzheimer", "tumor"} <= set(families[np.asarray(train["label_id"]) == "healthy"])
+
+
+def test_cross_source_split_holds_out_other_sources_of_learned_classes_only():
+    rows = [  # (collection, label, size, near-duplicate group)
+        *[("alzheimer", "healthy", (176, 208), g) for g in range(6)],  # makes "healthy" mostly main-source overall
+        *[("tumor", "tumor_glioma", (512, 512), g) for g in range(10, 14)],
+        *[("tumor", "tumor_meningioma", (512, 512), g) for g in range(20, 23)],
+        ("tumor", "tumor_meningioma", (300, 300), 30),  # held out
+        ("tumor", "tumor_meningioma", (300, 300), 20),  # a copy of a main-source scan: stays in training
+        *[("tumor", "healthy", (236, 236), g) for g in range(40, 43)],  # no main-source healthy tumor scans
+        ("tumor", "tumor_pituitary", (512, 512), 50),
+        *[("tumor", "tumor_pituitary", (250, 250), g) for g in range(51, 54)],  # mostly other-source: not learned
+    ]
+    train = Dataset.from_dict({"source": [r[0] for r in rows], "label_id": [r[1] for r in rows],
+                               "row": list(range(len(rows)))})
+    kept, held_out = cross_source_split(train, [r[2] for r in rows], [r[3] for r in rows])
+    assert list(held_out["row"]) == [13]
+    assert sorted([*kept["row"], *held_out["row"]]) == list(range(len(rows)))
