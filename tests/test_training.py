@@ -31,6 +31,7 @@ def trained(tmp_path_factory):
         "--validation_fraction", "0.25", "--max_steps", "2", "--per_device_train_batch_size", "4",
         "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none", "--use_cpu",
         "--mixup_alpha", "0.2", "--cutmix_alpha", "1.0", "--ema_decay", "0.9",  # timm's regularisers run end to end
+        "--augmentation", "robust",  # and so do the source-robust augmentations
     ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -91,10 +92,15 @@ def test_model_card_metadata_is_valid(trained, tmp_path):
     assert {(r.metric_type, r.metric_value) for r in results} == {("accuracy", 0.7), ("f1", 0.6)}
 
 
-def test_a_bad_regulariser_setting_is_refused_before_any_work(tmp_path):
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--ema_decay", "1.5", "--ema_decay in [0, 1)"),
+    ("--augmentation", "heavy", "--augmentation must be one of standard, robust"),
+    ("--validation", "random", "--validation must be 'fold' or 'cross-source'"),
+])
+def test_a_bad_setting_is_refused_before_any_work(tmp_path, flag, value, message):
     command = [sys.executable, str(REPO_ROOT / "train" / "run_train.py"), "--output_dir", str(tmp_path),
-               "--ema_decay", "1.5", "--use_cpu", "--report_to", "none"]
+               flag, value, "--use_cpu", "--report_to", "none"]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 2
-    assert "--ema_decay in [0, 1)" in completed.stderr and "Traceback" not in completed.stderr
+    assert message in completed.stderr and "Traceback" not in completed.stderr
     assert not any(tmp_path.iterdir())  # refused before the data audit is written

@@ -31,9 +31,9 @@ from transformers import (
     set_seed,
 )
 
-from mri_cascade.audit import fingerprint_dataset
+from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
 from mri_cascade.cards import publish_model, render_model_card
-from mri_cascade.data import carve_validation, label_counts, load_sources, task_dataset, true_families
+from mri_cascade.data import carve_validation, cross_source_split, label_counts, load_sources, task_dataset, true_families
 from mri_cascade.evaluation import audit_report, classification_metrics, print_audit
 from mri_cascade.images import to_model_rgb
 from mri_cascade.labels import FAMILIES, TASKS
@@ -45,6 +45,7 @@ from regularisation import BatchMixer, MixingTrainer, WeightAverageCallback  # n
 
 logger = logging.getLogger(__name__)
 DEFAULT_DATA = ("../shared/data/alzheimer", "../shared/data/brain_tumor")
+AUGMENTATIONS = ("standard", "robust")
 
 
 @dataclass
@@ -60,6 +61,12 @@ class DataArguments:
         metadata={"help": "Which of the round(1 / validation_fraction) grouped folds is held out. 0 is the split the "
                   "shipped models use (their calibration, operating points and refusal check are fitted on it); "
                   "train a recipe on other folds too to compare recipes on more held-out subjects."},
+    )
+    validation: str = field(
+        default="fold",
+        metadata={"help": "'fold': a grouped fold of train (--validation_fold). 'cross-source': every scan from "
+                  "outside its collection's main source (another image size), for classes learned from the main "
+                  "source; measures transfer to other sources, as the tumor test split needs."},
     )
     families: str = field(
         default="",
@@ -79,6 +86,7 @@ class ModelArguments:
         default="224",
         metadata={"help": "Input size in pixels: '224' (square) or HEIGHTxWIDTH, e.g. '208x176' (native Alzheimer slices)."},
     )
+    augmentation: str = field(default="standard", metadata={"help": f"Training augmentation: {' or '.join(AUGMENTATIONS)}."})
 
 
 @dataclass
@@ -108,12 +116,31 @@ class TaskOverrides:
         return type(default)(pairs.get(task, default))
 
 
-def build_augmentation() -> A.Compose:
+def build_augmentation(strength: str = "standard") -> A.Compose:
+    """'standard': the light affine and intensity jitter the shipped models were trained with. 'robust' widens
+    them and adds what tells one source's scans from another's (resolution, blur, sharpening, JPEG quality,
+    gamma, local contrast), so that a class cannot be recognised by the look of the source it came from."""
+    if strength not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {strength!r}; expected one of {', '.join(AUGMENTATIONS)}")
+    if strength == "standard":
+        return A.Compose(
+            [
+                A.HorizontalFlip(p=0.5),
+                A.Affine(rotate=(-10, 10), scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), p=0.7),
+                A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
+                A.GaussNoise(p=0.25),
+            ]
+        )
     return A.Compose(
         [
             A.HorizontalFlip(p=0.5),
-            A.Affine(rotate=(-10, 10), scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), p=0.7),
-            A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
+            A.Affine(rotate=(-15, 15), scale=(0.8, 1.2), translate_percent=(-0.08, 0.08), p=0.8),
+            A.OneOf([A.Downscale(scale_range=(0.3, 0.7)), A.GaussianBlur(sigma_limit=(0.3, 1.5)), A.Sharpen()],
+                    p=0.5),
+            A.ImageCompression(quality_range=(30, 95), p=0.5),
+            A.RandomGamma(gamma_limit=(70, 150), p=0.5),
+            A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25, p=0.7),
+            A.CLAHE(p=0.2),
             A.GaussNoise(p=0.25),
         ]
     )
@@ -184,6 +211,10 @@ def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
 def main() -> None:
     parser = HfArgumentParser((DataArguments, ModelArguments, RegularisationArguments, TaskOverrides, TrainingArguments))
     data_args, model_args, regularisation, overrides, training_args = parser.parse_args_into_dataclasses()
+    if data_args.validation not in ("fold", "cross-source"):
+        parser.error("--validation must be 'fold' or 'cross-source'")
+    if model_args.augmentation not in AUGMENTATIONS:
+        parser.error(f"--augmentation must be one of {', '.join(AUGMENTATIONS)}")
     if regularisation.mixup_alpha < 0 or regularisation.cutmix_alpha < 0 or not 0 <= regularisation.ema_decay < 1:
         parser.error("--mixup_alpha and --cutmix_alpha must be >= 0 and --ema_decay in [0, 1)")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
@@ -198,10 +229,15 @@ def main() -> None:
     audit = audit_report(sources, train_prints, fingerprint_dataset(sources["test"]))
     print_audit(audit)
     (output_root / "data_audit.json").write_text(json.dumps(audit, indent=2))
-    train_all, validation_all = carve_validation(
-        sources["train"], data_args.validation_fraction, training_args.seed, train_prints.thumbnails,
-        data_args.validation_fold,
-    )
+    if data_args.validation == "fold":
+        train_all, validation_all = carve_validation(
+            sources["train"], data_args.validation_fraction, training_args.seed, train_prints.thumbnails,
+            data_args.validation_fold,
+        )
+    else:
+        train_all, validation_all = cross_source_split(
+            sources["train"], train_prints.sizes, near_duplicate_groups(train_prints.thumbnails)
+        )
     if data_args.families:
         keep = set(data_args.families.split(","))
         if not keep <= set(FAMILIES):
@@ -227,7 +263,7 @@ def main() -> None:
         validation_ds = validation_ds.map(resize, batched=True, desc=f"{task_name}: resize validation")
         model, processor = load_backbone(model_args, image_size, task.classes)
         model = model.to(memory_format=torch.channels_last)
-        train_ds.set_transform(pixel_transform(processor, build_augmentation()))
+        train_ds.set_transform(pixel_transform(processor, build_augmentation(model_args.augmentation)))
         validation_ds.set_transform(pixel_transform(processor))
         counts = [train_ds["label"].count(i) for i in range(len(task.classes))]
         task_args = dataclasses.replace(
@@ -268,7 +304,9 @@ def main() -> None:
                         "batch_size": training_args.per_device_train_batch_size,
                         "seed": training_args.seed, "data": data_args.data,
                         "validation_fraction": data_args.validation_fraction,
+                        "validation": data_args.validation,
                         "validation_fold": data_args.validation_fold,
+                        "augmentation": model_args.augmentation,
                         "families": data_args.families or ",".join(FAMILIES),
                         **dataclasses.asdict(regularisation)}, indent=2)
         )

@@ -1,0 +1,89 @@
+"""Compare training recipes of one task on scans from another source than the one they learned each class from.
+
+    python train/run_train.py --task tumor-type --validation cross-source --augmentation robust --output_dir runs/robust ...
+    python train/compare_cross_source.py ../shared/data --task tumor-type \
+        --recipe standard=runs/standard/tumor-type --recipe robust=runs/robust/tumor-type
+
+Every model must have been trained with ``--validation cross-source`` (``data.cross_source_split``), so that none
+of the held-out scans was seen in training. Each recipe is scored on them (accuracy and balanced accuracy, the
+mean of the held-out classes' recalls), and each is compared with the first recipe by a paired bootstrap over
+near-duplicate clusters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score
+
+from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
+from mri_cascade.cascade import load_stage
+from mri_cascade.data import cross_source_split, expand_sources, load_sources, task_dataset
+from mri_cascade.evaluation import paired_cluster_bootstrap
+from mri_cascade.images import load_image
+from mri_cascade.labels import TASKS
+
+METRICS = {
+    "accuracy": lambda truth, predicted: float((truth == predicted).mean()),
+    "balanced_accuracy": lambda truth, predicted: float(balanced_accuracy_score(truth, predicted)),
+}
+
+
+def predict(model_dir: str, task: str, images: list, batch_size: int = 32) -> np.ndarray:
+    """Each image's class index in the task's class order, as the model's argmax."""
+    stage = load_stage(model_dir, task)
+    columns = [stage.config.label2id[c] for c in TASKS[task].classes]
+    logits = [stage.logits_and_embedding(stage.preprocess([load_image(image) for image in images[i : i + batch_size]]))[0]
+              for i in range(0, len(images), batch_size)]
+    return np.concatenate(logits)[:, columns].argmax(axis=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data", nargs="+")
+    parser.add_argument("--task", required=True, choices=list(TASKS))
+    parser.add_argument("--recipe", action="append", required=True, help="name=model_dir; the first is the baseline")
+    parser.add_argument("--out", default="reports/cross_source_comparison.json")
+    args = parser.parse_args()
+
+    for spec in args.recipe:
+        trained_on = json.loads((Path(spec.split("=", 1)[1]) / "training_args.json").read_text()).get("validation")
+        if trained_on != "cross-source":
+            parser.error(f"{spec} was not trained with --validation cross-source: its held-out scans may be in its training")
+    train = load_sources(expand_sources(args.data))["train"]
+    train = train.add_column("row", list(range(len(train))))
+    prints = fingerprint_dataset(train)
+    clusters = near_duplicate_groups(prints.thumbnails)
+    held_out = task_dataset(cross_source_split(train, prints.sizes, clusters)[1], TASKS[args.task])
+    truth, groups = np.asarray(held_out["label"]), clusters[np.asarray(held_out["row"])]
+    print(f"{len(held_out)} held-out scans in {len(set(groups.tolist()))} clusters", flush=True)
+
+    predictions = {name: predict(model_dir, args.task, held_out["image"])
+                   for name, model_dir in (spec.split("=", 1) for spec in args.recipe)}
+    classes = TASKS[args.task].classes
+    report: dict = {"task": args.task, "recipes": dict(spec.split("=", 1) for spec in args.recipe), "scores": {},
+                    "comparisons": {}}
+    for name, predicted in predictions.items():
+        report["scores"][name] = {metric: fn(truth, predicted) for metric, fn in METRICS.items()}
+        report["scores"][name]["recall"] = {classes[c]: float((predicted[truth == c] == c).mean())
+                                            for c in np.unique(truth)}
+        print(f"{name:<20}" + "  ".join(f"{k} {v:.3f}" for k, v in report["scores"][name].items() if k != "recall")
+              + "  recall " + ", ".join(f"{k} {v:.3f}" for k, v in report["scores"][name]["recall"].items()))
+    baseline = args.recipe[0].split("=", 1)[0]
+    for name, predicted in predictions.items():
+        if name == baseline:
+            continue
+        report["comparisons"][f"{name} - {baseline}"] = comparison = {
+            metric: paired_cluster_bootstrap(fn, truth, predicted, predictions[baseline], groups, np.zeros_like(groups))
+            for metric, fn in METRICS.items()}
+        print(f"{name} - {baseline}: " + "  ".join(
+            f"{metric} {m['difference']:+.3f} ({m['low']:+.3f}, {m['high']:+.3f})" for metric, m in comparison.items()))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
