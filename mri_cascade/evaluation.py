@@ -229,19 +229,20 @@ def write_report(report: dict, out_dir: Path) -> None:
 
 def paired_cluster_bootstrap(
     metric, truth: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, clusters: np.ndarray,
-    folds: np.ndarray, draws: int = 1000, seed: int = 0,
+    folds: np.ndarray, draws: int = 1000, seed: int = 0, classes_needed: int = 2,
 ) -> dict[str, float]:
     """How much better ``metric(truth, scores)`` is for A than for B, with a 95 % interval that respects clusters.
 
     Slices of one subject are not independent scans, so each draw resamples whole clusters (with replacement)
     within each fold; the statistic is the fold-size-weighted mean of the per-fold differences (each fold has its
-    own model, whose scores are not comparable across folds). Draws in which a fold loses a class are redrawn.
+    own model, whose scores are not comparable across folds). Draws in which a fold has fewer than
+    ``classes_needed`` classes (2 for AUC; 1 for, e.g., the recall of one class) are redrawn.
     """
     truth, scores_a, scores_b = np.asarray(truth), np.asarray(scores_a), np.asarray(scores_b)
     clusters, folds = np.asarray(clusters), np.asarray(folds)
     fold_ids = np.unique(folds)
-    if any(len(set(truth[folds == fold].tolist())) < 2 for fold in fold_ids):
-        raise ValueError("every fold needs scans of both classes")
+    if any(len(set(truth[folds == fold].tolist())) < classes_needed for fold in fold_ids):
+        raise ValueError(f"every fold needs scans of {classes_needed} classes")
     members = {fold: [np.flatnonzero((folds == fold) & (clusters == c)) for c in np.unique(clusters[folds == fold])]
                for fold in fold_ids}
 
@@ -257,7 +258,7 @@ def paired_cluster_bootstrap(
     while len(samples) < draws:
         drawn = {fold: np.concatenate([groups[k] for k in rng.integers(0, len(groups), len(groups))])
                  for fold, groups in members.items()}
-        if all(len(set(truth[i].tolist())) > 1 for i in drawn.values()):
+        if all(len(set(truth[i].tolist())) >= classes_needed for i in drawn.values()):
             samples.append(difference(drawn))
     low, high = np.percentile(samples, [2.5, 97.5])
     return {"difference": observed, "low": float(low), "high": float(high), "clusters": sum(map(len, members.values()))}

@@ -104,3 +104,16 @@ def test_paired_bootstrap_resamples_whole_clusters():
                                         draws=300)
     assert as_clusters["clusters"] == 12
     assert (as_clusters["high"] - as_clusters["low"]) > 2 * (as_scans["high"] - as_scans["low"])
+
+
+def test_paired_bootstrap_of_one_class_recall_needs_classes_needed_one():
+    """Off-source validation of the detector holds diseased scans only: their recall is bootstrapped with
+    classes_needed=1, and the default (made for AUC) refuses rather than loop for ever."""
+    truth = np.ones(40, int)
+    a, b = np.r_[np.ones(30, int), np.zeros(10, int)], np.r_[np.ones(10, int), np.zeros(30, int)]
+    clusters, folds = np.arange(40) // 2, np.zeros(40, int)
+    recall = lambda t, p: float((t == p).mean())  # noqa: E731
+    compared = paired_cluster_bootstrap(recall, truth, a, b, clusters, folds, draws=100, classes_needed=1)
+    assert compared["difference"] == pytest.approx(0.5) and compared["low"] > 0 and compared["clusters"] == 20
+    with pytest.raises(ValueError, match="2 classes"):
+        paired_cluster_bootstrap(recall, truth, a, b, clusters, folds, draws=10)

@@ -77,7 +77,8 @@ def main() -> None:
         if name == baseline:
             continue
         report["comparisons"][f"{name} - {baseline}"] = comparison = {
-            metric: paired_cluster_bootstrap(fn, truth, predicted, predictions[baseline], groups, np.zeros_like(groups))
+            metric: paired_cluster_bootstrap(fn, truth, predicted, predictions[baseline], groups, np.zeros_like(groups),
+                                             classes_needed=len(set(truth.tolist())))
             for metric, fn in METRICS.items()}
         print(f"{name} - {baseline}: " + "  ".join(
             f"{metric} {m['difference']:+.3f} ({m['low']:+.3f}, {m['high']:+.3f})" for metric, m in comparison.items()))
