@@ -81,6 +81,7 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
         base_model=BASE_MODEL_NAMES.get(training.get("base_model"), training.get("base_model", "unknown")),
         image_size=size.replace("x", "×") if "x" in size else f"{size}×{size}",
         label_smoothing=training.get("label_smoothing", 0.0),
+        augmentation=training.get("augmentation", "standard"),
         # models trained before the key existed chose by balanced accuracy; None: no choice, the last epoch is kept
         best_metric=(training.get("best_metric", "balanced_accuracy") or "").replace("_", " "),
         datasets_text="the `train/` splits of the Kaggle collections Alzheimer's Dataset (4 class of Images) and "

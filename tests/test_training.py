@@ -55,6 +55,7 @@ def test_export_is_a_hub_layout_model(trained):
     assert not (folder / "training_args.bin").exists()
     recipe = json.loads((folder / "training_args.json").read_text())
     assert (recipe["mixup_alpha"], recipe["cutmix_alpha"], recipe["ema_decay"]) == (0.2, 1.0, 0.9)
+    assert (recipe["augmentation"], recipe["validation"]) == ("robust", "fold")
 
 
 def test_the_exported_folder_loads_with_pipeline_alone(trained):
@@ -82,6 +83,7 @@ def test_model_card_metadata_is_valid(trained, tmp_path):
     card = ModelCard.load(out / "disease-detector" / "README.md")
     assert card.data.pipeline_tag == "image-classification" and card.data.license == "apache-2.0"
     assert "Not a medical device" in card.text
+    assert "`--augmentation robust`" in card.text and "±10°" not in card.text  # the card names the recipe it ran
     assert "model-index" not in yaml.safe_load(card.content.split("---")[1])  # not evaluated yet: no results claimed
     # once evaluated, the card carries the test figures as valid model-index metadata
     folder = shutil.copytree(out / "disease-detector", tmp_path / "disease-detector")
