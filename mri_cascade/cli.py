@@ -270,9 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .cascade import ModelLoadError
+
     try:
         return args.run(args)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, ModelLoadError) as error:
         print(f"mri-cascade: {error}", file=sys.stderr)
         return 1
 

@@ -75,3 +75,11 @@ def test_predict_refuses_what_is_not_a_brain_mri(guarded_models, tmp_path):
     assert letter["refused"] == "True" and not letter["label"] and "does not look like" in letter["reason"]
     assert float(letter["unfamiliarity"]) > 1 and not letter["healthy"]
     assert main(["predict", str(tmp_path / "letter.png"), "--out", str(out), "--models", str(guarded_models)]) == 1
+
+
+def test_models_that_cannot_load_get_a_one_line_error(tmp_path, capsys):
+    scan = tmp_path / "scan.png"
+    synthetic_slice(0).save(scan)
+    assert main(["predict", str(scan), "--models", str(tmp_path / "no-such-models")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("mri-cascade: could not load the disease-detector model") and "Traceback" not in error
