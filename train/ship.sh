@@ -6,13 +6,13 @@ COMMON=(--model efficientnet-lite0 --output_dir models --data ../shared/data/alz
         --per_device_train_batch_size 32 --per_device_eval_batch_size 64
         --learning_rate 6e-4 --weight_decay 0.05 --lr_scheduler_type cosine --warmup_steps 30
         --eval_strategy epoch --logging_strategy epoch --report_to none --use_cpu --seed 42)
-python train/run_train.py "${COMMON[@]}" \
-  --task disease-detector,alzheimer-vs-tumor,alzheimer-severity \
-  --image_size 160 --num_train_epochs 6 \
-  --task_image_size "alzheimer-vs-tumor=128,alzheimer-severity=176" \
-  --task_epochs "alzheimer-vs-tumor=2,alzheimer-severity=10" \
-  --save_strategy epoch --save_total_limit 1 \
-  --load_best_model_at_end --metric_for_best_model balanced_accuracy "$@"
+BEST_EPOCH=(--save_strategy epoch --save_total_limit 1 --load_best_model_at_end --metric_for_best_model balanced_accuracy)
+python train/run_train.py "${COMMON[@]}" "${BEST_EPOCH[@]}" \
+  --task alzheimer-vs-tumor,alzheimer-severity --image_size 176 --num_train_epochs 10 \
+  --task_image_size "alzheimer-vs-tumor=128" --task_epochs "alzheimer-vs-tumor=2" "$@"
+# the detector: augmentation against the tumor collection's source shift (reports/accuracy_experiments.md, row 10)
+python train/run_train.py "${COMMON[@]}" "${BEST_EPOCH[@]}" \
+  --task disease-detector --augmentation robust --image_size 160 --num_train_epochs 6 "$@"
 # tumor type: augmentation against the tumor collection's source shift, and the last epoch, as compared on
 # other-source scans (reports/accuracy_experiments.md, row 9); fold 0's validation cannot choose its epoch
 python train/run_train.py "${COMMON[@]}" \
