@@ -106,3 +106,16 @@ def test_a_bad_setting_is_refused_before_any_work(tmp_path, flag, value, message
     assert completed.returncode == 2
     assert message in completed.stderr and "Traceback" not in completed.stderr
     assert not any(tmp_path.iterdir())  # refused before the data audit is written
+
+
+def test_a_validation_with_no_scans_for_a_task_is_refused(tmp_path):
+    """Synthetic scans all have one size, so the cross-source validation is empty: a usage error, not a crash
+    inside the Trainer."""
+    make_image_folder(tmp_path / "alzheimer", {"train": {"NonDemented": 4, "MildDemented": 4}, "test": {"NonDemented": 1}})
+    command = [sys.executable, str(REPO_ROOT / "train" / "run_train.py"), "--output_dir", str(tmp_path / "out"),
+               "--data", str(tmp_path / "alzheimer"), "--task", "alzheimer-severity", "--validation", "cross-source",
+               "--use_cpu", "--report_to", "none"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert "no validation scans for alzheimer-severity with --validation cross-source" in completed.stderr
+    assert "Traceback" not in completed.stderr

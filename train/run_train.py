@@ -117,7 +117,7 @@ class TaskOverrides:
 
 
 def build_augmentation(strength: str = "standard") -> A.Compose:
-    """'standard': the light affine and intensity jitter the shipped models were trained with. 'robust' widens
+    """'standard': light affine and intensity jitter (the shipped Alzheimer-vs-tumor and severity models). 'robust' widens
     them and adds what tells one source's scans from another's (resolution, blur, sharpening, JPEG quality,
     gamma, local contrast), so that a class cannot be recognised by the look of the source it came from."""
     if strength not in AUGMENTATIONS:
@@ -250,6 +250,9 @@ def main() -> None:
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         parser.error(f"unknown task(s) {', '.join(unknown)}; expected 'all' or {', '.join(TASKS)}")
+    empty = [name for name in tasks if len(task_dataset(validation_all, TASKS[name])) == 0]
+    if empty:
+        parser.error(f"no validation scans for {', '.join(empty)} with --validation {data_args.validation}")
     base_epochs = training_args.num_train_epochs
     for task_name in tasks:
         task = TASKS[task_name]
