@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from .cascade import ModelLoadError  # already imported with the package
+
 
 def evaluate_command(args: argparse.Namespace) -> int:
     from .cards import render_model_card
@@ -270,8 +272,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .cascade import ModelLoadError
-
     try:
         return args.run(args)
     except (OSError, ValueError, ModelLoadError) as error:

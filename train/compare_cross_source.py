@@ -17,28 +17,18 @@ import json
 from pathlib import Path
 
 import numpy as np
+from compare_detectors import stage_logits  # train/ is on the path when this script runs
 from sklearn.metrics import balanced_accuracy_score
 
 from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
-from mri_cascade.cascade import load_stage
 from mri_cascade.data import cross_source_split, expand_sources, load_sources, task_dataset
 from mri_cascade.evaluation import paired_cluster_bootstrap
-from mri_cascade.images import load_image
 from mri_cascade.labels import TASKS
 
 METRICS = {
     "accuracy": lambda truth, predicted: float((truth == predicted).mean()),
     "balanced_accuracy": lambda truth, predicted: float(balanced_accuracy_score(truth, predicted)),
 }
-
-
-def predict(model_dir: str, task: str, images: list, batch_size: int = 32) -> np.ndarray:
-    """Each image's class index in the task's class order, as the model's argmax."""
-    stage = load_stage(model_dir, task)
-    columns = [stage.config.label2id[c] for c in TASKS[task].classes]
-    logits = [stage.logits_and_embedding(stage.preprocess([load_image(image) for image in images[i : i + batch_size]]))[0]
-              for i in range(0, len(images), batch_size)]
-    return np.concatenate(logits)[:, columns].argmax(axis=1)
 
 
 def main() -> None:
@@ -61,7 +51,7 @@ def main() -> None:
     truth, groups = np.asarray(held_out["label"]), clusters[np.asarray(held_out["row"])]
     print(f"{len(held_out)} held-out scans in {len(set(groups.tolist()))} clusters", flush=True)
 
-    predictions = {name: predict(model_dir, args.task, held_out["image"])
+    predictions = {name: stage_logits(model_dir, args.task, held_out["image"])[False].argmax(axis=1)
                    for name, model_dir in (spec.split("=", 1) for spec in args.recipe)}
     classes = TASKS[args.task].classes
     report: dict = {"task": args.task, "recipes": dict(spec.split("=", 1) for spec in args.recipe), "scores": {},

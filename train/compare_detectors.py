@@ -27,7 +27,7 @@ from mri_cascade.cascade import load_stage
 from mri_cascade.data import expand_sources, load_sources, split_validation, true_families
 from mri_cascade.evaluation import paired_cluster_bootstrap, tune_healthy_threshold
 from mri_cascade.images import load_image
-from mri_cascade.labels import DISEASE_DETECTOR, FAMILIES
+from mri_cascade.labels import DISEASE_DETECTOR, FAMILIES, TASKS
 
 DISEASE_RECALL = 0.95
 
@@ -41,11 +41,12 @@ def healthy_kept(is_healthy: np.ndarray, p_healthy: np.ndarray) -> float:
 METRICS = {"auc": lambda is_healthy, p: float(roc_auc_score(is_healthy, p)), "healthy_kept_at_95": healthy_kept}
 
 
-def p_healthy(model_dir: str, images: list, flips: bool, batch_size: int = 32) -> dict[bool, np.ndarray]:
-    """P(healthy) per image from one detector, as read once and, with ``flips``, as the cascade's test-time flips
-    read it (``Stage.logits_and_embedding``): {False: ..., True: ...}."""
-    stage = load_stage(model_dir, DISEASE_DETECTOR.name)
-    columns = [stage.config.label2id[c] for c in DISEASE_DETECTOR.classes]
+def stage_logits(model_dir: str, task: str, images: list, flips: bool = False,
+                 batch_size: int = 32) -> dict[bool, np.ndarray]:
+    """One model's logits per image, columns in the task's class order, as read once and, with ``flips``, as the
+    cascade's test-time flips read them (``Stage.logits_and_embedding``): {False: ..., True: ...}."""
+    stage = load_stage(model_dir, task)
+    columns = [stage.config.label2id[c] for c in TASKS[task].classes]
     variants = (False, True) if flips else (False,)
     logits: dict[bool, list[np.ndarray]] = {flip: [] for flip in variants}
     for start in range(0, len(images), batch_size):
@@ -53,7 +54,13 @@ def p_healthy(model_dir: str, images: list, flips: bool, batch_size: int = 32) -
         for flip in variants:
             stage.test_time_flips = flip
             logits[flip].append(stage.logits_and_embedding(pixels)[0][:, columns])
-    return {flip: softmax(np.concatenate(parts))[:, 0] for flip, parts in logits.items()}
+    return {flip: np.concatenate(parts) for flip, parts in logits.items()}
+
+
+def p_healthy(model_dir: str, images: list, flips: bool) -> dict[bool, np.ndarray]:
+    """P(healthy) per image from one detector, without and (with ``flips``) with test-time flips."""
+    return {flip: softmax(logits)[:, 0]
+            for flip, logits in stage_logits(model_dir, DISEASE_DETECTOR.name, images, flips).items()}
 
 
 def fold_of(model_dir: str) -> int:

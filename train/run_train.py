@@ -250,7 +250,8 @@ def main() -> None:
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         parser.error(f"unknown task(s) {', '.join(unknown)}; expected 'all' or {', '.join(TASKS)}")
-    empty = [name for name in tasks if len(task_dataset(validation_all, TASKS[name])) == 0]
+    validation_labels = set(validation_all["label_id"])
+    empty = [name for name in tasks if not validation_labels & set(TASKS[name].class_of)]
     if empty:
         parser.error(f"no validation scans for {', '.join(empty)} with --validation {data_args.validation}")
     base_epochs = training_args.num_train_epochs
