@@ -192,7 +192,8 @@ def main() -> None:
     optimised = Cascade.from_pretrained()
     reference = Cascade.from_pretrained(backend="torch")
     for stage in reference.stages.values():  # the unoptimised path: each model's own image processor
-        stage.preprocess = lambda batch, processor=stage.processor: processor(batch, return_tensors="np")["pixel_values"]
+        stage.resize_and_normalise = lambda batch, processor=stage.processor: processor(batch, return_tensors="np")[
+            "pixel_values"]
     seed = seed_equivalent_cascade()
     backends = sorted({stage.backend for stage in optimised.stages.values()})
     result: dict = {"threads": torch.get_num_threads(), "images": len(images), "optimised_backend": backends}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .cascade import TEST_TIME_FLIPS_KEY
+from .cascade import CROP_TO_HEAD_KEY, TEST_TIME_FLIPS_KEY
 from .labels import LABELS, TASKS
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "model_card.md"
@@ -99,6 +99,7 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
         calibration=calibration,
         familiarity=familiarity,
         test_time_flips=config.get(TEST_TIME_FLIPS_KEY, False),
+        crop_to_head=config.get(CROP_TO_HEAD_KEY, False),
     )
     card.save(model_dir / "README.md")
     return card

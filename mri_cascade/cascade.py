@@ -16,9 +16,9 @@ import numpy as np
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
 from .calibration import TEMPERATURE_KEY, softmax
-from .explain import Explanation, display_size, grad_cam, overlay_heatmap
+from .explain import Explanation, display_size, grad_cam, overlay_heatmap, uncrop
 from .familiarity import FAMILIARITY_FILE, REFUSAL_REASON, FamiliarityCheck
-from .images import ImageSource, load_image, load_slices
+from .images import ImageSource, crop_to_head, head_box, load_image, load_slices
 from .labels import ALZHEIMER_SEVERITY, ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, FAMILIES, LABELS, TASKS, TUMOR_TYPE
 from .medical import NOT_BRAIN_MRI_KEY
 from .runtime import ONNX_FILE, WEIGHTS_FILE, GreyPreprocessor, OnnxRunner, TorchRunner, file_sha256, fresh_onnx_export
@@ -35,6 +35,8 @@ DEFAULT_OPERATING_POINT = "balanced"
 OPERATING_POINTS_KEY = "operating_points"
 TEST_TIME_FLIPS_KEY = "test_time_flips"
 """A model config's switch (true/false): the cascade averages its logits over each image and its mirror image."""
+CROP_TO_HEAD_KEY = "crop_to_head"
+"""A model config's switch (true/false): the model reads each slice cropped to the head (``images.crop_to_head``)."""
 LEGACY_THRESHOLD_KEY, LEGACY_DEFAULT_THRESHOLD = "healthy_threshold", 0.5
 REFUSED_DISPLAY_NAME = "No answer: not a brain MRI slice"
 HEADER_REFUSAL = "MRI Cascade reads only 2-D brain MRI slices, so it gives no diagnosis."
@@ -144,11 +146,21 @@ class Stage:
     backend: str  # "onnx" or "torch"
 
     def __post_init__(self) -> None:
-        fast = GreyPreprocessor.for_processor(self.processor)
-        self.preprocess: Callable[[list], np.ndarray] = fast or (
+        self.resize_and_normalise: Callable[[list], np.ndarray] = GreyPreprocessor.for_processor(self.processor) or (
             lambda images: self.processor(images, return_tensors="np")["pixel_values"]
         )
         self.test_time_flips = bool(getattr(self.config, TEST_TIME_FLIPS_KEY, False))
+        self.crop_to_head = bool(getattr(self.config, CROP_TO_HEAD_KEY, False))
+
+    @property
+    def preprocessing_key(self) -> str:
+        """Equal for stages whose inputs are prepared identically (they share one preprocessing pass)."""
+        return json.dumps([self.crop_to_head, self.processor.to_dict()], sort_keys=True, default=str)
+
+    def preprocess(self, images: list) -> np.ndarray:
+        """Loaded slices -> the model's pixel values: cropped to the head if its config says so, then resized and
+        normalised as its image processor does."""
+        return self.resize_and_normalise([crop_to_head(image) for image in images] if self.crop_to_head else images)
 
     def logits_and_embedding(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The model's logits and embeddings. With test-time flips, the logits are the mean over each image and
@@ -266,8 +278,7 @@ class Cascade:
         # tasks whose image processors agree share one preprocessing pass
         self.preprocessing_groups: dict[str, list[str]] = {}
         for task, stage in stages.items():
-            key = json.dumps(stage.processor.to_dict(), sort_keys=True, default=str)
-            self.preprocessing_groups.setdefault(key, []).append(task)
+            self.preprocessing_groups.setdefault(stage.preprocessing_key, []).append(task)
         # logit columns in each task's class order
         self.class_columns = {task: [stage.config.label2id[c] for c in TASKS[task].classes] for task, stage in stages.items()}
 
@@ -470,5 +481,8 @@ class Cascade:
             chunk = [load_image(image) for image in images[start : start + batch_size]]
             for image, heatmap in zip(chunk, grad_cam(stage.torch_model, stage.preprocess(chunk), target_index)):
                 shown = display_size(image)
+                box = head_box(image) if stage.crop_to_head else None
+                if box is not None:  # the model saw the head's crop: put its map back where the head is
+                    heatmap = uncrop(heatmap, box, image, shown)
                 explanations.append(Explanation(deciding.name, deciding.decision, *overlay_heatmap(shown, heatmap)))
         return explanations

@@ -57,6 +57,21 @@ def display_size(image: Image.Image) -> Image.Image:
     return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
 
 
+def uncrop(heatmap: np.ndarray, box: tuple[int, int, int, int], image: Image.Image, shown: Image.Image) -> np.ndarray:
+    """A heatmap of the crop ``box`` of ``image`` (which may reach past its edges) as a map over ``shown``, a
+    copy of ``image`` at display size: the map stretched over the box, zero outside it."""
+    scale_x, scale_y = shown.width / image.width, shown.height / image.height
+    left, top = round(box[0] * scale_x), round(box[1] * scale_y)
+    right, bottom = max(left + 1, round(box[2] * scale_x)), max(top + 1, round(box[3] * scale_y))
+    stretched = np.asarray(Image.fromarray(heatmap.astype(np.float32), mode="F")
+                           .resize((right - left, bottom - top), Image.Resampling.BILINEAR))
+    canvas = np.zeros((shown.height, shown.width), dtype=np.float32)
+    x0, y0, x1, y1 = max(left, 0), max(top, 0), min(right, shown.width), min(bottom, shown.height)
+    if x1 > x0 and y1 > y0:
+        canvas[y0:y1, x0:x1] = stretched[y0 - top : y1 - top, x0 - left : x1 - left]
+    return canvas
+
+
 def overlay_heatmap(image: Image.Image, heatmap: np.ndarray) -> tuple[np.ndarray, Image.Image]:
     """A model-input-sized ``heatmap`` stretched to ``image`` (as the processor stretched the image to the
     model's input) with its peak scaled back to 1, and ``image`` in grey with it blended over in the 'inferno'

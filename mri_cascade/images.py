@@ -172,3 +172,38 @@ def load_image(source: ImageSource) -> Image.Image:
             f"{_describe(source)} holds {len(series)} slices; classify it as a series (predict_series, /classify_series)"
         )
     return series[0]
+
+
+HEAD_LEVEL = 0.1
+"""Pixels brighter than this fraction of a slice's 99th-percentile intensity count as head rather than background."""
+HEAD_LINE_SHARE = 0.02
+"""A row or column is part of the head when at least this share of its pixels are; thinner marks (burnt-in
+letters, rulers, noise) are left out of the box."""
+HEAD_MARGIN = 0.04
+"""Background kept around the head, as a share of the box's side."""
+
+
+def head_box(image: Image.Image) -> tuple[int, int, int, int] | None:
+    """The square (left, top, right, bottom) box around the head in a slice, with a small margin; it may reach
+    past the image's edges, where ``Image.crop`` pads with black. None when no head stands out from the
+    background (a blank or uniformly bright image)."""
+    grey = np.asarray(image.convert("L"), dtype=np.float32)
+    level = HEAD_LEVEL * float(np.percentile(grey, 99))
+    head = grey > level
+    if level <= 0 or head.all():
+        return None
+    rows = np.flatnonzero(head.mean(axis=1) >= HEAD_LINE_SHARE)
+    columns = np.flatnonzero(head.mean(axis=0) >= HEAD_LINE_SHARE)
+    if len(rows) < 2 or len(columns) < 2:
+        return None
+    centre_y, centre_x = (rows[0] + rows[-1] + 1) / 2, (columns[0] + columns[-1] + 1) / 2
+    half = max(rows[-1] + 1 - rows[0], columns[-1] + 1 - columns[0]) * (1 + 2 * HEAD_MARGIN) / 2
+    half = max(half, MIN_SIDE / 2)
+    return (round(centre_x - half), round(centre_y - half), round(centre_x + half), round(centre_y + half))
+
+
+def crop_to_head(image: Image.Image) -> Image.Image:
+    """``image`` cropped to ``head_box``: every source's scans then frame the head alike, however much
+    background their scanner or export left around it. Unchanged when no head stands out."""
+    box = head_box(image)
+    return image if box is None else image.crop(box)

@@ -33,9 +33,10 @@ from transformers import (
 
 from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
 from mri_cascade.cards import publish_model, render_model_card
+from mri_cascade.cascade import CROP_TO_HEAD_KEY
 from mri_cascade.data import carve_validation, cross_source_split, label_counts, load_sources, task_dataset, true_families
 from mri_cascade.evaluation import audit_report, classification_metrics, print_audit
-from mri_cascade.images import to_model_rgb
+from mri_cascade.images import crop_to_head, to_model_rgb
 from mri_cascade.labels import FAMILIES, TASKS
 from mri_cascade.runtime import export_onnx
 
@@ -87,6 +88,11 @@ class ModelArguments:
         metadata={"help": "Input size in pixels: '224' (square) or HEIGHTxWIDTH, e.g. '208x176' (native Alzheimer slices)."},
     )
     augmentation: str = field(default="standard", metadata={"help": f"Training augmentation: {' or '.join(AUGMENTATIONS)}."})
+    crop_to_head: bool = field(
+        default=False,
+        metadata={"help": "Crop every slice to the head before resizing, in training and (through the saved config) "
+                  "in the cascade, so that sources framing the head differently look alike."},
+    )
 
 
 @dataclass
@@ -146,12 +152,13 @@ def build_augmentation(strength: str = "standard") -> A.Compose:
     )
 
 
-def resizer(size: tuple[int, int]):
-    """Greyscale-replicate and resize once, up front, the way the image processor will at inference."""
+def resizer(size: tuple[int, int], crop: bool = False):
+    """Greyscale-replicate, optionally crop to the head, and resize once, up front, the way the cascade will."""
     height, width = size
 
     def resize(batch: dict) -> dict:
-        return {"image": [to_model_rgb(im).resize((width, height), Image.BICUBIC) for im in batch["image"]]}
+        images = [to_model_rgb(im) for im in batch["image"]]
+        return {"image": [(crop_to_head(im) if crop else im).resize((width, height), Image.BICUBIC) for im in images]}
 
     return resize
 
@@ -262,7 +269,7 @@ def main() -> None:
         training_args.num_train_epochs = overrides.lookup(overrides.task_epochs, task_name, float(base_epochs))
         train_ds, validation_ds = task_dataset(train_all, task), task_dataset(validation_all, task)
 
-        resize = resizer(image_size)
+        resize = resizer(image_size, model_args.crop_to_head)
         train_ds = train_ds.map(resize, batched=True, desc=f"{task_name}: resize train")
         validation_ds = validation_ds.map(resize, batched=True, desc=f"{task_name}: resize validation")
         model, processor = load_backbone(model_args, image_size, task.classes)
@@ -296,6 +303,8 @@ def main() -> None:
         metrics["validation_images"] = len(validation_ds)
         export_dir = output_root / task_name
         trainer.model.to(memory_format=torch.contiguous_format)
+        if model_args.crop_to_head:
+            setattr(trainer.model.config, CROP_TO_HEAD_KEY, True)
         trainer.save_model(str(export_dir))
         processor.save_pretrained(str(export_dir))
         (export_dir / "validation_results.json").write_text(json.dumps(metrics, indent=2))
@@ -311,6 +320,7 @@ def main() -> None:
                         "validation": data_args.validation,
                         "validation_fold": data_args.validation_fold,
                         "augmentation": model_args.augmentation,
+                        "crop_to_head": model_args.crop_to_head,
                         "families": data_args.families or ",".join(FAMILIES),
                         **dataclasses.asdict(regularisation)}, indent=2)
         )
