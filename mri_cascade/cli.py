@@ -154,10 +154,11 @@ def calibrate_command(args: argparse.Namespace) -> int:
 
     splits = load_sources(expand_sources(args.data))
     report = calibrate_models(Path(args.models or DEFAULT_MODELS), splits, Path(args.out),
-                              args.validation_fraction, args.seed, args.test_time_flips)
+                              args.validation_fraction, args.seed, args.test_time_flips, args.fold_models)
     for task_name, figures in report["models"].items():
-        print(f"{task_name:<20} T={figures['temperature']:.3f}  test ECE {figures['test_ece_before']:.3f}"
-              f" -> {figures['test_ece_after']:.3f}")
+        print(f"{task_name:<20} T={figures['temperature']:.3f}, fitted on folds {figures['folds']} "
+              f"({figures['held_out_images']} images, accuracy {100 * figures['held_out_accuracy']:.1f} %)"
+              f"  test ECE {figures['test_ece_before']:.3f} -> {figures['test_ece_after']:.3f}")
     before, after = report["cascade_end_to_end"]["before"], report["cascade_end_to_end"]["after"]
     # test accuracy stays in the JSON report: printing it here would show it to whoever is still choosing a model
     print(f"cascade end to end (balanced): test ECE {before['ece']:.3f} -> {after['ece']:.3f}")
@@ -245,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--test-time-flips", nargs="*", default=None, metavar="TASK",
                            help="Models whose logits the cascade averages over each image and its mirror image "
                            "(the others are switched off); not given: keep the configs' setting.")
+    calibrate.add_argument("--fold-models", nargs="*", default=[], metavar="DIR",
+                           help="run_train.py output folders of models that held out other folds (--validation_fold K): "
+                           "temperatures and operating points are fitted on those folds too.")
     calibrate.set_defaults(run=calibrate_command)
 
     familiarity = commands.add_parser(

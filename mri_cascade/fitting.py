@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,13 @@ from .cascade import (
     OPERATING_POINTS_KEY,
     TEST_TIME_FLIPS_KEY,
     Cascade,
+    Stage,
     calls_healthy,
+    load_stage,
     load_stages,
     scan_families,
 )
-from .data import carve_validation
+from .data import split_validation
 from .evaluation import decision_figures, tune_healthy_threshold
 from .labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, TASKS
 
@@ -106,11 +109,61 @@ def set_test_time_flips(models_dir: Path, tasks: Sequence[str]) -> None:
         update_config(Path(models_dir) / name, {TEST_TIME_FLIPS_KEY: name in tasks})
 
 
+@dataclass
+class HeldOut:
+    """One validation fold's logits, through the shipped models with that fold's own models swapped in."""
+
+    fold: int
+    logits: dict[str, np.ndarray]
+    truth: np.ndarray  # label ids
+    out_of_fold: set[str]  # the tasks whose model never trained on this fold
+
+
+def held_out_logits(models_dir: Path, train, fold_models: Sequence[Path] = (), validation_fraction: float = 0.15,
+                    seed: int = 42) -> list[HeldOut]:
+    """Fold 0 (the training script's validation split) through the shipped models, and every other fold that a
+    model in ``fold_models`` (``run_train.py --validation_fold K`` output folders) held out, through the shipped
+    models with that fold's models swapped in. The swapped-in models run with the shipped ones' test-time flips.
+    Only the swapped-in models are out of fold on fold K: the shipped ones trained on it."""
+    from .audit import fingerprint_dataset, near_duplicate_groups
+
+    shipped = load_stages(models_dir)
+    swaps: dict[int, dict[str, Stage]] = {}
+    for directory in map(Path, fold_models):
+        found = [task for task in TASKS if (directory / task / "training_args.json").is_file()]
+        if not found:
+            raise ValueError(f"{directory} holds no trained model folder (one per task, with training_args.json)")
+        for task in found:
+            args = json.loads((directory / task / "training_args.json").read_text())
+            fold = args.get("validation_fold", 0)
+            if (args.get("validation", "fold") != "fold" or fold == 0 or args.get("seed") != seed
+                    or args.get("validation_fraction") != validation_fraction):
+                raise ValueError(f"{directory / task} did not hold out another fold of this split (--validation fold, "
+                                 f"--validation_fold > 0, seed {seed}, validation fraction {validation_fraction})")
+            stage = load_stage(str(directory / task), task)
+            stage.test_time_flips = shipped[task].test_time_flips
+            swaps.setdefault(fold, {})[task] = stage
+    groups = near_duplicate_groups(fingerprint_dataset(train).thumbnails)
+    held = []
+    for fold, swapped in [(0, {}), *sorted(swaps.items())]:
+        _, validation = split_validation(train, groups, validation_fraction, seed, fold)
+        print(f"fold {fold}: {len(validation)} validation images, out of fold: "
+              f"{', '.join(swapped) if fold else 'all models'}", flush=True)
+        logits = Cascade({**shipped, **swapped}).stage_logits(validation["image"])
+        held.append(HeldOut(fold, logits, np.asarray(validation["label_id"]), set(swapped) if fold else set(TASKS)))
+    return held
+
+
 def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fraction: float = 0.15, seed: int = 42,
-                     test_time_flips: Sequence[str] | None = None) -> dict:
-    """Fit every model's temperature on the training script's validation split, then both operating points on
-    the calibrated probabilities; store them in the configs (and the operating points' validation figures in
+                     test_time_flips: Sequence[str] | None = None, fold_models: Sequence[Path] = ()) -> dict:
+    """Fit every model's temperature on held-out predictions, then both operating points on the calibrated
+    probabilities; store them in the configs (and the operating points' validation figures in
     ``disease-detector/operating_points.json``); report test ECE before and after, at the balanced point.
+
+    Held out means the training script's validation split (fold 0) and, for models with ``fold_models`` (see
+    ``held_out_logits``), the other folds those held out: each temperature is fitted on every fold its model
+    was not trained on, the operating points on every fold the disease detector was not trained on. More folds
+    mean more held-out subjects than fold 0's ~28 Alzheimer clusters.
 
     ``test_time_flips``, when given, names the models whose logits are averaged over each image and its mirror
     image (the others are switched off) before anything is fitted; None keeps the configs' own setting.
@@ -121,35 +174,42 @@ def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fractio
     models_dir = Path(models_dir)
     if test_time_flips is not None:
         set_test_time_flips(models_dir, test_time_flips)
-    _, validation = carve_validation(splits["train"], validation_fraction, seed)
+    held = held_out_logits(models_dir, splits["train"], fold_models, validation_fraction, seed)
     cascade = Cascade(load_stages(models_dir))
-    print(f"fitting temperatures on {len(validation)} validation images ...", flush=True)
-    logits = {"validation": cascade.stage_logits(validation["image"]), "test": cascade.stage_logits(splits["test"]["image"])}
-    truth = {"validation": np.asarray(validation["label_id"]), "test": np.asarray(splits["test"]["label_id"])}
+    test_logits, test_truth = cascade.stage_logits(splits["test"]["image"]), np.asarray(splits["test"]["label_id"])
 
-    def task_labels(split: str, task) -> tuple[np.ndarray, np.ndarray]:
-        members = np.isin(truth[split], task.members())
-        return members, np.array([task.class_index(label) for label in truth[split][members]])
+    def members_and_labels(truth: np.ndarray, task) -> tuple[np.ndarray, np.ndarray]:
+        members = np.isin(truth, task.members())
+        return members, np.array([task.class_index(label) for label in truth[members]])
 
     figures = {}
     for name, task in TASKS.items():
-        members, labels = task_labels("validation", task)
-        temperature = fit_temperature(logits["validation"][name][members], labels)
-        figures[name] = {"temperature": temperature}
-        test_members, test_labels = task_labels("test", task)
+        folds = [part for part in held if name in part.out_of_fold]
+        pooled = [(part.logits[name][members], labels)
+                  for part in folds for members, labels in [members_and_labels(part.truth, task)]]
+        held_logits, held_labels = (np.concatenate(column) for column in zip(*pooled))
+        temperature = fit_temperature(held_logits, held_labels)
+        figures[name] = {"temperature": temperature, "folds": [part.fold for part in folds],
+                         "held_out_images": len(held_labels),
+                         "held_out_accuracy": float((held_logits.argmax(axis=1) == held_labels).mean())}
+        test_members, test_labels = members_and_labels(test_truth, task)
         for when, t in (("before", 1.0), ("after", temperature)):
-            probabilities = softmax(logits["test"][name][test_members], t)
+            probabilities = softmax(test_logits[name][test_members], t)
             figures[name][f"test_ece_{when}"] = expected_calibration_error(
                 probabilities.max(axis=1), probabilities.argmax(axis=1) == test_labels)
+    detector_folds = [part for part in held if DISEASE_DETECTOR.name in part.out_of_fold]
+    validation_truth = np.concatenate([part.truth for part in detector_folds])
     curves, end_to_end = {}, {}
     for when in ("before", "after"):
         temperatures = {name: figures[name]["temperature"] if when == "after" else 1.0 for name in TASKS}
-        scaled = {split: {name: softmax(values[name], temperatures[name]) for name in TASKS}
-                  for split, values in logits.items()}
-        fitted = fit_operating_points(cascade, scaled["validation"], truth["validation"])
-        results = cascade.combine(scaled["test"], thresholds=fitted["operating_points"]["balanced"])
+        validation = {name: np.concatenate([softmax(part.logits[name], temperatures[name]) for part in detector_folds])
+                      for name in TASKS}
+        fitted = fit_operating_points(cascade, validation, validation_truth)
+        fitted["validation_folds"] = [part.fold for part in detector_folds]
+        test = {name: softmax(test_logits[name], temperatures[name]) for name in TASKS}
+        results = cascade.combine(test, thresholds=fitted["operating_points"]["balanced"])
         confidence = np.array([result.probabilities[result.label] for result in results])
-        correct = np.array([result.label == label for result, label in zip(results, truth["test"])])
+        correct = np.array([result.label == label for result, label in zip(results, test_truth)])
         curves[f"{when} scaling"] = (confidence, correct)
         end_to_end[when] = {"ece": expected_calibration_error(confidence, correct), "accuracy": float(correct.mean()),
                             "balanced_thresholds": fitted["operating_points"]["balanced"]}

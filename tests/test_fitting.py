@@ -97,3 +97,72 @@ def test_a_family_without_diseased_validation_scans_is_a_clear_error(tmp_path):
     probabilities, truth = _validation_set(np.random.default_rng(1), 50, "alzheimer", 0.2)
     with pytest.raises(ValueError, match="no diseased scans that stage 2 calls tumor"):
         fit_operating_points(cascade, probabilities, truth)
+
+
+@pytest.fixture(scope="module")
+def fold_setup(tmp_path_factory):
+    """Shipped tiny models (the detector with test-time flips), a folder holding a detector that held out fold 1,
+    and a training split of 8 scans per class."""
+    import json
+    import shutil
+
+    from conftest import make_image_folder
+
+    from mri_cascade.data import load_sources
+    from mri_cascade.fitting import update_config
+
+    root = tmp_path_factory.mktemp("folds")
+    models = save_tiny_models(root / "models")
+    update_config(models / "disease-detector", {"test_time_flips": True})
+    fold_models = save_tiny_models(root / "fold1", seed=7)
+    for task in ("alzheimer-vs-tumor", "alzheimer-severity", "tumor-type"):
+        shutil.rmtree(fold_models / task)
+    args = {"validation": "fold", "validation_fold": 1, "seed": 42, "validation_fraction": 0.15}
+    (fold_models / "disease-detector" / "training_args.json").write_text(json.dumps(args))
+    make_image_folder(root / "alzheimer", {"train": dict.fromkeys(
+        ["NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented"], 8)}, seed=11)
+    make_image_folder(root / "brain_tumor", {"train": dict.fromkeys(
+        ["no_tumor", "glioma_tumor", "meningioma_tumor", "pituitary_tumor"], 8)}, seed=12)
+    train = load_sources([str(root / "alzheimer"), str(root / "brain_tumor")])["train"]
+    return models, fold_models, train
+
+
+def test_held_out_folds_swap_in_only_the_models_that_did_not_train_on_them(fold_setup, monkeypatch):
+    from mri_cascade import audit
+    from mri_cascade.cascade import load_stage
+    from mri_cascade.data import split_validation
+    from mri_cascade.fitting import held_out_logits
+    from mri_cascade.images import load_image
+    from mri_cascade.labels import TASKS
+
+    models, fold_models, train = fold_setup
+    monkeypatch.setattr(audit, "near_duplicate_groups", lambda thumbnails: np.arange(len(thumbnails)))
+    held = held_out_logits(models, train, [fold_models])
+    assert [(part.fold, part.out_of_fold) for part in held] == [
+        (0, {"disease-detector", "alzheimer-vs-tumor", "alzheimer-severity", "tumor-type"}), (1, {"disease-detector"})]
+    fold_1 = split_validation(train, np.arange(len(train)), fold=1)[1]
+    np.testing.assert_array_equal(held[1].truth, fold_1["label_id"])
+    assert len(held[0].truth) + len(held[1].truth) <= len(train) and not np.array_equal(held[0].truth, held[1].truth)
+    # fold 1 is read by the fold-1 detector, with the shipped detector's test-time flips, and the shipped other models
+    for task, location, flips in (("disease-detector", fold_models, True), ("alzheimer-severity", models, False)):
+        stage = load_stage(str(location / task), task)
+        stage.test_time_flips = flips
+        logits = stage.logits_and_embedding(stage.preprocess([load_image(image) for image in fold_1["image"]]))[0]
+        columns = [stage.config.label2id[name] for name in TASKS[task].classes]
+        np.testing.assert_allclose(held[1].logits[task], logits[:, columns], atol=1e-5)
+
+
+def test_a_fold_model_of_the_shipped_fold_is_refused(fold_setup, tmp_path):
+    import json
+    import shutil
+
+    from mri_cascade.fitting import held_out_logits
+
+    models, fold_models, train = fold_setup
+    shutil.copytree(fold_models, tmp_path / "fold0")
+    args_file = tmp_path / "fold0" / "disease-detector" / "training_args.json"
+    args_file.write_text(json.dumps({**json.loads(args_file.read_text()), "validation_fold": 0}))
+    with pytest.raises(ValueError, match="did not hold out another fold"):
+        held_out_logits(models, train, [tmp_path / "fold0"])
+    with pytest.raises(ValueError, match="holds no trained model"):
+        held_out_logits(models, train, [tmp_path])
