@@ -140,6 +140,8 @@ def held_out_logits(models_dir: Path, train, fold_models: Sequence[Path] = (), v
                     or args.get("validation_fraction") != validation_fraction):
                 raise ValueError(f"{directory / task} did not hold out another fold of this split (--validation fold, "
                                  f"--validation_fold > 0, seed {seed}, validation fraction {validation_fraction})")
+            if task in swaps.get(fold, {}):
+                raise ValueError(f"two {task} models held out fold {fold}; give one")
             stage = load_stage(str(directory / task), task)
             stage.test_time_flips = shipped[task].test_time_flips
             swaps.setdefault(fold, {})[task] = stage

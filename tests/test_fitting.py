@@ -166,3 +166,5 @@ def test_a_fold_model_of_the_shipped_fold_is_refused(fold_setup, tmp_path):
         held_out_logits(models, train, [tmp_path / "fold0"])
     with pytest.raises(ValueError, match="holds no trained model"):
         held_out_logits(models, train, [tmp_path])
+    with pytest.raises(ValueError, match="two disease-detector models held out fold 1"):
+        held_out_logits(models, train, [fold_models, fold_models])
