@@ -81,3 +81,14 @@ def test_the_heatmap_of_a_cropping_model_lies_over_the_head(cropping_cascade):
     outside = heatmap.copy()
     outside[max(top, 0) : bottom, max(left, 0) : right] = 0
     assert outside.max() == 0  # nothing outside the box the model saw
+
+
+def test_the_card_of_a_cropping_model_tells_pipeline_users_to_crop(cropping_cascade):
+    from pathlib import Path
+
+    from mri_cascade.cards import render_model_card
+
+    location = Path(cropping_cascade.stages["tumor-type"].location)
+    cropping = render_model_card(location).text
+    plain = render_model_card(Path(cropping_cascade.stages["disease-detector"].location)).text
+    assert "classifier(crop_to_head(load_image(" in cropping and "crop_to_head" not in plain
