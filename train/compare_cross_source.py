@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("data", nargs="+")
     parser.add_argument("--task", required=True, choices=list(TASKS))
     parser.add_argument("--recipe", action="append", required=True, help="name=model_dir; the first is the baseline")
+    parser.add_argument("--flips", action="store_true",
+                        help="also score each recipe with test-time flips (NAME+flips), as the cascade would run it")
     parser.add_argument("--out", default="reports/cross_source_comparison.json")
     args = parser.parse_args()
 
@@ -61,8 +63,9 @@ def main() -> None:
     truth, groups = np.asarray(held_out["label"]), clusters[np.asarray(held_out["row"])]
     print(f"{len(held_out)} held-out scans in {len(set(groups.tolist()))} clusters", flush=True)
 
-    predictions = {name: stage_logits(model_dir, args.task, held_out["image"])[False].argmax(axis=1)
-                   for name, model_dir in (spec.split("=", 1) for spec in args.recipe)}
+    predictions = {f"{name}+flips" if flipped else name: logits.argmax(axis=1)
+                   for name, model_dir in (spec.split("=", 1) for spec in args.recipe)
+                   for flipped, logits in stage_logits(model_dir, args.task, held_out["image"], args.flips).items()}
     classes = TASKS[args.task].classes
     report: dict = {"task": args.task, "recipes": dict(spec.split("=", 1) for spec in args.recipe), "scores": {},
                     "comparisons": {}}
