@@ -32,6 +32,7 @@ def trained(tmp_path_factory):
         "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none", "--use_cpu",
         "--mixup_alpha", "0.2", "--cutmix_alpha", "1.0", "--ema_decay", "0.9",  # timm's regularisers run end to end
         "--augmentation", "robust",  # and so do the source-robust augmentations
+        "--crop_to_head",  # and the crop, which the saved config must carry to the cascade
     ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -55,7 +56,8 @@ def test_export_is_a_hub_layout_model(trained):
     assert not (folder / "training_args.bin").exists()
     recipe = json.loads((folder / "training_args.json").read_text())
     assert (recipe["mixup_alpha"], recipe["cutmix_alpha"], recipe["ema_decay"]) == (0.2, 1.0, 0.9)
-    assert (recipe["augmentation"], recipe["validation"]) == ("robust", "fold")
+    assert (recipe["augmentation"], recipe["validation"], recipe["crop_to_head"]) == ("robust", "fold", True)
+    assert config["crop_to_head"] is True
 
 
 def test_the_exported_folder_loads_with_pipeline_alone(trained):
@@ -84,6 +86,7 @@ def test_model_card_metadata_is_valid(trained, tmp_path):
     assert card.data.pipeline_tag == "image-classification" and card.data.license == "apache-2.0"
     assert "Not a medical device" in card.text
     assert "`--augmentation robust`" in card.text and "±10°" not in card.text  # the card names the recipe it ran
+    assert "(`--crop_to_head`)" in card.text
     assert "model-index" not in yaml.safe_load(card.content.split("---")[1])  # not evaluated yet: no results claimed
     # once evaluated, the card carries the test figures as valid model-index metadata
     folder = shutil.copytree(out / "disease-detector", tmp_path / "disease-detector")
