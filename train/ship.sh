@@ -17,9 +17,9 @@ python train/run_train.py --output_dir models "${COMMON[@]}" "${BEST_EPOCH[@]}" 
 # other-source scans (reports/accuracy_experiments.md, row 9); fold 0's validation cannot choose its epoch
 python train/run_train.py --output_dir models "${COMMON[@]}" \
   --task tumor-type --augmentation robust --image_size 176 --num_train_epochs 10 --save_strategy no "$@"
-# the same recipes on other validation folds (never shipped): their held-out predictions add subjects to those
+# the same recipes on validation folds 1-3 (never shipped): their held-out predictions add subjects to those
 # the temperatures and operating points are fitted on (fold 0 holds ~28 Alzheimer clusters, ~13 demented)
-for fold in 1 2; do
+for fold in 1 2 3; do
   python train/run_train.py --output_dir "folds/$fold" --validation_fold "$fold" "${COMMON[@]}" "${BEST_EPOCH[@]}" \
     --task disease-detector --augmentation robust --image_size 160 --num_train_epochs 6 "$@"
 done
