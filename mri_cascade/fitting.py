@@ -119,15 +119,14 @@ class HeldOut:
     out_of_fold: set[str]  # the tasks whose model never trained on this fold
 
 
-def held_out_logits(models_dir: Path, train, fold_models: Sequence[Path] = (), validation_fraction: float = 0.15,
-                    seed: int = 42) -> list[HeldOut]:
-    """Fold 0 (the training script's validation split) through the shipped models, and every other fold that a
+def held_out_logits(shipped: dict[str, Stage], train, fold_models: Sequence[Path] = (),
+                    validation_fraction: float = 0.15, seed: int = 42) -> list[HeldOut]:
+    """Fold 0 (the training script's validation split) through the ``shipped`` stages, and every other fold that a
     model in ``fold_models`` (``run_train.py --validation_fold K`` output folders) held out, through the shipped
     models with that fold's models swapped in. The swapped-in models run with the shipped ones' test-time flips.
     Only the swapped-in models are out of fold on fold K: the shipped ones trained on it."""
     from .audit import fingerprint_dataset, near_duplicate_groups
 
-    shipped = load_stages(models_dir)
     swaps: dict[int, dict[str, Stage]] = {}
     for directory in map(Path, fold_models):
         found = [task for task in TASKS if (directory / task / "training_args.json").is_file()]
@@ -176,8 +175,9 @@ def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fractio
     models_dir = Path(models_dir)
     if test_time_flips is not None:
         set_test_time_flips(models_dir, test_time_flips)
-    held = held_out_logits(models_dir, splits["train"], fold_models, validation_fraction, seed)
-    cascade = Cascade(load_stages(models_dir))
+    shipped = load_stages(models_dir)
+    held = held_out_logits(shipped, splits["train"], fold_models, validation_fraction, seed)
+    cascade = Cascade(shipped)
     test_logits, test_truth = cascade.stage_logits(splits["test"]["image"]), np.asarray(splits["test"]["label_id"])
 
     def members_and_labels(truth: np.ndarray, task) -> tuple[np.ndarray, np.ndarray]:

@@ -1,12 +1,24 @@
 """Fitting the operating points on validation probabilities: per family, balanced and screening."""
 
+import json
+import shutil
+
 import numpy as np
 import pytest
-from conftest import save_tiny_models
+from conftest import make_image_folder, save_tiny_models
 
-from mri_cascade import Cascade
-from mri_cascade.cascade import calls_healthy, scan_families
-from mri_cascade.fitting import SCREENING_DISEASE_RECALL, best_accuracy_threshold, fit_operating_points
+from mri_cascade import Cascade, audit
+from mri_cascade.cascade import calls_healthy, load_stage, load_stages, scan_families
+from mri_cascade.data import load_sources, split_validation
+from mri_cascade.fitting import (
+    SCREENING_DISEASE_RECALL,
+    best_accuracy_threshold,
+    fit_operating_points,
+    held_out_logits,
+    update_config,
+)
+from mri_cascade.images import load_image
+from mri_cascade.labels import TASKS
 
 
 def test_best_accuracy_threshold_on_a_known_case():
@@ -103,14 +115,6 @@ def test_a_family_without_diseased_validation_scans_is_a_clear_error(tmp_path):
 def fold_setup(tmp_path_factory):
     """Shipped tiny models (the detector with test-time flips), a folder holding a detector that held out fold 1,
     and a training split of 8 scans per class."""
-    import json
-    import shutil
-
-    from conftest import make_image_folder
-
-    from mri_cascade.data import load_sources
-    from mri_cascade.fitting import update_config
-
     root = tmp_path_factory.mktemp("folds")
     models = save_tiny_models(root / "models")
     update_config(models / "disease-detector", {"test_time_flips": True})
@@ -128,16 +132,9 @@ def fold_setup(tmp_path_factory):
 
 
 def test_held_out_folds_swap_in_only_the_models_that_did_not_train_on_them(fold_setup, monkeypatch):
-    from mri_cascade import audit
-    from mri_cascade.cascade import load_stage
-    from mri_cascade.data import split_validation
-    from mri_cascade.fitting import held_out_logits
-    from mri_cascade.images import load_image
-    from mri_cascade.labels import TASKS
-
     models, fold_models, train = fold_setup
     monkeypatch.setattr(audit, "near_duplicate_groups", lambda thumbnails: np.arange(len(thumbnails)))
-    held = held_out_logits(models, train, [fold_models])
+    held = held_out_logits(load_stages(models), train, [fold_models])
     assert [(part.fold, part.out_of_fold) for part in held] == [
         (0, {"disease-detector", "alzheimer-vs-tumor", "alzheimer-severity", "tumor-type"}), (1, {"disease-detector"})]
     fold_1 = split_validation(train, np.arange(len(train)), fold=1)[1]
@@ -153,18 +150,14 @@ def test_held_out_folds_swap_in_only_the_models_that_did_not_train_on_them(fold_
 
 
 def test_a_fold_model_of_the_shipped_fold_is_refused(fold_setup, tmp_path):
-    import json
-    import shutil
-
-    from mri_cascade.fitting import held_out_logits
-
     models, fold_models, train = fold_setup
+    shipped = load_stages(models)
     shutil.copytree(fold_models, tmp_path / "fold0")
     args_file = tmp_path / "fold0" / "disease-detector" / "training_args.json"
     args_file.write_text(json.dumps({**json.loads(args_file.read_text()), "validation_fold": 0}))
     with pytest.raises(ValueError, match="did not hold out another fold"):
-        held_out_logits(models, train, [tmp_path / "fold0"])
+        held_out_logits(shipped, train, [tmp_path / "fold0"])
     with pytest.raises(ValueError, match="holds no trained model"):
-        held_out_logits(models, train, [tmp_path])
+        held_out_logits(shipped, train, [tmp_path])
     with pytest.raises(ValueError, match="two disease-detector models held out fold 1"):
-        held_out_logits(models, train, [fold_models, fold_models])
+        held_out_logits(shipped, train, [fold_models, fold_models])

@@ -7,12 +7,13 @@ COMMON=(--model efficientnet-lite0 --data ../shared/data/alzheimer ../shared/dat
         --learning_rate 6e-4 --weight_decay 0.05 --lr_scheduler_type cosine --warmup_steps 30
         --eval_strategy epoch --logging_strategy epoch --report_to none --use_cpu --seed 42)
 BEST_EPOCH=(--save_strategy epoch --save_total_limit 1 --load_best_model_at_end --metric_for_best_model balanced_accuracy)
+# the detector: augmentation against the tumor collection's source shift (reports/accuracy_experiments.md, row 10)
+DETECTOR=(--task disease-detector --augmentation robust --image_size 160 --num_train_epochs 6)
+SEVERITY=(--task alzheimer-severity --image_size 176 --num_train_epochs 10)
 python train/run_train.py --output_dir models "${COMMON[@]}" "${BEST_EPOCH[@]}" \
   --task alzheimer-vs-tumor,alzheimer-severity --image_size 176 --num_train_epochs 10 \
   --task_image_size "alzheimer-vs-tumor=128" --task_epochs "alzheimer-vs-tumor=2" "$@"
-# the detector: augmentation against the tumor collection's source shift (reports/accuracy_experiments.md, row 10)
-python train/run_train.py --output_dir models "${COMMON[@]}" "${BEST_EPOCH[@]}" \
-  --task disease-detector --augmentation robust --image_size 160 --num_train_epochs 6 "$@"
+python train/run_train.py --output_dir models "${COMMON[@]}" "${BEST_EPOCH[@]}" "${DETECTOR[@]}" "$@"
 # tumor type: augmentation against the tumor collection's source shift, and the last epoch, as compared on
 # other-source scans (reports/accuracy_experiments.md, row 9); fold 0's validation cannot choose its epoch
 python train/run_train.py --output_dir models "${COMMON[@]}" \
@@ -20,12 +21,9 @@ python train/run_train.py --output_dir models "${COMMON[@]}" \
 # the same recipes on validation folds 1-3 (never shipped): their held-out predictions add subjects to those
 # the temperatures and operating points are fitted on (fold 0 holds ~28 Alzheimer clusters, ~13 demented)
 for fold in 1 2 3; do
-  python train/run_train.py --output_dir "folds/$fold" --validation_fold "$fold" "${COMMON[@]}" "${BEST_EPOCH[@]}" \
-    --task disease-detector --augmentation robust --image_size 160 --num_train_epochs 6 "$@"
-done
-for fold in 1 2 3; do
-  python train/run_train.py --output_dir "folds/$fold" --validation_fold "$fold" "${COMMON[@]}" "${BEST_EPOCH[@]}" \
-    --task alzheimer-severity --image_size 176 --num_train_epochs 10 "$@"
+  FOLD=(--output_dir "folds/$fold" --validation_fold "$fold" "${COMMON[@]}" "${BEST_EPOCH[@]}")
+  python train/run_train.py "${FOLD[@]}" "${DETECTOR[@]}" "$@"
+  python train/run_train.py "${FOLD[@]}" "${SEVERITY[@]}" "$@"
 done
 # temperatures and both operating points need all four models; the refusal check needs their final weights
 mri-cascade calibrate ../shared/data --models models --out reports --test-time-flips disease-detector \
