@@ -7,7 +7,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -21,7 +21,17 @@ from .familiarity import FAMILIARITY_FILE, REFUSAL_REASON, FamiliarityCheck
 from .images import ImageSource, crop_to_head, head_box, load_image, load_slices
 from .labels import ALZHEIMER_SEVERITY, ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, FAMILIES, LABELS, TASKS, TUMOR_TYPE
 from .medical import NOT_BRAIN_MRI_KEY
-from .runtime import ONNX_FILE, WEIGHTS_FILE, GreyPreprocessor, OnnxRunner, TorchRunner, file_sha256, fresh_onnx_export
+from .runtime import (
+    ONNX_FILE,
+    WEIGHTS_FILE,
+    GreyPreprocessor,
+    OnnxRunner,
+    TorchRunner,
+    file_sha256,
+    fresh_onnx_export,
+    model_workers,
+    onnx_model_pool,
+)
 
 DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "models"
 MODELS_ENV = "MRI_CASCADE_MODELS"
@@ -162,15 +172,40 @@ class Stage:
         normalised as its image processor does."""
         return self.resize_and_normalise([crop_to_head(image) for image in images] if self.crop_to_head else images)
 
+    def model_inputs(self, pixel_values: np.ndarray) -> list[np.ndarray]:
+        """The model runs that one reading of these images takes: the images, and with test-time flips also
+        their left-right mirror images."""
+        return [pixel_values, np.ascontiguousarray(pixel_values[..., ::-1])] if self.test_time_flips else [pixel_values]
+
+    def start_runs(self, pixel_values: np.ndarray) -> list[list[Future]]:
+        """Start the runs of ``model_inputs``, for ``merge``. An ONNX model's go to ``onnx_model_pool``, each batch
+        split into one part per worker: the cascade's models then run side by side, a core each, and a large
+        batch still keeps every core busy to the end. A PyTorch model's run here and now, whole (PyTorch already
+        spreads one run over every core)."""
+        if self.backend == "onnx":
+            pool, workers = onnx_model_pool(), model_workers()
+            return [[pool.submit(self.run, part) for part in np.array_split(inputs, max(1, min(len(inputs), workers)))]
+                    for inputs in self.model_inputs(pixel_values)]
+        runs = []
+        for inputs in self.model_inputs(pixel_values):
+            runs.append([Future()])
+            runs[-1][0].set_result(self.run(inputs))
+        return runs
+
+    @staticmethod
+    def merge(runs: list[list[Future]]) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, embedding) from the runs of ``start_runs``. With test-time flips, the logits are the mean over
+        each image and its mirror image; the embedding stays the image's own, which is what the refusal check was
+        fitted on."""
+        outputs = []
+        for parts in runs:
+            results = [part.result() for part in parts]
+            outputs.append([np.concatenate([result[index] for result in results]) for index in (0, 1)])
+        return np.mean([logits for logits, _ in outputs], axis=0), outputs[0][1]
+
     def logits_and_embedding(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The model's logits and embeddings. With test-time flips, the logits are the mean over each image and
-        its left-right mirror image (one run on both); the embedding stays the image's own, which is what the
-        refusal check was fitted on."""
-        if not self.test_time_flips:
-            return self.run(pixel_values)
-        logits, embedding = self.run(np.concatenate([pixel_values, pixel_values[..., ::-1]]))
-        count = len(pixel_values)
-        return (logits[:count] + logits[count:]) / 2, embedding[:count]
+        """The model's logits and embeddings for these images (see ``merge``)."""
+        return self.merge(self.start_runs(pixel_values))
 
     @cached_property
     def torch_model(self):
@@ -311,7 +346,8 @@ class Cascade:
                    header_notes: list | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Every model's logits (columns in each task's class order) and image embeddings for every image.
 
-        Images are preprocessed once per distinct image-processor setting, then each model runs once per batch.
+        Images are preprocessed once per distinct image-processor setting, then every model runs on each batch,
+        the ONNX ones side by side (``Stage.start_runs``).
         ``header_notes``, when given, receives each image's DICOM header note (why its header says it is not a
         brain MRI, else None), in order.
         """
@@ -333,11 +369,12 @@ class Cascade:
                 pixels_per_group = upcoming.result()
                 if index + 1 < len(chunks):
                     upcoming = prefetcher.submit(prepare, chunks[index + 1])
-                for tasks, pixels in zip(groups, pixels_per_group):
-                    for task in tasks:
-                        task_logits, task_embedding = self.stages[task].logits_and_embedding(pixels)
-                        logits[task].append(task_logits[:, self.class_columns[task]])
-                        embeddings[task].append(task_embedding)
+                runs = {task: self.stages[task].start_runs(pixels)
+                        for tasks, pixels in zip(groups, pixels_per_group) for task in tasks}
+                for task, task_runs in runs.items():
+                    task_logits, task_embedding = self.stages[task].merge(task_runs)
+                    logits[task].append(task_logits[:, self.class_columns[task]])
+                    embeddings[task].append(task_embedding)
         return ({task: np.concatenate(parts) for task, parts in logits.items()},
                 {task: np.concatenate(parts) if parts else np.zeros((0, 0)) for task, parts in embeddings.items()})
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 FAMILIARITY_FILE = "familiarity.safetensors"
 """Lives in the disease-detector model's folder (or Hub repo), the cascade's entry point."""
@@ -30,6 +32,12 @@ REFUSAL_REASON = (
     "coronal or sagittal slices of the head), so it gives no diagnosis. Photos, charts, documents, noise, "
     "blank frames and scans of other body parts are refused."
 )
+
+
+@cache
+def blas_controller() -> ThreadpoolController:
+    """The process's BLAS thread pools (found once: a lookup per call would cost ~0.3 ms)."""
+    return ThreadpoolController()
 
 
 def joined_features(embeddings: dict[str, np.ndarray], tasks: list[str]) -> np.ndarray:
@@ -64,9 +72,14 @@ class FamiliarityCheck:
 
     def unfamiliarity(self, embeddings: dict[str, np.ndarray]) -> np.ndarray:
         """Per image: the larger of residual length over its limit and P(not a brain MRI slice) over its limit;
-        above 1 means refuse."""
-        features = joined_features(embeddings, self.tasks)
-        return np.maximum(self.residual_ratio(features), self.other_probability(features) / self.other_limit)
+        above 1 means refuse.
+
+        Its matrix products run on one BLAS thread: they are too small to gain from more, and a multi-threaded
+        OpenBLAS call leaves its threads spin-waiting on every core afterwards, which starved the ONNX models of
+        the next scan (2 cores: 18 -> 31 ms a scan)."""
+        with blas_controller().limit(limits=1, user_api="blas"):
+            features = joined_features(embeddings, self.tasks)
+            return np.maximum(self.residual_ratio(features), self.other_probability(features) / self.other_limit)
 
     def save(self, path: str | os.PathLike) -> None:
         from safetensors.numpy import save_file

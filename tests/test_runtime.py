@@ -1,12 +1,15 @@
 """The ONNX Runtime path: exact export, fresh-export check, and the fast grey preprocessing."""
 
+import threading
+
 import numpy as np
 import pytest
+import torch
 from conftest import save_tiny_models, synthetic_slice
 
 from mri_cascade import Cascade, ModelLoadError, load_image
 from mri_cascade.labels import TASKS
-from mri_cascade.runtime import ONNX_FILE, GreyPreprocessor, export_onnx, fresh_onnx_export
+from mri_cascade.runtime import ONNX_FILE, GreyPreprocessor, export_onnx, fresh_onnx_export, onnx_model_pool
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +32,34 @@ def test_onnx_cascade_matches_the_torch_cascade(exported_models):
     for task in TASKS:  # the embedding output the refusal check reads
         assert fast_embeddings[task].shape == (6, 16)
         np.testing.assert_allclose(fast_embeddings[task], reference_embeddings[task], atol=1e-5)
+
+
+@pytest.fixture
+def two_model_workers(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    onnx_model_pool.cache_clear()
+    yield
+    onnx_model_pool.cache_clear()
+
+
+def test_onnx_models_run_side_by_side_a_core_each(exported_models, two_model_workers):
+    """Catches running the cascade's ONNX models one after another, or each on every core."""
+    cascade = Cascade.from_pretrained(exported_models)
+    assert {stage.run.session.get_session_options().intra_op_num_threads for stage in cascade.stages.values()} == {1}
+    reference = cascade.run_models([synthetic_slice(3)])[0]
+    both_running = threading.Barrier(2, timeout=20)
+    threads = []
+    for task in ("disease-detector", "tumor-type"):
+        def run_alongside(pixels, run=cascade.stages[task].run):
+            threads.append(threading.current_thread().name)
+            both_running.wait()  # broken (an error) unless the other model runs at the same time
+            return run(pixels)
+
+        cascade.stages[task].run = run_alongside
+    logits = cascade.run_models([synthetic_slice(3)])[0]
+    assert len(threads) == 2 and all(name.startswith("onnx-model") for name in threads)
+    for task in TASKS:
+        np.testing.assert_allclose(logits[task], reference[task], atol=1e-6)
 
 
 def test_an_export_without_the_embedding_output_is_not_used(exported_models, tmp_path):

@@ -90,6 +90,27 @@ def test_the_refusal_check_round_trips_through_its_file(guarded_models, guarded_
     assert np.allclose(loaded.unfamiliarity(features), guarded_cascade.familiarity.unfamiliarity(features))
 
 
+def test_the_refusal_check_runs_on_one_blas_thread(guarded_cascade, monkeypatch):
+    """Catches the check's matrix products running on every core: OpenBLAS's threads then spin-wait afterwards and
+    starve the next scan's models."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    check = guarded_cascade.familiarity
+    features = guarded_cascade.run_models([synthetic_slice(9)])[1]
+    seen = []
+    residual_ratio = type(check).residual_ratio
+
+    def spying(self, joined):
+        seen.append({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
+        return residual_ratio(self, joined)
+
+    monkeypatch.setattr(type(check), "residual_ratio", spying)
+    with threadpool_limits(limits=2, user_api="blas"):
+        check.unfamiliarity(features)
+        outside = {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+    assert seen == [{1}] and outside == {2}  # limited inside the check only
+
+
 def test_a_check_fitted_on_other_weights_stops_the_start(guarded_models, tmp_path):
     import shutil
 
