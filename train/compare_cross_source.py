@@ -14,31 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
-from compare_detectors import stage_logits  # train/ is on the path when this script runs
-from sklearn.metrics import balanced_accuracy_score
+from compare_detectors import LABEL_METRICS, stage_logits  # train/ is on the path when this script runs
 
 from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
 from mri_cascade.data import cross_source_split, expand_sources, load_sources, task_dataset
 from mri_cascade.evaluation import paired_cluster_bootstrap
 from mri_cascade.labels import TASKS
-
-
-def balanced_accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
-    """Mean recall over the classes held out; answers of a class not held out are misses (sklearn warns of them on
-    every bootstrap draw, which would bury the script's output)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        return float(balanced_accuracy_score(truth, predicted))
-
-
-METRICS = {
-    "accuracy": lambda truth, predicted: float((truth == predicted).mean()),
-    "balanced_accuracy": balanced_accuracy,
-}
 
 
 def main() -> None:
@@ -70,7 +54,7 @@ def main() -> None:
     report: dict = {"task": args.task, "recipes": dict(spec.split("=", 1) for spec in args.recipe), "scores": {},
                     "comparisons": {}}
     for name, predicted in predictions.items():
-        report["scores"][name] = {metric: fn(truth, predicted) for metric, fn in METRICS.items()}
+        report["scores"][name] = {metric: fn(truth, predicted) for metric, fn in LABEL_METRICS.items()}
         report["scores"][name]["recall"] = {classes[c]: float((predicted[truth == c] == c).mean())
                                             for c in np.unique(truth)}
         print(f"{name:<20}" + "  ".join(f"{k} {v:.3f}" for k, v in report["scores"][name].items() if k != "recall")
@@ -82,7 +66,7 @@ def main() -> None:
         report["comparisons"][f"{name} - {baseline}"] = comparison = {
             metric: paired_cluster_bootstrap(fn, truth, predicted, predictions[baseline], groups, np.zeros_like(groups),
                                              classes_needed=len(set(truth.tolist())))
-            for metric, fn in METRICS.items()}
+            for metric, fn in LABEL_METRICS.items()}
         print(f"{name} - {baseline}: " + "  ".join(
             f"{metric} {m['difference']:+.3f} ({m['low']:+.3f}, {m['high']:+.3f})" for metric, m in comparison.items()))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,30 +1,34 @@
-"""Compare disease-detector training recipes on held-out subjects, pooled over several validation folds.
+"""Compare training recipes of one cascade model on held-out subjects, pooled over several validation folds.
 
     python train/compare_detectors.py ../shared/data \
         --recipe shipped=models/disease-detector,runs/shipped_f1/disease-detector \
         --recipe native=runs/native_f0/disease-detector,runs/native_f1/disease-detector --flips
+    python train/compare_detectors.py ../shared/data --task alzheimer-severity \
+        --recipe shipped=models/alzheimer-severity,runs/severity_f1 --recipe native=runs/native_f0,runs/native_f1
 
 Each model directory's ``training_args.json`` names the fold it was validated on (``--validation_fold`` of
 ``run_train.py``; absent means fold 0). Every recipe is scored on each fold's held-out scans by its own model
-for that fold, per scan family (the true collection): ROC AUC of P(healthy), and the share of healthy scans kept
-at 95 % disease recall. Then each variant is compared with the first recipe (or ``--baseline``), on the folds both
-have, by a paired bootstrap over near-duplicate clusters (≈ subjects). ``--flips`` adds, for every recipe, its
-horizontal-flip average.
+for that fold. The disease detector (the default ``--task``) is scored per scan family (the true collection): ROC
+AUC of P(healthy), and the share of healthy scans kept at 95 % disease recall. Any other task is scored on the
+held-out scans of its own classes: accuracy and balanced accuracy of its most probable class. Then each variant is
+compared with the first recipe (or ``--baseline``), on the folds both have, by a paired bootstrap over
+near-duplicate clusters (≈ subjects). ``--flips`` adds, for every recipe, its horizontal-flip average.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
 from mri_cascade.calibration import softmax
 from mri_cascade.cascade import load_stage
-from mri_cascade.data import expand_sources, load_sources, split_validation, true_families
+from mri_cascade.data import expand_sources, load_sources, split_validation, task_dataset, true_families
 from mri_cascade.evaluation import paired_cluster_bootstrap, tune_healthy_threshold
 from mri_cascade.images import load_image
 from mri_cascade.labels import DISEASE_DETECTOR, FAMILIES, TASKS
@@ -38,7 +42,23 @@ def healthy_kept(is_healthy: np.ndarray, p_healthy: np.ndarray) -> float:
     return float((p_healthy[is_healthy] > threshold).mean())
 
 
-METRICS = {"auc": lambda is_healthy, p: float(roc_auc_score(is_healthy, p)), "healthy_kept_at_95": healthy_kept}
+DETECTOR_METRICS = {"auc": lambda is_healthy, p: float(roc_auc_score(is_healthy, p)), "healthy_kept_at_95": healthy_kept}
+
+
+def balanced_accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean recall over the classes present; answers of a class not present are misses (sklearn warns of them on
+    every bootstrap draw, which would bury the script's output)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(truth, predicted))
+
+
+LABEL_METRICS = {  # true and predicted class indices
+    "accuracy": lambda truth, predicted: float((truth == predicted).mean()),
+    "balanced_accuracy": balanced_accuracy,
+}
+CLASSIFIER_METRICS = {name: lambda truth, p, metric=metric: metric(truth, p.argmax(1))  # p: (N, classes)
+                      for name, metric in LABEL_METRICS.items()}
 
 
 def stage_logits(model_dir: str, task: str, images: list, flips: bool = False,
@@ -57,10 +77,20 @@ def stage_logits(model_dir: str, task: str, images: list, flips: bool = False,
     return {flip: np.concatenate(parts) for flip, parts in logits.items()}
 
 
-def p_healthy(model_dir: str, images: list, flips: bool) -> dict[bool, np.ndarray]:
-    """P(healthy) per image from one detector, without and (with ``flips``) with test-time flips."""
-    return {flip: softmax(logits)[:, 0]
-            for flip, logits in stage_logits(model_dir, DISEASE_DETECTOR.name, images, flips).items()}
+def probabilities(model_dir: str, task: str, images: list, flips: bool) -> dict[bool, np.ndarray]:
+    """Per image, without and (with ``flips``) with test-time flips: P(healthy) from a disease detector, else the
+    task's class probabilities (N, classes)."""
+    return {flip: softmax(logits)[:, 0] if task == DISEASE_DETECTOR.name else softmax(logits)
+            for flip, logits in stage_logits(model_dir, task, images, flips).items()}
+
+
+def scoring_facts(task: str, dataset, clusters: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per held-out scan: the group it is scored in (the disease detector: its true family; else the task), what
+    the metrics compare with (is it healthy; else its class index) and its near-duplicate cluster."""
+    rows = clusters[np.asarray(dataset["row"])]
+    if task == DISEASE_DETECTOR.name:
+        return true_families(dataset), np.asarray(dataset["label_id"]) == "healthy", rows
+    return np.full(len(dataset), task), np.asarray(dataset["label"]), rows
 
 
 def fold_of(model_dir: str) -> int:
@@ -71,6 +101,7 @@ def fold_of(model_dir: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", nargs="+")
+    parser.add_argument("--task", default=DISEASE_DETECTOR.name, choices=list(TASKS))
     parser.add_argument("--recipe", action="append", required=True, help="name=model_dir[,model_dir...], one per fold")
     parser.add_argument("--flips", action="store_true", help="also score each recipe with horizontal-flip averaging")
     parser.add_argument("--validation-fraction", type=float, default=0.15)
@@ -90,19 +121,20 @@ def main() -> None:
         for model_dir in model_dirs:
             fold = fold_of(model_dir)
             if fold not in held_out:
-                held_out[fold] = split_validation(train, clusters, args.validation_fraction, args.seed, fold)[1]
+                validation = split_validation(train, clusters, args.validation_fraction, args.seed, fold)[1]
+                held_out[fold] = validation if args.task == DISEASE_DETECTOR.name else task_dataset(validation, TASKS[args.task])
             print(f"{name}: {model_dir} on fold {fold} ({len(held_out[fold])} scans)", flush=True)
-            for flip, p in p_healthy(model_dir, held_out[fold]["image"], args.flips).items():
+            for flip, p in probabilities(model_dir, args.task, held_out[fold]["image"], args.flips).items():
                 scores.setdefault(f"{name}+flips" if flip else name, {})[fold] = p
-    # per fold: each scan's true family, whether it is healthy, and its near-duplicate cluster
-    facts = {fold: (true_families(dataset), np.asarray(dataset["label_id"]) == "healthy",
-                    clusters[np.asarray(dataset["row"])]) for fold, dataset in held_out.items()}
+    facts = {fold: scoring_facts(args.task, dataset, clusters) for fold, dataset in held_out.items()}
+    metrics = DETECTOR_METRICS if args.task == DISEASE_DETECTOR.name else CLASSIFIER_METRICS
+    groups = FAMILIES if args.task == DISEASE_DETECTOR.name else (args.task,)
 
-    report: dict = {"recipes": recipes, "folds": {}, "comparisons": {}}
-    for fold, (families, is_healthy, _) in sorted(facts.items()):
+    report: dict = {"task": args.task, "recipes": recipes, "folds": {}, "comparisons": {}}
+    for fold, (scan_groups, truth, _) in sorted(facts.items()):
         report["folds"][fold] = {
-            variant: {family: {metric: fn(is_healthy[families == family], by_fold[fold][families == family])
-                               for metric, fn in METRICS.items()} for family in FAMILIES}
+            variant: {group: {metric: fn(truth[scan_groups == group], by_fold[fold][scan_groups == group])
+                              for metric, fn in metrics.items()} for group in groups}
             for variant, by_fold in scores.items() if fold in by_fold
         }
     baseline = args.baseline or next(iter(scores))
@@ -113,27 +145,28 @@ def main() -> None:
             continue
         shared = sorted(set(by_fold) & set(scores[baseline]))
         report["comparisons"][f"{variant} - {baseline}"] = {}
-        for family in FAMILIES:
+        for group in groups:
             parts = []
             for fold in shared:
-                families, is_healthy, fold_clusters = facts[fold]
-                members = families == family
-                parts.append((is_healthy[members], by_fold[fold][members], scores[baseline][fold][members],
+                scan_groups, fold_truth, fold_clusters = facts[fold]
+                members = scan_groups == group
+                parts.append((fold_truth[members], by_fold[fold][members], scores[baseline][fold][members],
                               fold_clusters[members], np.full(members.sum(), fold)))
-            truth, a, b, groups, folds = (np.concatenate(column) for column in zip(*parts))
-            report["comparisons"][f"{variant} - {baseline}"][family] = {
-                metric: paired_cluster_bootstrap(fn, truth, a, b, groups, folds) for metric, fn in METRICS.items()}
+            truth, a, b, scan_clusters, folds = (np.concatenate(column) for column in zip(*parts))
+            report["comparisons"][f"{variant} - {baseline}"][group] = {
+                metric: paired_cluster_bootstrap(fn, truth, a, b, scan_clusters, folds) for metric, fn in metrics.items()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     for fold, variants in report["folds"].items():
         for variant, figures in variants.items():
             print(f"fold {fold}  {variant:<30}" + "  ".join(
-                f"{family}: AUC {f['auc']:.3f}, kept {100 * f['healthy_kept_at_95']:.1f} %" for family, f in figures.items()))
-    for name, families in report["comparisons"].items():
-        for family, metrics in families.items():
-            print(f"{name:<40} {family:<10}" + "  ".join(
+                f"{group}: " + ", ".join(f"{metric} {value:.3f}" for metric, value in f.items())
+                for group, f in figures.items()))
+    for name, by_group in report["comparisons"].items():
+        for group, differences in by_group.items():
+            print(f"{name:<40} {group:<10}  " + "  ".join(
                 f"{metric} {m['difference']:+.3f} ({m['low']:+.3f}, {m['high']:+.3f}; {m['clusters']} clusters)"
-                for metric, m in metrics.items()))
+                for metric, m in differences.items()))
 
 
 if __name__ == "__main__":
