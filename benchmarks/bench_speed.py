@@ -89,14 +89,15 @@ def seed_equivalent_cascade() -> Cascade:
 
 
 def cascade_flops(cascade: Cascade) -> int:
-    """FLOPs (2 per multiply-add) of one image through all four models, counted on the PyTorch graphs."""
+    """FLOPs (2 per multiply-add) of one image through all four models, test-time flips included, counted on the
+    PyTorch graphs."""
     from torch.utils.flop_counter import FlopCounterMode
 
     total = 0
     for stage in cascade.stages.values():
-        size = stage.processor.size["height"]
+        size = stage.processor.size
         with FlopCounterMode(display=False) as counter, torch.inference_mode():
-            stage.run(np.zeros((1, 3, size, size), dtype=np.float32))
+            stage.logits_and_embedding(np.zeros((1, 3, size["height"], size["width"]), dtype=np.float32))
         total += counter.get_total_flops()
     return total
 
