@@ -113,6 +113,10 @@ def onnx_model_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=model_workers(), thread_name_prefix="onnx-model")
 
 
+# a forked child inherits the pool but not its threads: work sent there would wait forever
+os.register_at_fork(after_in_child=onnx_model_pool.cache_clear)
+
+
 class OnnxRunner:
     """pixel_values (N, 3, H, W) -> (logits, embedding) under ONNX Runtime, on one thread by default.
 

@@ -62,6 +62,25 @@ def test_onnx_models_run_side_by_side_a_core_each(exported_models, two_model_wor
         np.testing.assert_allclose(logits[task], reference[task], atol=1e-6)
 
 
+def test_a_forked_process_can_still_run_the_onnx_models(exported_models):
+    """Catches a forked child inheriting the parent's model pool without its threads (its runs would never start)."""
+    import multiprocessing
+
+    cascade = Cascade.from_pretrained(exported_models)
+    expected = cascade.run_models([synthetic_slice(2)])[0]  # the parent's pool now exists
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=lambda: results.put(cascade.run_models([synthetic_slice(2)])[0]))
+    child.start()
+    try:
+        logits = results.get(timeout=60)
+    finally:
+        child.join(5)
+        child.kill()
+    for task in TASKS:
+        np.testing.assert_allclose(logits[task], expected[task], atol=1e-6)
+
+
 def test_an_export_without_the_embedding_output_is_not_used(exported_models, tmp_path):
     import shutil
 
