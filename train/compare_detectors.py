@@ -4,7 +4,8 @@
         --recipe shipped=models/disease-detector,runs/shipped_f1/disease-detector \
         --recipe native=runs/native_f0/disease-detector,runs/native_f1/disease-detector --flips
     python train/compare_detectors.py ../shared/data --task alzheimer-severity \
-        --recipe shipped=models/alzheimer-severity,runs/severity_f1 --recipe native=runs/native_f0,runs/native_f1
+        --recipe shipped=models/alzheimer-severity,runs/severity_f1/alzheimer-severity \
+        --recipe native=runs/native_f0/alzheimer-severity,runs/native_f1/alzheimer-severity
 
 Each model directory's ``training_args.json`` names the fold it was validated on (``--validation_fold`` of
 ``run_train.py``; absent means fold 0). Every recipe is scored on each fold's held-out scans by its own model
@@ -110,6 +111,7 @@ def main() -> None:
                         help="the variant every other is compared with, e.g. 'shipped+flips' (default: the first recipe)")
     parser.add_argument("--out", default="reports/detector_comparison.json")
     args = parser.parse_args()
+    is_detector = args.task == DISEASE_DETECTOR.name
 
     train = load_sources(expand_sources(args.data))["train"]
     train = train.add_column("row", list(range(len(train))))
@@ -122,13 +124,13 @@ def main() -> None:
             fold = fold_of(model_dir)
             if fold not in held_out:
                 validation = split_validation(train, clusters, args.validation_fraction, args.seed, fold)[1]
-                held_out[fold] = validation if args.task == DISEASE_DETECTOR.name else task_dataset(validation, TASKS[args.task])
+                held_out[fold] = validation if is_detector else task_dataset(validation, TASKS[args.task])
             print(f"{name}: {model_dir} on fold {fold} ({len(held_out[fold])} scans)", flush=True)
             for flip, p in probabilities(model_dir, args.task, held_out[fold]["image"], args.flips).items():
                 scores.setdefault(f"{name}+flips" if flip else name, {})[fold] = p
     facts = {fold: scoring_facts(args.task, dataset, clusters) for fold, dataset in held_out.items()}
-    metrics = DETECTOR_METRICS if args.task == DISEASE_DETECTOR.name else CLASSIFIER_METRICS
-    groups = FAMILIES if args.task == DISEASE_DETECTOR.name else (args.task,)
+    metrics = DETECTOR_METRICS if is_detector else CLASSIFIER_METRICS
+    groups = FAMILIES if is_detector else (args.task,)
 
     report: dict = {"task": args.task, "recipes": recipes, "folds": {}, "comparisons": {}}
     for fold, (scan_groups, truth, _) in sorted(facts.items()):

@@ -1,0 +1,30 @@
+"""How train/compare_detectors.py scores a classifier task's recipes out of fold."""
+
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+from datasets import Dataset
+
+sys.path.insert(0, str(REPO_ROOT / "train"))
+from compare_detectors import CLASSIFIER_METRICS, scoring_facts  # noqa: E402
+
+
+def test_a_classifier_is_scored_by_its_most_probable_class():
+    """Catches scoring a column of the probabilities (as for P(healthy)) instead of the most probable class, and
+    balanced accuracy that ignores a class."""
+    truth = np.array([0, 0, 0, 1, 2])
+    probabilities = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.1, 0.4], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
+    assert CLASSIFIER_METRICS["accuracy"](truth, probabilities) == 0.8
+    assert CLASSIFIER_METRICS["balanced_accuracy"](truth, probabilities) == pytest.approx((2 / 3 + 1 + 1) / 3)
+
+
+def test_a_classifier_task_scores_its_own_class_indices_in_one_group():
+    held_out = Dataset.from_dict({"row": [2, 0], "label": [1, 0], "label_id": ["alzheimer_mild", "alzheimer_very_mild"],
+                                  "source": ["alzheimer", "alzheimer"]})
+    groups, truth, clusters = scoring_facts("alzheimer-severity", held_out, np.array([7, 8, 9]))
+    assert groups.tolist() == ["alzheimer-severity"] * 2
+    assert truth.tolist() == [1, 0] and clusters.tolist() == [9, 7]
+    detector_groups, is_healthy, _ = scoring_facts("disease-detector", held_out, np.array([7, 8, 9]))
+    assert detector_groups.tolist() == ["alzheimer"] * 2 and not is_healthy.any()
