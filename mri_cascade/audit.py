@@ -38,8 +38,19 @@ def fingerprint_images(images) -> Fingerprints:
     return Fingerprints(exact, np.stack(thumbnails), sizes)
 
 
+def _fingerprint_batch(batch: dict) -> dict:
+    prints = fingerprint_images(batch["image"])
+    return {"exact": prints.exact, "thumbnail": list(prints.thumbnails), "size": [list(size) for size in prints.sizes]}
+
+
 def fingerprint_dataset(dataset: Dataset) -> Fingerprints:
-    return fingerprint_images(dataset["image"])
+    """``fingerprint_images`` of the dataset's images, through ``Dataset.map``: for a dataset backed by cache files
+    (an image folder, as ``data.load_sources`` loads it), ``datasets`` stores the result beside them and later runs
+    read it back (``train/`` takes ~40 s to fingerprint on 2 cores)."""
+    mapped = dataset.select_columns(["image"]).map(_fingerprint_batch, batched=True, batch_size=256,
+                                                   remove_columns=["image"], desc="fingerprinting images")
+    thumbnails = np.asarray(mapped.with_format("numpy")["thumbnail"], dtype=np.float32)
+    return Fingerprints(mapped["exact"], thumbnails, [tuple(size) for size in mapped["size"]])
 
 
 def nearest_similarity(queries: np.ndarray, references: np.ndarray, exclude_self: bool = False) -> np.ndarray:

@@ -4,7 +4,7 @@ from conftest import make_image_folder
 from datasets import Dataset
 from PIL import Image
 
-from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
+from mri_cascade.audit import fingerprint_dataset, fingerprint_images, near_duplicate_groups
 from mri_cascade.data import (
     cross_source_split,
     expand_sources,
@@ -90,7 +90,7 @@ def test_near_duplicate_groups_link_copies(collections):
     rng = np.random.default_rng(0)
     scans = [Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).resize((176, 208)) for _ in range(5)]
     doubled = [*scans, *[scan.resize((150, 180)) for scan in scans]]
-    groups = near_duplicate_groups(fingerprint_dataset({"image": doubled}).thumbnails)
+    groups = near_duplicate_groups(fingerprint_images(doubled).thumbnails)
     assert all(groups[i] == groups[i + 5] for i in range(5))
     assert len(set(groups)) == 5
 
@@ -124,3 +124,16 @@ def test_cross_source_split_holds_out_other_sources_of_learned_classes_only():
     kept, held_out = cross_source_split(train, [r[2] for r in rows], [r[3] for r in rows])
     assert list(held_out["row"]) == [13]
     assert sorted([*kept["row"], *held_out["row"]]) == list(range(len(rows)))
+
+
+def test_a_dataset_is_fingerprinted_as_its_images_are():
+    """Catches the cached ``Dataset.map`` path losing order, sizes or precision against ``fingerprint_images``."""
+    from datasets import Dataset, Features
+    from datasets import Image as ImageFeature
+
+    rng = np.random.default_rng(1)
+    images = [Image.fromarray(rng.integers(0, 255, (40 + i, 30), dtype=np.uint8)) for i in range(5)]
+    dataset = Dataset.from_dict({"image": images}, features=Features({"image": ImageFeature()}))
+    direct, mapped = fingerprint_images(images), fingerprint_dataset(dataset)
+    assert mapped.exact == direct.exact and mapped.sizes == direct.sizes == [(30, 40 + i) for i in range(5)]
+    np.testing.assert_allclose(mapped.thumbnails, direct.thumbnails, atol=1e-6)
