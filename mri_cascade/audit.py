@@ -46,7 +46,7 @@ def _fingerprint_batch(batch: dict) -> dict:
 def fingerprint_dataset(dataset: Dataset) -> Fingerprints:
     """``fingerprint_images`` of the dataset's images, through ``Dataset.map``: for a dataset backed by cache files
     (an image folder, as ``data.load_sources`` loads it), ``datasets`` stores the result beside them and later runs
-    read it back (``train/`` takes ~40 s to fingerprint on 2 cores)."""
+    read it back (``train/``, 2 cores: 6.5 s the first time, 0.5 s after)."""
     mapped = dataset.select_columns(["image"]).map(_fingerprint_batch, batched=True, batch_size=256,
                                                    remove_columns=["image"], desc="fingerprinting images")
     thumbnails = np.asarray(mapped.with_format("numpy")["thumbnail"], dtype=np.float32)
