@@ -87,6 +87,7 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
         datasets_text="the `train/` splits of the Kaggle collections Alzheimer's Dataset (4 class of Images) and "
         "Brain Tumor Classification (MRI), as image folders (on the Hub: " + ", ".join(HUB_DATASETS) + ")",
         validation_images=validation.get("validation_images", "?"),
+        refit=training.get("validation") == "none",
         epochs=f"{training['epochs']:g}" if "epochs" in training else "?",
         learning_rate=training.get("learning_rate", "?"),
         batch_size=training.get("batch_size", "?"),

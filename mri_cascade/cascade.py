@@ -217,7 +217,7 @@ class Stage:
         return model.eval()
 
 
-def _resolve(location: str, filename: str) -> str | None:
+def resolve_file(location: str, filename: str) -> str | None:
     """Local path of ``filename`` in a model directory or Hub repo (downloaded or cached), None if absent."""
     if os.path.isdir(location):
         path = os.path.join(location, filename)
@@ -242,7 +242,7 @@ def load_stage(location: str, task: str, backend: str = "auto") -> Stage:
         )
     processor = AutoImageProcessor.from_pretrained(location, trust_remote_code=False)
     if backend in ("auto", "onnx"):
-        onnx_path, weights_path = _resolve(location, ONNX_FILE), _resolve(location, WEIGHTS_FILE)
+        onnx_path, weights_path = resolve_file(location, ONNX_FILE), resolve_file(location, WEIGHTS_FILE)
         if onnx_path and weights_path and fresh_onnx_export(onnx_path, weights_path):
             try:
                 return Stage(config, processor, OnnxRunner(onnx_path), location, "onnx")
@@ -260,7 +260,7 @@ def load_familiarity(source: str | os.PathLike | None) -> FamiliarityCheck | Non
     A check fitted on other weights than the models' own is refused: it would measure the wrong thing."""
     location = model_location(source, DISEASE_DETECTOR.name)
     if os.path.isdir(location):
-        path = _resolve(location, FAMILIARITY_FILE)
+        path = resolve_file(location, FAMILIARITY_FILE)
     else:  # only a check that the Hub says is absent may be done without; a failed download must not fail open
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import RemoteEntryNotFoundError
@@ -279,7 +279,7 @@ def load_familiarity(source: str | os.PathLike | None) -> FamiliarityCheck | Non
     except Exception as error:
         raise ModelLoadError(f"the refusal check at {path} cannot be read: {error}") from error
     for task, expected in check.weights_sha256.items():
-        weights = _resolve(model_location(source, task), WEIGHTS_FILE)
+        weights = resolve_file(model_location(source, task), WEIGHTS_FILE)
         if weights is None or file_sha256(weights) != expected:
             raise ModelLoadError(f"the refusal check at {path} was fitted on other {task} weights; "
                                  "run `mri-cascade fit-familiarity` again")

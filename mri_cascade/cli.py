@@ -15,11 +15,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from .cascade import DEFAULT_MODELS, Cascade
     from .data import expand_sources, load_sources
     from .evaluation import evaluate_cascade, report_name, test_results_of, write_report
+    from .fitting import stored_validation_figures
     from .labels import TASKS
 
     sources = expand_sources(args.data)
     cascade = Cascade.from_pretrained(args.models, backend=args.backend, operating_point=args.operating_point)
-    report = evaluate_cascade(cascade, load_sources(sources), args.batch_size)
+    validation = stored_validation_figures(cascade, cascade.operating_point)
+    report = evaluate_cascade(cascade, load_sources(sources), args.batch_size, validation=validation)
     report.update(models=args.models or "models/ (shipped)", data=sources)
     write_report(report, Path(args.out))
     print(f"{report['full_test']['images']} test images, {report['test_images_duplicating_train']} of them "

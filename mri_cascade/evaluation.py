@@ -142,9 +142,10 @@ def evaluate_predictions(
 
 
 def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str | None = None,
-                     validation_fraction: float = 0.15, seed: int = 42) -> dict:
+                     validation_fraction: float = 0.15, seed: int = 42, validation: dict | None = None) -> dict:
     """Every figure at ``operating_point`` (default: the cascade's own) on the test split, twice (all of it, and
-    without the images that duplicate a training image), and on the training script's validation split."""
+    without the images that duplicate a training image), and on validation: ``validation``'s figures when given
+    (``fitting.stored_validation_figures``, for models trained on fold 0), else fold 0 through the cascade."""
     from .audit import fingerprint_dataset
     from .cascade import scan_families
     from .data import carve_validation
@@ -153,7 +154,6 @@ def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str 
     test = splits["test"]
     train_prints = fingerprint_dataset(splits["train"])
     _, duplicates = duplicates_of_reference(fingerprint_dataset(test), train_prints)
-    _, validation = carve_validation(splits["train"], validation_fraction, seed, train_prints.thumbnails)
 
     def figures_for(probabilities: dict[str, np.ndarray], truth: np.ndarray) -> dict:
         return evaluate_predictions(list(truth), probabilities, cascade.combine(probabilities, point),
@@ -164,15 +164,17 @@ def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str 
     keep = ~duplicates
     full = figures_for(probabilities, truth)
     deduplicated = figures_for({task: p[keep] for task, p in probabilities.items()}, truth[keep])
-    on_validation = figures_for(cascade.stage_probabilities(validation["image"], batch_size=batch_size),
-                                np.asarray(validation["label_id"]))
+    if validation is None:
+        _, fold = carve_validation(splits["train"], validation_fraction, seed, train_prints.thumbnails)
+        validation = figures_for(cascade.stage_probabilities(fold["image"], batch_size=batch_size),
+                                 np.asarray(fold["label_id"]))
     return {
         "operating_point": point,
         "healthy_thresholds": cascade.thresholds(point),
         "test_images_duplicating_train": int(duplicates.sum()),
         "full_test": full,
         "deduplicated_test": deduplicated,
-        "validation": on_validation,
+        "validation": validation,
     }
 
 

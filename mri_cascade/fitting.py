@@ -28,15 +28,20 @@ from .cascade import (
     calls_healthy,
     load_stage,
     load_stages,
+    resolve_file,
     scan_families,
 )
 from .data import split_validation
-from .evaluation import decision_figures, tune_healthy_threshold
+from .evaluation import decision_figures, evaluate_predictions, tune_healthy_threshold
 from .labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, TASKS
 
 SCREENING_DISEASE_RECALL = 0.95
 OPERATING_POINTS_FILE = "operating_points.json"
 """Validation figures of the fitted operating points, beside the disease detector's config."""
+VALIDATION_FIGURES_FILE = "validation_figures.json"
+"""Every evaluation figure, at both operating points, on the folds no model trained on, beside the disease
+detector: how ``mri-cascade evaluate`` validates models trained on every fold."""
+TRAINING_RECORD = "training_args.json"  # run_train.py's record of how a model was trained
 NEVER_HEALTHY = dict.fromkeys(FAMILIES, 1.0)  # P(healthy) > 1 never holds: every scan takes the disease path
 
 
@@ -119,40 +124,71 @@ class HeldOut:
     out_of_fold: set[str]  # the tasks whose model never trained on this fold
 
 
+def held_out_fold(location: str, validation_fraction: float = 0.15, seed: int = 42) -> int | None:
+    """The grouped fold of this split (``data.split_validation``) that a model's training held out, read from the
+    ``training_args.json`` that ``run_train.py`` writes beside it: None when it held out none of them (trained on
+    every scan, ``--validation none``, or validated another way, or on another split). A model without that record
+    is taken to have held out fold 0, the training script's default."""
+    path = resolve_file(location, TRAINING_RECORD)
+    if path is None:
+        return 0
+    args = json.loads(Path(path).read_text())
+    if (args.get("validation", "fold") != "fold" or args.get("seed", seed) != seed
+            or args.get("validation_fraction", validation_fraction) != validation_fraction):
+        return None
+    return int(args.get("validation_fold", 0))
+
+
 def held_out_logits(shipped: dict[str, Stage], train, fold_models: Sequence[Path] = (),
                     validation_fraction: float = 0.15, seed: int = 42) -> list[HeldOut]:
-    """Fold 0 (the training script's validation split) through the ``shipped`` stages, and every other fold that a
-    model in ``fold_models`` (``run_train.py --validation_fold K`` output folders) held out, through the shipped
-    models with that fold's models swapped in. The swapped-in models run with the shipped ones' test-time flips.
-    Only the swapped-in models are out of fold on fold K: the shipped ones trained on it."""
+    """Every validation fold that some model never trained on, through the ``shipped`` stages with that fold's
+    models from ``fold_models`` (``run_train.py --validation_fold K`` output folders) swapped in. A shipped model is
+    out of fold on the fold its own training held out (``held_out_fold``; none if it trained on every scan), a
+    swapped-in one on its fold; the swapped-in models run with the shipped ones' test-time flips."""
     from .audit import fingerprint_dataset, near_duplicate_groups
 
+    shipped_folds = {task: held_out_fold(stage.location, validation_fraction, seed) for task, stage in shipped.items()}
     swaps: dict[int, dict[str, Stage]] = {}
     for directory in map(Path, fold_models):
-        found = [task for task in TASKS if (directory / task / "training_args.json").is_file()]
+        found = [task for task in TASKS if (directory / task / TRAINING_RECORD).is_file()]
         if not found:
-            raise ValueError(f"{directory} holds no trained model folder (one per task, with training_args.json)")
+            raise ValueError(f"{directory} holds no trained model folder (one per task, with {TRAINING_RECORD})")
         for task in found:
-            args = json.loads((directory / task / "training_args.json").read_text())
-            fold = args.get("validation_fold", 0)
-            if (args.get("validation", "fold") != "fold" or fold == 0 or args.get("seed") != seed
-                    or args.get("validation_fraction") != validation_fraction):
-                raise ValueError(f"{directory / task} did not hold out another fold of this split (--validation fold, "
-                                 f"--validation_fold > 0, seed {seed}, validation fraction {validation_fraction})")
-            if task in swaps.get(fold, {}):
+            fold = held_out_fold(str(directory / task), validation_fraction, seed)
+            if fold is None:
+                raise ValueError(f"{directory / task} did not hold out a fold of this split (--validation fold, "
+                                 f"seed {seed}, validation fraction {validation_fraction})")
+            if task in swaps.get(fold, {}) or shipped_folds[task] == fold:
                 raise ValueError(f"two {task} models held out fold {fold}; give one")
             stage = load_stage(str(directory / task), task)
             stage.test_time_flips = shipped[task].test_time_flips
             swaps.setdefault(fold, {})[task] = stage
     groups = near_duplicate_groups(fingerprint_dataset(train).thumbnails)
     held = []
-    for fold, swapped in [(0, {}), *sorted(swaps.items())]:
+    for fold in sorted({fold for fold in shipped_folds.values() if fold is not None} | set(swaps)):
+        swapped = swaps.get(fold, {})
+        out_of_fold = set(swapped) | {task for task, own in shipped_folds.items() if own == fold}
         _, validation = split_validation(train, groups, validation_fraction, seed, fold)
         print(f"fold {fold}: {len(validation)} validation images, out of fold: "
-              f"{', '.join(swapped) if fold else 'all models'}", flush=True)
+              f"{', '.join(task for task in TASKS if task in out_of_fold)}", flush=True)
         logits = Cascade({**shipped, **swapped}).stage_logits(validation["image"])
-        held.append(HeldOut(fold, logits, np.asarray(validation["label_id"]), set(swapped) if fold else set(TASKS)))
+        held.append(HeldOut(fold, logits, np.asarray(validation["label_id"]), out_of_fold))
     return held
+
+
+def stored_validation_figures(cascade: Cascade, operating_point: str, validation_fraction: float = 0.15,
+                              seed: int = 42) -> dict | None:
+    """The validation figures ``calibrate_models`` stored at ``operating_point``, for a cascade whose models did
+    not all hold out fold 0 (so that fold cannot score it); None when they all did: fold 0 through the cascade
+    is its validation, as ``evaluation.evaluate_cascade`` computes it."""
+    if all(held_out_fold(stage.location, validation_fraction, seed) == 0 for stage in cascade.stages.values()):
+        return None
+    path = resolve_file(cascade.stages[DISEASE_DETECTOR.name].location, VALIDATION_FIGURES_FILE)
+    if path is None:
+        raise ValueError("some of these models trained on fold 0, so it cannot validate them, and the disease "
+                         f"detector has no {VALIDATION_FIGURES_FILE}: run `mri-cascade calibrate --fold-models` "
+                         "with models of their recipes that held out folds")
+    return json.loads(Path(path).read_text())[operating_point]
 
 
 def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fraction: float = 0.15, seed: int = 42,
@@ -161,10 +197,13 @@ def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fractio
     probabilities; store them in the configs (and the operating points' validation figures in
     ``disease-detector/operating_points.json``); report test ECE before and after, at the balanced point.
 
-    Held out means the training script's validation split (fold 0) and, for models with ``fold_models`` (see
-    ``held_out_logits``), the other folds those held out: each temperature is fitted on every fold its model
-    was not trained on, the operating points on every fold the disease detector was not trained on. More folds
-    mean more held-out subjects than fold 0's ~28 Alzheimer clusters.
+    Held out means the fold each shipped model's training held out (the training script's default is fold 0)
+    and every fold a model in ``fold_models`` held out (see ``held_out_logits``): each temperature is fitted on
+    every fold its task's model was not trained on, the operating points on every fold the disease detector was
+    not trained on. More folds mean more held-out subjects than fold 0's ~28 Alzheimer clusters; a shipped model
+    trained on every fold (``run_train.py --validation none``) is calibrated entirely on its fold models' folds,
+    as scikit-learn's ``CalibratedClassifierCV(ensemble=False)`` calibrates a refit. Every evaluation figure on
+    the folds no model trained on is stored beside the disease detector (``VALIDATION_FIGURES_FILE``).
 
     ``test_time_flips``, when given, names the models whose logits are averaged over each image and its mirror
     image (the others are switched off) before anything is fitted; None keeps the configs' own setting.
@@ -187,6 +226,9 @@ def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fractio
     figures = {}
     for name, task in TASKS.items():
         folds = [part for part in held if name in part.out_of_fold]
+        if not folds:
+            raise ValueError(f"no held-out scans for {name}: its model trained on every fold; give a model of its "
+                             "recipe that held one out (--fold-models)")
         pooled = [(part.logits[name][members], labels)
                   for part in folds for members, labels in [members_and_labels(part.truth, task)]]
         held_logits, held_labels = (np.concatenate(column) for column in zip(*pooled))
@@ -221,6 +263,18 @@ def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fractio
     detector = models_dir / DISEASE_DETECTOR.name
     update_config(detector, {OPERATING_POINTS_KEY: fitted["operating_points"]}, remove=[LEGACY_THRESHOLD_KEY])
     (detector / OPERATING_POINTS_FILE).write_text(json.dumps(fitted, indent=2))
+    (detector / VALIDATION_FIGURES_FILE).unlink(missing_ok=True)
+    unseen = [part for part in held if part.out_of_fold == set(TASKS)]
+    if unseen:
+        truth = np.concatenate([part.truth for part in unseen])
+        probabilities = {name: np.concatenate([softmax(part.logits[name], figures[name]["temperature"])
+                                               for part in unseen]) for name in TASKS}
+        families = scan_families(probabilities[ALZHEIMER_VS_TUMOR.name])
+        stored = {point: evaluate_predictions(list(truth), probabilities,
+                                              cascade.combine(probabilities, thresholds=thresholds), families)
+                  for point, thresholds in fitted["operating_points"].items()}
+        (detector / VALIDATION_FIGURES_FILE).write_text(
+            json.dumps({"folds": [part.fold for part in unseen], **stored}, indent=2))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     reliability_diagram(curves, out_dir / "reliability_cascade.png")

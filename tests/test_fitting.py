@@ -12,9 +12,12 @@ from mri_cascade.cascade import calls_healthy, load_stage, load_stages, scan_fam
 from mri_cascade.data import load_sources, split_validation
 from mri_cascade.fitting import (
     SCREENING_DISEASE_RECALL,
+    VALIDATION_FIGURES_FILE,
     best_accuracy_threshold,
+    calibrate_models,
     fit_operating_points,
     held_out_logits,
+    stored_validation_figures,
     update_config,
 )
 from mri_cascade.images import load_image
@@ -155,9 +158,55 @@ def test_a_fold_model_of_the_shipped_fold_is_refused(fold_setup, tmp_path):
     shutil.copytree(fold_models, tmp_path / "fold0")
     args_file = tmp_path / "fold0" / "disease-detector" / "training_args.json"
     args_file.write_text(json.dumps({**json.loads(args_file.read_text()), "validation_fold": 0}))
-    with pytest.raises(ValueError, match="did not hold out another fold"):
+    with pytest.raises(ValueError, match="two disease-detector models held out fold 0"):  # the shipped one did
+        held_out_logits(shipped, train, [tmp_path / "fold0"])
+    args_file.write_text(json.dumps({**json.loads(args_file.read_text()), "validation": "cross-source"}))
+    with pytest.raises(ValueError, match="did not hold out a fold of this split"):
         held_out_logits(shipped, train, [tmp_path / "fold0"])
     with pytest.raises(ValueError, match="holds no trained model"):
         held_out_logits(shipped, train, [tmp_path])
     with pytest.raises(ValueError, match="two disease-detector models held out fold 1"):
         held_out_logits(shipped, train, [fold_models, fold_models])
+
+
+@pytest.fixture
+def refit(fold_setup, tmp_path):
+    """The shipped tiny models with the detector refitted on every fold (run_train.py --validation none), and a
+    folder holding a detector of its recipe that held out fold 0."""
+    models, fold_models, _ = fold_setup
+    refit = shutil.copytree(models, tmp_path / "models")
+    record = {"validation": "none", "validation_fold": 0, "seed": 42, "validation_fraction": 0.15}
+    (refit / "disease-detector" / "training_args.json").write_text(json.dumps(record))
+    fold0 = shutil.copytree(fold_models, tmp_path / "fold0")
+    (fold0 / "disease-detector" / "training_args.json").write_text(json.dumps({**record, "validation": "fold"}))
+    return refit, fold0
+
+
+def test_a_model_trained_on_every_fold_is_out_of_fold_only_through_its_fold_models(fold_setup, refit, monkeypatch):
+    _, fold1, train = fold_setup
+    models, fold0 = refit
+    monkeypatch.setattr(audit, "near_duplicate_groups", lambda thumbnails: np.arange(len(thumbnails)))
+    others = {"alzheimer-vs-tumor", "alzheimer-severity", "tumor-type"}  # no record: they held out fold 0
+    held = held_out_logits(load_stages(models), train)
+    assert [(part.fold, part.out_of_fold) for part in held] == [(0, others)]
+    held = held_out_logits(load_stages(models), train, [fold0, fold1])
+    assert [(part.fold, part.out_of_fold) for part in held] == [(0, set(TASKS)), (1, {"disease-detector"})]
+
+
+def test_calibrating_a_model_trained_on_every_fold_needs_its_fold_models(fold_setup, refit, tmp_path, monkeypatch):
+    _, _, train = fold_setup
+    models, _ = refit
+    monkeypatch.setattr(audit, "near_duplicate_groups", lambda thumbnails: np.arange(len(thumbnails)))
+    with pytest.raises(ValueError, match="no held-out scans for disease-detector: its model trained on every fold"):
+        calibrate_models(models, {"train": train, "test": train.select(range(4))}, tmp_path / "reports")
+
+
+def test_evaluation_reads_the_stored_validation_figures_of_models_fold_0_cannot_validate(fold_setup, refit):
+    shipped, _, _ = fold_setup
+    models, _ = refit
+    assert stored_validation_figures(Cascade.from_pretrained(str(shipped)), "balanced") is None  # fold 0 validates
+    with pytest.raises(ValueError, match="run `mri-cascade calibrate --fold-models`"):
+        stored_validation_figures(Cascade.from_pretrained(str(models)), "balanced")
+    figures = {"folds": [0], "balanced": {"images": 9}, "screening": {"images": 9, "cascade": {"accuracy": 0.5}}}
+    (models / "disease-detector" / VALIDATION_FIGURES_FILE).write_text(json.dumps(figures))
+    assert stored_validation_figures(Cascade.from_pretrained(str(models)), "screening") == figures["screening"]

@@ -100,11 +100,12 @@ def test_model_card_metadata_is_valid(trained, tmp_path):
 @pytest.mark.parametrize(("flag", "value", "message"), [
     ("--ema_decay", "1.5", "--ema_decay in [0, 1)"),
     ("--augmentation", "heavy", "--augmentation must be one of standard, robust"),
-    ("--validation", "random", "--validation must be 'fold' or 'cross-source'"),
+    ("--validation", "random", "--validation must be one of fold, cross-source, none"),
+    ("--validation", "none", "--validation none leaves nothing to evaluate on"),  # with the default --eval_strategy
 ])
 def test_a_bad_setting_is_refused_before_any_work(tmp_path, flag, value, message):
     command = [sys.executable, str(REPO_ROOT / "train" / "run_train.py"), "--output_dir", str(tmp_path),
-               flag, value, "--use_cpu", "--report_to", "none"]
+               flag, value, "--use_cpu", "--report_to", "none", "--eval_strategy", "epoch"]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 2
     assert message in completed.stderr and "Traceback" not in completed.stderr
@@ -122,3 +123,26 @@ def test_a_validation_with_no_scans_for_a_task_is_refused(tmp_path):
     assert completed.returncode == 2, completed.stderr[-2000:]
     assert "no validation scans for alzheimer-severity with --validation cross-source" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_validation_none_trains_on_every_scan(tmp_path):
+    """The refit of a recipe whose schedule was chosen on folds: every train scan is trained on, nothing is
+    evaluated, and the export says so (calibrate then fits its temperatures on fold models)."""
+    make_image_folder(tmp_path / "alzheimer", {
+        "train": {"NonDemented": 6, "VeryMildDemented": 3, "MildDemented": 3}, "test": {"NonDemented": 1},
+    })
+    command = [sys.executable, str(REPO_ROOT / "train" / "run_train.py"), "--output_dir", str(tmp_path / "out"),
+               "--data", str(tmp_path / "alzheimer"), "--task", "alzheimer-severity", "--validation", "none",
+               "--model", "efficientnet-lite0", "--image_size", "48", "--max_steps", "1",
+               "--per_device_train_batch_size", "4", "--save_strategy", "no", "--use_cpu", "--report_to", "none"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    folder = tmp_path / "out" / "alzheimer-severity"
+    results = json.loads((folder / "validation_results.json").read_text())
+    assert results["train_images"] == 6 and results["validation_images"] == 0  # all six demented scans; a fold holds some out
+    assert "accuracy" not in results
+    assert json.loads((folder / "training_args.json").read_text())["validation"] == "none"
+    assert (folder / "model.safetensors").is_file()
+    card = (folder / "README.md").read_text()  # the card says so, not "Validation: 0 images held out"
+    assert "Trained on every scan of `train/` (`--validation none`)" in card and "held out of `train/`" not in card
+    assert "The last epoch is kept" in card

@@ -31,6 +31,7 @@ from mri_cascade.calibration import softmax
 from mri_cascade.cascade import load_stage
 from mri_cascade.data import expand_sources, load_sources, split_validation, task_dataset, true_families
 from mri_cascade.evaluation import paired_cluster_bootstrap, tune_healthy_threshold
+from mri_cascade.fitting import held_out_fold
 from mri_cascade.images import load_image
 from mri_cascade.labels import DISEASE_DETECTOR, FAMILIES, TASKS
 
@@ -94,11 +95,6 @@ def scoring_facts(task: str, dataset, clusters: np.ndarray) -> tuple[np.ndarray,
     return np.full(len(dataset), task), np.asarray(dataset["label"]), rows
 
 
-def fold_of(model_dir: str) -> int:
-    args_file = Path(model_dir) / "training_args.json"
-    return json.loads(args_file.read_text()).get("validation_fold", 0) if args_file.exists() else 0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", nargs="+")
@@ -121,7 +117,10 @@ def main() -> None:
     scores: dict[str, dict[int, np.ndarray]] = {}
     for name, model_dirs in recipes.items():
         for model_dir in model_dirs:
-            fold = fold_of(model_dir)
+            fold = held_out_fold(model_dir, args.validation_fraction, args.seed)
+            if fold is None:
+                parser.error(f"{model_dir} held out no fold of this split (trained on every scan, or validated "
+                             "another way): it cannot be scored out of fold")
             if fold not in held_out:
                 validation = split_validation(train, clusters, args.validation_fraction, args.seed, fold)[1]
                 held_out[fold] = validation if is_detector else task_dataset(validation, TASKS[args.task])

@@ -47,6 +47,7 @@ from regularisation import BatchMixer, MixingTrainer, WeightAverageCallback  # n
 logger = logging.getLogger(__name__)
 DEFAULT_DATA = ("../shared/data/alzheimer", "../shared/data/brain_tumor")
 AUGMENTATIONS = ("standard", "robust")
+VALIDATIONS = ("fold", "cross-source", "none")
 
 
 @dataclass
@@ -67,7 +68,9 @@ class DataArguments:
         default="fold",
         metadata={"help": "'fold': a grouped fold of train (--validation_fold). 'cross-source': every scan from "
                   "outside its collection's main source (another image size), for classes learned from the main "
-                  "source; measures transfer to other sources, as the tumor test split needs."},
+                  "source; measures transfer to other sources, as the tumor test split needs. 'none': train on all "
+                  "of train, for a recipe whose schedule was chosen on folds (nothing is evaluated; calibrate with "
+                  "the fold models, `mri-cascade calibrate --fold-models`)."},
     )
     families: str = field(
         default="",
@@ -218,8 +221,12 @@ def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
 def main() -> None:
     parser = HfArgumentParser((DataArguments, ModelArguments, RegularisationArguments, TaskOverrides, TrainingArguments))
     data_args, model_args, regularisation, overrides, training_args = parser.parse_args_into_dataclasses()
-    if data_args.validation not in ("fold", "cross-source"):
-        parser.error("--validation must be 'fold' or 'cross-source'")
+    if data_args.validation not in VALIDATIONS:
+        parser.error(f"--validation must be one of {', '.join(VALIDATIONS)}")
+    evaluates = data_args.validation != "none"
+    if not evaluates and (training_args.eval_strategy != "no" or training_args.load_best_model_at_end):
+        parser.error("--validation none leaves nothing to evaluate on: drop --eval_strategy and "
+                     "--load_best_model_at_end (the last epoch is kept)")
     if model_args.augmentation not in AUGMENTATIONS:
         parser.error(f"--augmentation must be one of {', '.join(AUGMENTATIONS)}")
     if regularisation.mixup_alpha < 0 or regularisation.cutmix_alpha < 0 or not 0 <= regularisation.ema_decay < 1:
@@ -241,25 +248,27 @@ def main() -> None:
             sources["train"], data_args.validation_fraction, training_args.seed, train_prints.thumbnails,
             data_args.validation_fold,
         )
-    else:
+    elif data_args.validation == "cross-source":
         train_all, validation_all = cross_source_split(
             sources["train"], train_prints.sizes, near_duplicate_groups(train_prints.thumbnails)
         )
+    else:
+        train_all, validation_all = sources["train"], None
     if data_args.families:
         keep = set(data_args.families.split(","))
         if not keep <= set(FAMILIES):
             parser.error(f"unknown families {', '.join(sorted(keep - set(FAMILIES)))}; expected {', '.join(FAMILIES)}")
-        train_all, validation_all = (split.select(np.flatnonzero(np.isin(true_families(split), list(keep))))
+        train_all, validation_all = (split and split.select(np.flatnonzero(np.isin(true_families(split), list(keep))))
                                      for split in (train_all, validation_all))
-    logger.info("train %s / validation %s", label_counts(train_all), label_counts(validation_all))
+    logger.info("train %s / validation %s", label_counts(train_all), evaluates and label_counts(validation_all))
 
     tasks = list(TASKS) if model_args.task == "all" else model_args.task.split(",")
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         parser.error(f"unknown task(s) {', '.join(unknown)}; expected 'all' or {', '.join(TASKS)}")
-    validation_labels = set(validation_all["label_id"])
+    validation_labels = set(validation_all["label_id"]) if evaluates else set()
     empty = [name for name in tasks if not validation_labels & set(TASKS[name].class_of)]
-    if empty:
+    if evaluates and empty:
         parser.error(f"no validation scans for {', '.join(empty)} with --validation {data_args.validation}")
     base_epochs = training_args.num_train_epochs
     for task_name in tasks:
@@ -267,15 +276,16 @@ def main() -> None:
         started = time.time()
         image_size = parse_size(overrides.lookup(overrides.task_image_size, task_name, model_args.image_size))
         training_args.num_train_epochs = overrides.lookup(overrides.task_epochs, task_name, float(base_epochs))
-        train_ds, validation_ds = task_dataset(train_all, task), task_dataset(validation_all, task)
-
         resize = resizer(image_size, model_args.crop_to_head)
-        train_ds = train_ds.map(resize, batched=True, desc=f"{task_name}: resize train")
-        validation_ds = validation_ds.map(resize, batched=True, desc=f"{task_name}: resize validation")
+        train_ds = task_dataset(train_all, task).map(resize, batched=True, desc=f"{task_name}: resize train")
         model, processor = load_backbone(model_args, image_size, task.classes)
         model = model.to(memory_format=torch.channels_last)
         train_ds.set_transform(pixel_transform(processor, build_augmentation(model_args.augmentation)))
-        validation_ds.set_transform(pixel_transform(processor))
+        validation_ds = None
+        if evaluates:
+            validation_ds = task_dataset(validation_all, task).map(resize, batched=True,
+                                                                   desc=f"{task_name}: resize validation")
+            validation_ds.set_transform(pixel_transform(processor))
         counts = [train_ds["label"].count(i) for i in range(len(task.classes))]
         task_args = dataclasses.replace(
             training_args, output_dir=str(output_root / "checkpoints" / task_name), remove_unused_columns=False
@@ -296,11 +306,13 @@ def main() -> None:
             compute_loss_func=class_weighted_loss(counts, training_args.label_smoothing_factor),
         )
         trainer.train()
-        prediction = trainer.predict(validation_ds)
-        metrics = classification_metrics(prediction.label_ids, prediction.predictions)
+        metrics = {}
+        if evaluates:
+            prediction = trainer.predict(validation_ds)
+            metrics = classification_metrics(prediction.label_ids, prediction.predictions)
         metrics["training_minutes"] = round((time.time() - started) / 60, 1)
         metrics["train_images"] = len(train_ds)
-        metrics["validation_images"] = len(validation_ds)
+        metrics["validation_images"] = len(validation_ds) if evaluates else 0
         export_dir = output_root / task_name
         trainer.model.to(memory_format=torch.contiguous_format)
         if model_args.crop_to_head:
