@@ -133,6 +133,7 @@ def test_validation_none_trains_on_every_scan(tmp_path):
     })
     command = [sys.executable, str(REPO_ROOT / "train" / "run_train.py"), "--output_dir", str(tmp_path / "out"),
                "--data", str(tmp_path / "alzheimer"), "--task", "alzheimer-severity", "--validation", "none",
+               "--families", "alzheimer",  # the family filter has no validation split to filter
                "--model", "efficientnet-lite0", "--image_size", "48", "--max_steps", "1",
                "--per_device_train_batch_size", "4", "--save_strategy", "no", "--use_cpu", "--report_to", "none"]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600)

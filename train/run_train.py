@@ -258,9 +258,14 @@ def main() -> None:
         keep = set(data_args.families.split(","))
         if not keep <= set(FAMILIES):
             parser.error(f"unknown families {', '.join(sorted(keep - set(FAMILIES)))}; expected {', '.join(FAMILIES)}")
-        train_all, validation_all = (split and split.select(np.flatnonzero(np.isin(true_families(split), list(keep))))
-                                     for split in (train_all, validation_all))
-    logger.info("train %s / validation %s", label_counts(train_all), evaluates and label_counts(validation_all))
+
+        def of_families(split):
+            return split.select(np.flatnonzero(np.isin(true_families(split), list(keep))))
+
+        train_all = of_families(train_all)
+        validation_all = of_families(validation_all) if evaluates else None
+    logger.info("train %s / validation %s", label_counts(train_all),
+                label_counts(validation_all) if evaluates else "none held out")
 
     tasks = list(TASKS) if model_args.task == "all" else model_args.task.split(",")
     unknown = sorted(set(tasks) - set(TASKS))
