@@ -157,13 +157,11 @@ def calibrate_command(args: argparse.Namespace) -> int:
     splits = load_sources(expand_sources(args.data))
     report = calibrate_models(Path(args.models or DEFAULT_MODELS), splits, Path(args.out),
                               args.validation_fraction, args.seed, args.test_time_flips, args.fold_models)
+    # only held-out figures: the test ones (ECE, accuracy) stay in the JSON report, for the model cards; printing
+    # them here would show them to whoever is still choosing a model (`mri-cascade evaluate` is for test figures)
     for task_name, figures in report["models"].items():
         print(f"{task_name:<20} T={figures['temperature']:.3f}, fitted on folds {figures['folds']} "
-              f"({figures['held_out_images']} images, accuracy {100 * figures['held_out_accuracy']:.1f} %)"
-              f"  test ECE {figures['test_ece_before']:.3f} -> {figures['test_ece_after']:.3f}")
-    before, after = report["cascade_end_to_end"]["before"], report["cascade_end_to_end"]["after"]
-    # test accuracy stays in the JSON report: printing it here would show it to whoever is still choosing a model
-    print(f"cascade end to end (balanced): test ECE {before['ece']:.3f} -> {after['ece']:.3f}")
+              f"({figures['held_out_images']} images, accuracy {100 * figures['held_out_accuracy']:.1f} %)")
     fitted = report["operating_points"]
     for point, thresholds in fitted["operating_points"].items():
         figures = fitted["validation"][point]
