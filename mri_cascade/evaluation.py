@@ -141,13 +141,22 @@ def evaluate_predictions(
     return figures
 
 
+def cascade_figures(cascade, probabilities: dict[str, np.ndarray], truth: np.ndarray, operating_point: str | None = None,
+                    thresholds: dict[str, float] | None = None) -> dict:
+    """``evaluate_predictions`` of the cascade's answers on calibrated stage probabilities, at ``operating_point``
+    or with ``thresholds`` (as ``Cascade.combine`` takes them), each scan's family as stage 2 names it."""
+    from .cascade import scan_families
+
+    return evaluate_predictions(list(truth), probabilities, cascade.combine(probabilities, operating_point, thresholds),
+                                scan_families(probabilities[ALZHEIMER_VS_TUMOR.name]))
+
+
 def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str | None = None,
                      validation_fraction: float = 0.15, seed: int = 42, validation: dict | None = None) -> dict:
     """Every figure at ``operating_point`` (default: the cascade's own) on the test split, twice (all of it, and
     without the images that duplicate a training image), and on validation: ``validation``'s figures when given
     (``fitting.stored_validation_figures``, for models trained on fold 0), else fold 0 through the cascade."""
     from .audit import fingerprint_dataset
-    from .cascade import scan_families
     from .data import carve_validation
 
     point = operating_point or cascade.operating_point
@@ -155,19 +164,15 @@ def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str 
     train_prints = fingerprint_dataset(splits["train"])
     _, duplicates = duplicates_of_reference(fingerprint_dataset(test), train_prints)
 
-    def figures_for(probabilities: dict[str, np.ndarray], truth: np.ndarray) -> dict:
-        return evaluate_predictions(list(truth), probabilities, cascade.combine(probabilities, point),
-                                    scan_families(probabilities[ALZHEIMER_VS_TUMOR.name]))
-
     truth = np.asarray(test["label_id"])
     probabilities = cascade.stage_probabilities(test["image"], batch_size=batch_size)
     keep = ~duplicates
-    full = figures_for(probabilities, truth)
-    deduplicated = figures_for({task: p[keep] for task, p in probabilities.items()}, truth[keep])
+    full = cascade_figures(cascade, probabilities, truth, point)
+    deduplicated = cascade_figures(cascade, {task: p[keep] for task, p in probabilities.items()}, truth[keep], point)
     if validation is None:
         _, fold = carve_validation(splits["train"], validation_fraction, seed, train_prints.thumbnails)
-        validation = figures_for(cascade.stage_probabilities(fold["image"], batch_size=batch_size),
-                                 np.asarray(fold["label_id"]))
+        validation = cascade_figures(cascade, cascade.stage_probabilities(fold["image"], batch_size=batch_size),
+                                     np.asarray(fold["label_id"]), point)
     return {
         "operating_point": point,
         "healthy_thresholds": cascade.thresholds(point),

