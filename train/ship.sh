@@ -9,9 +9,9 @@ COMMON=(--model efficientnet-lite0 --data ../shared/data/alzheimer ../shared/dat
 BEST_EPOCH=(--save_strategy epoch --save_total_limit 1 --load_best_model_at_end --metric_for_best_model balanced_accuracy)
 # the detector: augmentation against the tumor collection's source shift (reports/accuracy_experiments.md, row 10)
 DETECTOR=(--task disease-detector --augmentation robust --image_size 160 --num_train_epochs 6)
-SEVERITY=(--task alzheimer-severity --image_size 176 --num_train_epochs 10)
+SEVERITY_RECIPE=(--image_size 176 --num_train_epochs 10)
 python train/run_train.py --output_dir models "${COMMON[@]}" "${BEST_EPOCH[@]}" \
-  --task alzheimer-vs-tumor,alzheimer-severity --image_size 176 --num_train_epochs 10 \
+  --task alzheimer-vs-tumor,alzheimer-severity "${SEVERITY_RECIPE[@]}" \
   --task_image_size "alzheimer-vs-tumor=128" --task_epochs "alzheimer-vs-tumor=2" "$@"
 python train/run_train.py --output_dir models "${COMMON[@]}" "${BEST_EPOCH[@]}" "${DETECTOR[@]}" "$@"
 # tumor type: augmentation against the tumor collection's source shift, and the last epoch, as compared on
@@ -23,7 +23,7 @@ python train/run_train.py --output_dir models "${COMMON[@]}" \
 for fold in 1 2 3; do
   FOLD=(--output_dir "folds/$fold" --validation_fold "$fold" "${COMMON[@]}" "${BEST_EPOCH[@]}")
   python train/run_train.py "${FOLD[@]}" "${DETECTOR[@]}" "$@"
-  python train/run_train.py "${FOLD[@]}" "${SEVERITY[@]}" "$@"
+  python train/run_train.py "${FOLD[@]}" --task alzheimer-severity "${SEVERITY_RECIPE[@]}" "$@"
 done
 # temperatures and both operating points need all four models; the refusal check needs their final weights
 mri-cascade calibrate ../shared/data --models models --out reports --test-time-flips disease-detector \
