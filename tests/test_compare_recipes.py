@@ -1,4 +1,5 @@
-"""How train/compare_detectors.py scores a classifier task's recipes out of fold."""
+"""How train/compare_detectors.py scores a classifier task's recipes out of fold, and compare_cross_source.py a
+recipe of several training runs."""
 
 import sys
 
@@ -8,7 +9,8 @@ from conftest import REPO_ROOT
 from datasets import Dataset
 
 sys.path.insert(0, str(REPO_ROOT / "train"))
-from compare_detectors import CLASSIFIER_METRICS, scoring_facts  # noqa: E402
+from compare_cross_source import mean_over_runs  # noqa: E402
+from compare_detectors import CLASSIFIER_METRICS, LABEL_METRICS, scoring_facts  # noqa: E402
 
 
 def test_a_classifier_is_scored_by_its_most_probable_class():
@@ -28,3 +30,10 @@ def test_a_classifier_task_scores_its_own_class_indices_in_one_group():
     assert truth.tolist() == [1, 0] and clusters.tolist() == [9, 7]
     detector_groups, is_healthy, _ = scoring_facts("disease-detector", held_out, np.array([7, 8, 9]))
     assert detector_groups.tolist() == ["alzheimer"] * 2 and not is_healthy.any()
+
+
+def test_a_recipe_of_several_runs_is_scored_by_the_mean_of_its_runs():
+    """Catches averaging along the wrong axis of the (scans, runs) table, and scoring only one run."""
+    truth = np.array([0, 1, 2, 1, 0])
+    predicted = np.column_stack([truth, [0, 1, 2, 0, 1]])  # run 1 right 5 of 5, run 2 right 3 of 5
+    assert mean_over_runs(LABEL_METRICS["accuracy"])(truth, predicted) == pytest.approx(0.8)

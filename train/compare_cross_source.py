@@ -8,6 +8,11 @@ Every model must have been trained with ``--validation cross-source`` (``data.cr
 of the held-out scans was seen in training. Each recipe is scored on them (accuracy and balanced accuracy, the
 mean of the held-out classes' recalls), and each is compared with the first recipe by a paired bootstrap over
 near-duplicate clusters.
+
+A recipe may name several training runs, one per seed (``--recipe robust=runs/s42/tumor-type,runs/s43/tumor-type``):
+it is then scored by the mean of its runs' figures. On these ~150 clusters a change of seed alone moved accuracy by
+12 points (reports/accuracy_experiments.md, row 23), and the bootstrap resamples scans, not training runs, so one
+run per recipe compares two models rather than two recipes.
 """
 
 from __future__ import annotations
@@ -25,20 +30,29 @@ from mri_cascade.evaluation import paired_cluster_bootstrap
 from mri_cascade.labels import TASKS
 
 
+def mean_over_runs(metric):
+    """``metric(truth, predicted)`` averaged over a recipe's runs, whose predictions are the columns of ``predicted``."""
+    return lambda truth, predicted: float(np.mean([metric(truth, run) for run in np.asarray(predicted).T]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", nargs="+")
     parser.add_argument("--task", required=True, choices=list(TASKS))
-    parser.add_argument("--recipe", action="append", required=True, help="name=model_dir; the first is the baseline")
+    parser.add_argument("--recipe", action="append", required=True,
+                        help="name=model_dir[,model_dir...], one training run per seed; the first recipe is the baseline")
     parser.add_argument("--flips", action="store_true",
                         help="also score each recipe with test-time flips (NAME+flips), as the cascade would run it")
     parser.add_argument("--out", default="reports/cross_source_comparison.json")
     args = parser.parse_args()
 
-    for spec in args.recipe:
-        trained_on = json.loads((Path(spec.split("=", 1)[1]) / "training_args.json").read_text()).get("validation")
-        if trained_on != "cross-source":
-            parser.error(f"{spec} was not trained with --validation cross-source: its held-out scans may be in its training")
+    recipes = {name: runs.split(",") for name, runs in (spec.split("=", 1) for spec in args.recipe)}
+    for name, runs in recipes.items():
+        for model_dir in runs:
+            trained_on = json.loads((Path(model_dir) / "training_args.json").read_text()).get("validation")
+            if trained_on != "cross-source":
+                parser.error(f"{model_dir} ({name}) was not trained with --validation cross-source: "
+                             "its held-out scans may be in its training")
     train = load_sources(expand_sources(args.data))["train"]
     train = train.add_column("row", list(range(len(train))))
     prints = fingerprint_dataset(train)
@@ -47,26 +61,30 @@ def main() -> None:
     truth, groups = np.asarray(held_out["label"]), clusters[np.asarray(held_out["row"])]
     print(f"{len(held_out)} held-out scans in {len(set(groups.tolist()))} clusters", flush=True)
 
-    predictions = {f"{name}+flips" if flipped else name: logits.argmax(axis=1)
-                   for name, model_dir in (spec.split("=", 1) for spec in args.recipe)
-                   for flipped, logits in stage_logits(model_dir, args.task, held_out["image"], args.flips).items()}
+    per_run = [{f"{name}+flips" if flipped else name: logits.argmax(axis=1)
+                for flipped, logits in stage_logits(model_dir, args.task, held_out["image"], args.flips).items()}
+               for name, runs in recipes.items() for model_dir in runs]
+    predictions = {name: np.stack([run[name] for run in per_run if name in run], axis=1)  # (scans, runs)
+                   for name in dict.fromkeys(key for run in per_run for key in run)}
+    metrics = {metric: mean_over_runs(fn) for metric, fn in LABEL_METRICS.items()}
     classes = TASKS[args.task].classes
-    report: dict = {"task": args.task, "recipes": dict(spec.split("=", 1) for spec in args.recipe), "scores": {},
-                    "comparisons": {}}
+    report: dict = {"task": args.task, "recipes": recipes, "scores": {}, "comparisons": {}}
     for name, predicted in predictions.items():
-        report["scores"][name] = {metric: fn(truth, predicted) for metric, fn in LABEL_METRICS.items()}
-        report["scores"][name]["recall"] = {classes[c]: float((predicted[truth == c] == c).mean())
-                                            for c in np.unique(truth)}
-        print(f"{name:<20}" + "  ".join(f"{k} {v:.3f}" for k, v in report["scores"][name].items() if k != "recall")
-              + "  recall " + ", ".join(f"{k} {v:.3f}" for k, v in report["scores"][name]["recall"].items()))
-    baseline = args.recipe[0].split("=", 1)[0]
+        report["scores"][name] = scores = {metric: fn(truth, predicted) for metric, fn in metrics.items()}
+        scores["runs"] = predicted.shape[1]
+        scores["accuracy_per_run"] = [LABEL_METRICS["accuracy"](truth, run) for run in predicted.T]
+        scores["recall"] = {classes[c]: float((predicted[truth == c] == c).mean()) for c in np.unique(truth)}
+        print(f"{name:<20}accuracy {scores['accuracy']:.3f}  balanced_accuracy {scores['balanced_accuracy']:.3f}  "
+              f"per run {', '.join(f'{a:.3f}' for a in scores['accuracy_per_run'])}  recall "
+              + ", ".join(f"{k} {v:.3f}" for k, v in scores["recall"].items()))
+    baseline = next(iter(recipes))
     for name, predicted in predictions.items():
         if name == baseline:
             continue
         report["comparisons"][f"{name} - {baseline}"] = comparison = {
             metric: paired_cluster_bootstrap(fn, truth, predicted, predictions[baseline], groups, np.zeros_like(groups),
                                              classes_needed=len(set(truth.tolist())))
-            for metric, fn in LABEL_METRICS.items()}
+            for metric, fn in metrics.items()}
         print(f"{name} - {baseline}: " + "  ".join(
             f"{metric} {m['difference']:+.3f} ({m['low']:+.3f}, {m['high']:+.3f})" for metric, m in comparison.items()))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
