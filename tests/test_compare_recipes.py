@@ -1,4 +1,4 @@
-"""How train/compare_detectors.py scores a classifier task's recipes out of fold, and compare_cross_source.py a
+"""How train/compare_folds.py scores a classifier task's recipes out of fold, and compare_cross_source.py a
 recipe of several training runs."""
 
 import sys
@@ -10,7 +10,7 @@ from datasets import Dataset
 
 sys.path.insert(0, str(REPO_ROOT / "train"))
 from compare_cross_source import mean_over_runs  # noqa: E402
-from compare_detectors import CLASSIFIER_METRICS, LABEL_METRICS, scoring_facts  # noqa: E402
+from compare_folds import CLASSIFIER_METRICS, LABEL_METRICS, scoring_facts  # noqa: E402
 
 
 def test_a_classifier_is_scored_by_its_most_probable_class():

@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from compare_detectors import LABEL_METRICS, stage_logits  # train/ is on the path when this script runs
+from compare_folds import LABEL_METRICS, stage_logits  # train/ is on the path when this script runs
 
 from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
 from mri_cascade.data import cross_source_split, expand_sources, load_sources, task_dataset

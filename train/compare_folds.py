@@ -1,9 +1,9 @@
 """Compare training recipes of one cascade model on held-out subjects, pooled over several validation folds.
 
-    python train/compare_detectors.py ../shared/data \
+    python train/compare_folds.py ../shared/data \
         --recipe shipped=models/disease-detector,runs/shipped_f1/disease-detector \
         --recipe native=runs/native_f0/disease-detector,runs/native_f1/disease-detector --flips
-    python train/compare_detectors.py ../shared/data --task alzheimer-severity \
+    python train/compare_folds.py ../shared/data --task alzheimer-severity \
         --recipe shipped=models/alzheimer-severity,runs/severity_f1/alzheimer-severity \
         --recipe native=runs/native_f0/alzheimer-severity,runs/native_f1/alzheimer-severity
 
