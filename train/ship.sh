@@ -14,10 +14,11 @@ python train/run_train.py --output_dir models "${COMMON[@]}" "${BEST_EPOCH[@]}" 
   --task alzheimer-vs-tumor,alzheimer-severity "${SEVERITY_RECIPE[@]}" \
   --task_image_size "alzheimer-vs-tumor=128" --task_epochs "alzheimer-vs-tumor=2" "$@"
 python train/run_train.py --output_dir models "${COMMON[@]}" "${BEST_EPOCH[@]}" "${DETECTOR[@]}" "$@"
-# tumor type: augmentation against the tumor collection's source shift, and the last epoch, as compared on
-# other-source scans (reports/accuracy_experiments.md, row 9); fold 0's validation cannot choose its epoch
+# tumor type: augmentation against the tumor collection's source shift, 224 px, and the last epoch, as compared on
+# other-source scans over two runs each (reports/accuracy_experiments.md, rows 9 and 25); fold 0's validation
+# cannot choose its epoch
 python train/run_train.py --output_dir models "${COMMON[@]}" \
-  --task tumor-type --augmentation robust --image_size 176 --num_train_epochs 10 --save_strategy no "$@"
+  --task tumor-type --augmentation robust --image_size 224 --num_train_epochs 10 --save_strategy no "$@"
 # the same recipes on validation folds 1-3 (never shipped): their held-out predictions add subjects to those
 # the temperatures and operating points are fitted on (fold 0 holds ~28 Alzheimer clusters, ~13 demented)
 for fold in 1 2 3; do
