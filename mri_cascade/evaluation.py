@@ -155,7 +155,7 @@ def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str 
                      validation_fraction: float = 0.15, seed: int = 42, validation: dict | None = None) -> dict:
     """Every figure at ``operating_point`` (default: the cascade's own) on the test split, twice (all of it, and
     without the images that duplicate a training image), and on validation: ``validation``'s figures when given
-    (``fitting.stored_validation_figures``, for models trained on fold 0), else fold 0 through the cascade."""
+    (``fitting.stored_validation_figures``: what ``calibrate`` stored), else fold 0 through the cascade."""
     from .audit import fingerprint_dataset
     from .data import carve_validation
 

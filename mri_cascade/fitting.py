@@ -178,17 +178,18 @@ def held_out_logits(shipped: dict[str, Stage], train, fold_models: Sequence[Path
 
 def stored_validation_figures(cascade: Cascade, operating_point: str, validation_fraction: float = 0.15,
                               seed: int = 42) -> dict | None:
-    """The validation figures ``calibrate_models`` stored at ``operating_point``, for a cascade whose models did
-    not all hold out fold 0 (so that fold cannot score it); None when they all did: fold 0 through the cascade
-    is its validation, as ``evaluation.evaluate_cascade`` computes it."""
+    """The validation figures ``calibrate_models`` stored at ``operating_point`` (on the folds no model trained on,
+    with the final temperatures and thresholds), so that evaluation need not score those folds again. Without
+    them: None when every model held out fold 0 (fold 0 through the cascade is then its validation, as
+    ``evaluation.evaluate_cascade`` computes it); an error when some did not, since nothing else can validate them."""
+    path = resolve_file(cascade.stages[DISEASE_DETECTOR.name].location, VALIDATION_FIGURES_FILE)
+    if path is not None:
+        return json.loads(Path(path).read_text())[operating_point]
     if all(held_out_fold(stage.location, validation_fraction, seed) == 0 for stage in cascade.stages.values()):
         return None
-    path = resolve_file(cascade.stages[DISEASE_DETECTOR.name].location, VALIDATION_FIGURES_FILE)
-    if path is None:
-        raise ValueError("some of these models trained on fold 0, so it cannot validate them, and the disease "
-                         f"detector has no {VALIDATION_FIGURES_FILE}: run `mri-cascade calibrate --fold-models` "
-                         "with models of their recipes that held out folds")
-    return json.loads(Path(path).read_text())[operating_point]
+    raise ValueError("some of these models trained on fold 0, so it cannot validate them, and the disease "
+                     f"detector has no {VALIDATION_FIGURES_FILE}: run `mri-cascade calibrate --fold-models` "
+                     "with models of their recipes that held out folds")
 
 
 def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fraction: float = 0.15, seed: int = 42,

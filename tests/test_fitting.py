@@ -201,10 +201,15 @@ def test_calibrating_a_model_trained_on_every_fold_needs_its_fold_models(fold_se
         calibrate_models(models, {"train": train, "test": train.select(range(4))}, tmp_path / "reports")
 
 
-def test_evaluation_reads_the_stored_validation_figures_of_models_fold_0_cannot_validate(fold_setup, refit):
+def test_evaluation_reads_the_stored_validation_figures_of_models_fold_0_cannot_validate(fold_setup, refit, tmp_path):
     shipped, _, _ = fold_setup
     models, _ = refit
     assert stored_validation_figures(Cascade.from_pretrained(str(shipped)), "balanced") is None  # fold 0 validates
+    calibrated = shutil.copytree(shipped, tmp_path / "calibrated")
+    stored = {"folds": [0], "balanced": {"images": 7}, "screening": {"images": 7}}
+    (calibrated / "disease-detector" / VALIDATION_FIGURES_FILE).write_text(json.dumps(stored))
+    # what calibrate stored is read, not scored again on fold 0
+    assert stored_validation_figures(Cascade.from_pretrained(str(calibrated)), "balanced") == stored["balanced"]
     with pytest.raises(ValueError, match="run `mri-cascade calibrate --fold-models`"):
         stored_validation_figures(Cascade.from_pretrained(str(models)), "balanced")
     figures = {"folds": [0], "balanced": {"images": 9}, "screening": {"images": 9, "cascade": {"accuracy": 0.5}}}
