@@ -201,7 +201,7 @@ def test_calibrating_a_model_trained_on_every_fold_needs_its_fold_models(fold_se
         calibrate_models(models, {"train": train, "test": train.select(range(4))}, tmp_path / "reports")
 
 
-def test_evaluation_reads_the_stored_validation_figures_of_models_fold_0_cannot_validate(fold_setup, refit, tmp_path):
+def test_evaluation_reads_the_validation_figures_calibrate_stored(fold_setup, refit, tmp_path):
     shipped, _, _ = fold_setup
     models, _ = refit
     assert stored_validation_figures(Cascade.from_pretrained(str(shipped)), "balanced") is None  # fold 0 validates
