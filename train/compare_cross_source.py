@@ -61,11 +61,11 @@ def main() -> None:
     truth, groups = np.asarray(held_out["label"]), clusters[np.asarray(held_out["row"])]
     print(f"{len(held_out)} held-out scans in {len(set(groups.tolist()))} clusters", flush=True)
 
-    per_run = [{f"{name}+flips" if flipped else name: logits.argmax(axis=1)
-                for flipped, logits in stage_logits(model_dir, args.task, held_out["image"], args.flips).items()}
-               for name, runs in recipes.items() for model_dir in runs]
-    predictions = {name: np.stack([run[name] for run in per_run if name in run], axis=1)  # (scans, runs)
-                   for name in dict.fromkeys(key for run in per_run for key in run)}
+    predictions = {}  # recipe (and recipe+flips) -> most probable class, (scans, runs)
+    for name, runs in recipes.items():
+        logits = [stage_logits(model_dir, args.task, held_out["image"], args.flips) for model_dir in runs]
+        for flipped in logits[0]:
+            predictions[f"{name}+flips" if flipped else name] = np.stack([run[flipped].argmax(axis=1) for run in logits], axis=1)
     metrics = {metric: mean_over_runs(fn) for metric, fn in LABEL_METRICS.items()}
     classes = TASKS[args.task].classes
     report: dict = {"task": args.task, "recipes": recipes, "scores": {}, "comparisons": {}}
