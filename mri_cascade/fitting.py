@@ -128,12 +128,13 @@ def held_out_fold(location: str, validation_fraction: float = 0.15, seed: int = 
     """The grouped fold of this split (``data.split_validation``) that a model's training held out, read from the
     ``training_args.json`` that ``run_train.py`` writes beside it: None when it held out none of them (trained on
     every scan, ``--validation none``, or validated another way, or on another split). A model without that record
-    is taken to have held out fold 0, the training script's default."""
+    is taken to have held out fold 0, the training script's default. ``seed`` is the split's seed: the record's
+    ``split_seed``, or for records older than that field its training ``seed``, which then seeded the split too."""
     path = resolve_file(location, TRAINING_RECORD)
     if path is None:
         return 0
     args = json.loads(Path(path).read_text())
-    if (args.get("validation", "fold") != "fold" or args.get("seed", seed) != seed
+    if (args.get("validation", "fold") != "fold" or args.get("split_seed", args.get("seed", seed)) != seed
             or args.get("validation_fraction", validation_fraction) != validation_fraction):
         return None
     return int(args.get("validation_fold", 0))

@@ -16,6 +16,7 @@ from mri_cascade.fitting import (
     best_accuracy_threshold,
     calibrate_models,
     fit_operating_points,
+    held_out_fold,
     held_out_logits,
     stored_validation_figures,
     update_config,
@@ -215,3 +216,15 @@ def test_evaluation_reads_the_validation_figures_calibrate_stored(fold_setup, re
     figures = {"folds": [0], "balanced": {"images": 9}, "screening": {"images": 9, "cascade": {"accuracy": 0.5}}}
     (models / "disease-detector" / VALIDATION_FIGURES_FILE).write_text(json.dumps(figures))
     assert stored_validation_figures(Cascade.from_pretrained(str(models)), "screening") == figures["screening"]
+
+
+@pytest.mark.parametrize(("record", "fold"), [
+    ({"validation": "fold", "validation_fold": 2, "seed": 43, "split_seed": 42}, 2),  # another training seed, same split
+    ({"validation": "fold", "validation_fold": 2, "seed": 42, "split_seed": 7}, None),  # another split
+    ({"validation": "fold", "validation_fold": 2, "seed": 43}, None),  # older record: its seed seeded the split
+    ({"validation": "fold", "validation_fold": 2, "seed": 42}, 2),
+    ({"validation": "cross-source", "validation_fold": 0, "seed": 42}, None),
+])
+def test_held_out_fold_is_read_from_the_split_seed_not_the_training_seed(tmp_path, record, fold):
+    (tmp_path / "training_args.json").write_text(json.dumps(record))
+    assert held_out_fold(str(tmp_path), seed=42) == fold

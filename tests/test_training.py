@@ -33,6 +33,7 @@ def trained(tmp_path_factory):
         "--mixup_alpha", "0.2", "--cutmix_alpha", "1.0", "--ema_decay", "0.9",  # timm's regularisers run end to end
         "--augmentation", "robust",  # and so do the source-robust augmentations
         "--crop_to_head",  # and the crop, which the saved config must carry to the cascade
+        "--seed", "5",  # a training seed that is not the split's
     ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -58,6 +59,7 @@ def test_export_is_a_hub_layout_model(trained):
     assert (recipe["mixup_alpha"], recipe["cutmix_alpha"], recipe["ema_decay"]) == (0.2, 1.0, 0.9)
     assert (recipe["augmentation"], recipe["validation"], recipe["crop_to_head"]) == ("robust", "fold", True)
     assert config["crop_to_head"] is True
+    assert (recipe["seed"], recipe["split_seed"]) == (5, 42)  # the held-out fold is named by the split's seed
 
 
 def test_the_exported_folder_loads_with_pipeline_alone(trained):

@@ -64,6 +64,11 @@ class DataArguments:
                   "shipped models use (their calibration, operating points and refusal check are fitted on it); "
                   "train a recipe on other folds too to compare recipes on more held-out subjects."},
     )
+    split_seed: int = field(
+        default=42,
+        metadata={"help": "Seed of the grouped folds. Kept apart from --seed so that a recipe can be retrained with "
+                  "another seed on the same held-out subjects."},
+    )
     validation: str = field(
         default="fold",
         metadata={"help": "'fold': a grouped fold of train (--validation_fold). 'cross-source': every scan from "
@@ -245,7 +250,7 @@ def main() -> None:
     (output_root / "data_audit.json").write_text(json.dumps(audit, indent=2))
     if data_args.validation == "fold":
         train_all, validation_all = carve_validation(
-            sources["train"], data_args.validation_fraction, training_args.seed, train_prints.thumbnails,
+            sources["train"], data_args.validation_fraction, data_args.split_seed, train_prints.thumbnails,
             data_args.validation_fold,
         )
     elif data_args.validation == "cross-source":
@@ -333,6 +338,7 @@ def main() -> None:
                         "learning_rate": training_args.learning_rate,
                         "batch_size": training_args.per_device_train_batch_size,
                         "seed": training_args.seed, "data": data_args.data,
+                        "split_seed": data_args.split_seed,
                         "validation_fraction": data_args.validation_fraction,
                         "validation": data_args.validation,
                         "validation_fold": data_args.validation_fold,
