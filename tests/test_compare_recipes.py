@@ -1,4 +1,4 @@
-"""How train/compare_folds.py scores a classifier task's recipes out of fold, and compare_cross_source.py a
+"""How train/compare_folds.py scores a classifier task's recipes out of fold, and both comparison scripts a
 recipe of several training runs."""
 
 import sys
@@ -9,8 +9,7 @@ from conftest import REPO_ROOT
 from datasets import Dataset
 
 sys.path.insert(0, str(REPO_ROOT / "train"))
-from compare_cross_source import mean_over_runs  # noqa: E402
-from compare_folds import CLASSIFIER_METRICS, LABEL_METRICS, scoring_facts  # noqa: E402
+from compare_folds import CLASSIFIER_METRICS, LABEL_METRICS, mean_over_runs, scoring_facts  # noqa: E402
 
 
 def test_a_classifier_is_scored_by_its_most_probable_class():
@@ -37,3 +36,14 @@ def test_a_recipe_of_several_runs_is_scored_by_the_mean_of_its_runs():
     truth = np.array([0, 1, 2, 1, 0])
     predicted = np.column_stack([truth, [0, 1, 2, 0, 1]])  # run 1 right 5 of 5, run 2 right 3 of 5
     assert mean_over_runs(LABEL_METRICS["accuracy"])(truth, predicted) == pytest.approx(0.8)
+
+
+def test_a_fold_of_several_classifier_runs_is_scored_by_the_mean_of_its_runs():
+    """compare_folds stacks each run's (scans, classes) probabilities on a last axis. Catches reading that axis as
+    the classes (or the classes as runs), and scoring only the first run."""
+    truth = np.array([0, 1, 1])
+    right = np.array([[0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])  # 3 of 3
+    one_wrong = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])  # 2 of 3
+    runs = np.stack([right, one_wrong], axis=-1)
+    assert mean_over_runs(CLASSIFIER_METRICS["accuracy"])(truth, runs) == pytest.approx(5 / 6)
+    assert mean_over_runs(CLASSIFIER_METRICS["accuracy"])(truth[:2], runs[:2]) == 1.0  # scans index the first axis

@@ -22,17 +22,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from compare_folds import LABEL_METRICS, stage_logits  # train/ is on the path when this script runs
+from compare_folds import LABEL_METRICS, mean_over_runs, stage_logits  # train/ is on the path when this script runs
 
 from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
 from mri_cascade.data import cross_source_split, expand_sources, load_sources, task_dataset
 from mri_cascade.evaluation import paired_cluster_bootstrap
 from mri_cascade.labels import TASKS
-
-
-def mean_over_runs(metric):
-    """``metric(truth, predicted)`` averaged over a recipe's runs, whose predictions are the columns of ``predicted``."""
-    return lambda truth, predicted: float(np.mean([metric(truth, run) for run in np.asarray(predicted).T]))
 
 
 def main() -> None:

@@ -6,6 +6,8 @@
     python train/compare_folds.py ../shared/data --task alzheimer-severity \
         --recipe shipped=models/alzheimer-severity,runs/severity_f1/alzheimer-severity \
         --recipe native=runs/native_f0/alzheimer-severity,runs/native_f1/alzheimer-severity
+    python train/compare_folds.py ../shared/data --task alzheimer-severity \
+        --recipe shipped=runs/s42_f0/alzheimer-severity,runs/s43_f0/alzheimer-severity,runs/s42_f1/... --recipe ...
 
 Each model directory's ``training_args.json`` names the fold it was validated on (``--validation_fold`` of
 ``run_train.py``; absent means fold 0). Every recipe is scored on each fold's held-out scans by its own model
@@ -14,6 +16,10 @@ AUC of P(healthy), and the share of healthy scans kept at 95 % disease recall. A
 held-out scans of its own classes: accuracy and balanced accuracy of its most probable class. Then each variant is
 compared with the first recipe (or ``--baseline``), on the folds both have, by a paired bootstrap over
 near-duplicate clusters (≈ subjects). ``--flips`` adds, for every recipe, its horizontal-flip average.
+
+A recipe may name several training runs for a fold (another ``--seed``, the same ``--split_seed``): each fold's
+figure is then the mean of its runs' figures, so that a comparison weighs recipes rather than single runs (a change
+of seed alone can move a figure as much as a change of recipe; reports/accuracy_experiments.md, rows 23-24).
 """
 
 from __future__ import annotations
@@ -59,6 +65,13 @@ LABEL_METRICS = {  # true and predicted class indices
     "accuracy": lambda truth, predicted: float((truth == predicted).mean()),
     "balanced_accuracy": balanced_accuracy,
 }
+
+
+def mean_over_runs(metric):
+    """``metric(truth, scores)`` averaged over a recipe's runs, whose scores are stacked on the last axis."""
+    return lambda truth, scores: float(np.mean([metric(truth, scores[..., run]) for run in range(scores.shape[-1])]))
+
+
 CLASSIFIER_METRICS = {name: lambda truth, p, metric=metric: metric(truth, p.argmax(1))  # p: (N, classes)
                       for name, metric in LABEL_METRICS.items()}
 
@@ -99,7 +112,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", nargs="+")
     parser.add_argument("--task", default=DISEASE_DETECTOR.name, choices=list(TASKS))
-    parser.add_argument("--recipe", action="append", required=True, help="name=model_dir[,model_dir...], one per fold")
+    parser.add_argument("--recipe", action="append", required=True,
+                        help="name=model_dir[,model_dir...]: one or more runs per fold")
     parser.add_argument("--flips", action="store_true", help="also score each recipe with horizontal-flip averaging")
     parser.add_argument("--validation-fraction", type=float, default=0.15)
     parser.add_argument("--seed", type=int, default=42)
@@ -114,7 +128,7 @@ def main() -> None:
     clusters = near_duplicate_groups(fingerprint_dataset(train).thumbnails)
     recipes = {name: dirs.split(",") for name, dirs in (spec.split("=", 1) for spec in args.recipe)}
     held_out = {}  # fold -> validation dataset
-    scores: dict[str, dict[int, np.ndarray]] = {}
+    runs: dict[str, dict[int, list[np.ndarray]]] = {}  # variant -> fold -> one score array per run
     for name, model_dirs in recipes.items():
         for model_dir in model_dirs:
             fold = held_out_fold(model_dir, args.validation_fraction, args.seed)
@@ -126,16 +140,19 @@ def main() -> None:
                 held_out[fold] = validation if is_detector else task_dataset(validation, TASKS[args.task])
             print(f"{name}: {model_dir} on fold {fold} ({len(held_out[fold])} scans)", flush=True)
             for flip, p in probabilities(model_dir, args.task, held_out[fold]["image"], args.flips).items():
-                scores.setdefault(f"{name}+flips" if flip else name, {})[fold] = p
+                runs.setdefault(f"{name}+flips" if flip else name, {}).setdefault(fold, []).append(p)
+    scores = {variant: {fold: np.stack(fold_runs, axis=-1) for fold, fold_runs in by_fold.items()}
+              for variant, by_fold in runs.items()}  # runs on the last axis
     facts = {fold: scoring_facts(args.task, dataset, clusters) for fold, dataset in held_out.items()}
-    metrics = DETECTOR_METRICS if is_detector else CLASSIFIER_METRICS
+    metrics = {metric: mean_over_runs(fn) for metric, fn in (DETECTOR_METRICS if is_detector else CLASSIFIER_METRICS).items()}
     groups = FAMILIES if is_detector else (args.task,)
 
     report: dict = {"task": args.task, "recipes": recipes, "folds": {}, "comparisons": {}}
     for fold, (scan_groups, truth, _) in sorted(facts.items()):
         report["folds"][fold] = {
-            variant: {group: {metric: fn(truth[scan_groups == group], by_fold[fold][scan_groups == group])
-                              for metric, fn in metrics.items()} for group in groups}
+            variant: {"runs": by_fold[fold].shape[-1]} | {
+                group: {metric: fn(truth[scan_groups == group], by_fold[fold][scan_groups == group])
+                        for metric, fn in metrics.items()} for group in groups}
             for variant, by_fold in scores.items() if fold in by_fold
         }
     baseline = args.baseline or next(iter(scores))
@@ -160,9 +177,9 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(report, indent=2))
     for fold, variants in report["folds"].items():
         for variant, figures in variants.items():
-            print(f"fold {fold}  {variant:<30}" + "  ".join(
-                f"{group}: " + ", ".join(f"{metric} {value:.3f}" for metric, value in f.items())
-                for group, f in figures.items()))
+            print(f"fold {fold}  {variant:<30}{figures['runs']} run(s)  " + "  ".join(
+                f"{group}: " + ", ".join(f"{metric} {value:.3f}" for metric, value in figures[group].items())
+                for group in groups))
     for name, by_group in report["comparisons"].items():
         for group, differences in by_group.items():
             print(f"{name:<40} {group:<10}  " + "  ".join(
