@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--models", default=None)
     calibrate.add_argument("--out", default="reports")
     calibrate.add_argument("--validation-fraction", type=float, default=0.15)
-    calibrate.add_argument("--seed", type=int, default=42)
+    calibrate.add_argument("--seed", type=int, default=42, help="the folds' seed (run_train.py --split_seed)")
     calibrate.add_argument("--test-time-flips", nargs="*", default=None, metavar="TASK",
                            help="Models whose logits the cascade averages over each image and its mirror image "
                            "(the others are switched off); not given: keep the configs' setting.")
@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     familiarity.add_argument("--models", default=None)
     familiarity.add_argument("--out", default="reports")
     familiarity.add_argument("--validation-fraction", type=float, default=0.15)
-    familiarity.add_argument("--seed", type=int, default=42)
+    familiarity.add_argument("--seed", type=int, default=42, help="the folds' seed (run_train.py --split_seed)")
     familiarity.add_argument("--components", type=int, default=128)
     familiarity.set_defaults(run=familiarity_command)
 

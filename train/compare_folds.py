@@ -10,7 +10,7 @@
         --recipe shipped=runs/s42_f0/alzheimer-severity,runs/s43_f0/alzheimer-severity,runs/s42_f1/... --recipe ...
 
 Each model directory's ``training_args.json`` names the fold it was validated on (``--validation_fold`` of
-``run_train.py``; absent means fold 0). Every recipe is scored on each fold's held-out scans by its own model
+``run_train.py``; absent means fold 0). Every recipe is scored on each fold's held-out scans by its own models
 for that fold. The disease detector (the default ``--task``) is scored per scan family (the true collection): ROC
 AUC of P(healthy), and the share of healthy scans kept at 95 % disease recall. Any other task is scored on the
 held-out scans of its own classes: accuracy and balanced accuracy of its most probable class. Then each variant is
@@ -116,7 +116,7 @@ def main() -> None:
                         help="name=model_dir[,model_dir...]: one or more runs per fold")
     parser.add_argument("--flips", action="store_true", help="also score each recipe with horizontal-flip averaging")
     parser.add_argument("--validation-fraction", type=float, default=0.15)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="the folds' seed (run_train.py --split_seed)")
     parser.add_argument("--baseline", default=None,
                         help="the variant every other is compared with, e.g. 'shipped+flips' (default: the first recipe)")
     parser.add_argument("--out", default="reports/detector_comparison.json")
