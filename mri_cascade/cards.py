@@ -109,6 +109,9 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
         familiarity=familiarity,
         test_time_flips=config.get(TEST_TIME_FLIPS_KEY, False),
         crop_to_head=config.get(CROP_TO_HEAD_KEY, False),
+        batch_blending=" or ".join(f"{name} (α {training[f'{name}_alpha']:g})" for name in ("mixup", "cutmix")
+                                   if training.get(f"{name}_alpha")),
+        ema_decay=training.get("ema_decay") or 0,
     )
     card.save(model_dir / "README.md")
     return card

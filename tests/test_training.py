@@ -89,6 +89,8 @@ def test_model_card_metadata_is_valid(trained, tmp_path):
     assert "Not a medical device" in card.text
     assert "`--augmentation robust`" in card.text and "±10°" not in card.text  # the card names the recipe it ran
     assert "(`--crop_to_head`)" in card.text
+    assert "blended by mixup (α 0.2) or cutmix (α 1) with soft targets" in card.text
+    assert "exponential moving average (decay 0.9)" in card.text
     assert "model-index" not in yaml.safe_load(card.content.split("---")[1])  # not evaluated yet: no results claimed
     # once evaluated, the card carries the test figures as valid model-index metadata
     folder = shutil.copytree(out / "disease-detector", tmp_path / "disease-detector")
@@ -149,3 +151,4 @@ def test_validation_none_trains_on_every_scan(tmp_path):
     card = (folder / "README.md").read_text()  # the card says so, not "Validation: 0 images held out"
     assert "Trained on every scan of `train/` (`--validation none`)" in card and "held out of `train/`" not in card
     assert "The last epoch is kept" in card
+    assert "mixup" not in card and "moving average" not in card  # trained without either
