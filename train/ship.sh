@@ -9,10 +9,12 @@ COMMON=(--model efficientnet-lite0 --data ../shared/data/alzheimer ../shared/dat
 BEST_EPOCH=(--save_strategy epoch --save_total_limit 1 --load_best_model_at_end --metric_for_best_model balanced_accuracy)
 # the detector: augmentation against the tumor collection's source shift (reports/accuracy_experiments.md, row 10)
 DETECTOR=(--task disease-detector --augmentation robust --image_size 160 --num_train_epochs 6)
-SEVERITY_RECIPE=(--image_size 176 --num_train_epochs 10)
+# severity: timm's regularisers, compared over four folds and two seeds (reports/accuracy_experiments.md, row 27)
+SEVERITY=(--task alzheimer-severity --image_size 176 --num_train_epochs 10
+          --mixup_alpha 0.2 --cutmix_alpha 1.0 --ema_decay 0.998)
 python train/run_train.py --output_dir models "${COMMON[@]}" "${BEST_EPOCH[@]}" \
-  --task alzheimer-vs-tumor,alzheimer-severity "${SEVERITY_RECIPE[@]}" \
-  --task_image_size "alzheimer-vs-tumor=128" --task_epochs "alzheimer-vs-tumor=2" "$@"
+  --task alzheimer-vs-tumor --image_size 128 --num_train_epochs 2 "$@"
+python train/run_train.py --output_dir models "${COMMON[@]}" "${BEST_EPOCH[@]}" "${SEVERITY[@]}" "$@"
 python train/run_train.py --output_dir models "${COMMON[@]}" "${BEST_EPOCH[@]}" "${DETECTOR[@]}" "$@"
 # tumor type: augmentation against the tumor collection's source shift, 224 px, and the last epoch, as compared on
 # other-source scans over two runs each (reports/accuracy_experiments.md, rows 9 and 25); fold 0's validation
@@ -24,7 +26,7 @@ python train/run_train.py --output_dir models "${COMMON[@]}" \
 for fold in 1 2 3; do
   FOLD=(--output_dir "folds/$fold" --validation_fold "$fold" "${COMMON[@]}" "${BEST_EPOCH[@]}")
   python train/run_train.py "${FOLD[@]}" "${DETECTOR[@]}" "$@"
-  python train/run_train.py "${FOLD[@]}" --task alzheimer-severity "${SEVERITY_RECIPE[@]}" "$@"
+  python train/run_train.py "${FOLD[@]}" "${SEVERITY[@]}" "$@"
 done
 # temperatures and both operating points need all four models; the refusal check needs their final weights
 mri-cascade calibrate ../shared/data --models models --out reports --test-time-flips disease-detector \
