@@ -118,18 +118,6 @@ class RegularisationArguments:
     )
 
 
-@dataclass
-class TaskOverrides:
-    """Per-task settings as 'task=value,task=value'; tasks not named use the global flag."""
-
-    task_image_size: str = field(default="", metadata={"help": "e.g. 'alzheimer-vs-tumor=128,disease-detector=208x176'"})
-    task_epochs: str = field(default="", metadata={"help": "e.g. 'alzheimer-vs-tumor=2,tumor-type=12'"})
-
-    def lookup(self, spec: str, task: str, default: float) -> float:
-        pairs = dict(item.split("=") for item in spec.split(",") if item)
-        return type(default)(pairs.get(task, default))
-
-
 def build_augmentation(strength: str = "standard") -> A.Compose:
     """'standard': light affine and intensity jitter (the shipped Alzheimer-vs-tumor and severity models). 'robust' widens
     them and adds what tells one source's scans from another's (resolution, blur, sharpening, JPEG quality,
@@ -224,8 +212,8 @@ def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
 
 
 def main() -> None:
-    parser = HfArgumentParser((DataArguments, ModelArguments, RegularisationArguments, TaskOverrides, TrainingArguments))
-    data_args, model_args, regularisation, overrides, training_args = parser.parse_args_into_dataclasses()
+    parser = HfArgumentParser((DataArguments, ModelArguments, RegularisationArguments, TrainingArguments))
+    data_args, model_args, regularisation, training_args = parser.parse_args_into_dataclasses()
     if data_args.validation not in VALIDATIONS:
         parser.error(f"--validation must be one of {', '.join(VALIDATIONS)}")
     evaluates = data_args.validation != "none"
@@ -280,12 +268,10 @@ def main() -> None:
     empty = [name for name in tasks if not validation_labels & set(TASKS[name].class_of)]
     if evaluates and empty:
         parser.error(f"no validation scans for {', '.join(empty)} with --validation {data_args.validation}")
-    base_epochs = training_args.num_train_epochs
+    image_size = parse_size(model_args.image_size)
     for task_name in tasks:
         task = TASKS[task_name]
         started = time.time()
-        image_size = parse_size(overrides.lookup(overrides.task_image_size, task_name, model_args.image_size))
-        training_args.num_train_epochs = overrides.lookup(overrides.task_epochs, task_name, float(base_epochs))
         resize = resizer(image_size, model_args.crop_to_head)
         train_ds = task_dataset(train_all, task).map(resize, batched=True, desc=f"{task_name}: resize train")
         model, processor = load_backbone(model_args, image_size, task.classes)
