@@ -86,6 +86,31 @@ def near_duplicate_groups(thumbnails: np.ndarray, threshold: float = NEAR_DUPLIC
     return np.array([find(i) for i in range(len(thumbnails))])
 
 
+def joint_groups(
+    queries: np.ndarray, references: np.ndarray, threshold: float = NEAR_DUPLICATE_SIMILARITY
+) -> tuple[np.ndarray, np.ndarray]:
+    """``near_duplicate_groups`` over query and reference thumbnails together: the query images' group ids, then
+    the reference images'. A query whose group holds references is linked to them by a chain of near duplicates:
+    on the Alzheimer collection, another slice of a subject they show (every group there is one subject)."""
+    groups = near_duplicate_groups(np.concatenate([queries, references]), threshold)
+    return groups[: len(queries)], groups[len(queries):]
+
+
+def subject_in_reference(queries: np.ndarray, references: np.ndarray,
+                         threshold: float = NEAR_DUPLICATE_SIMILARITY) -> np.ndarray:
+    """Boolean mask over ``queries``: linked to some reference image by a chain of near duplicates (``joint_groups``)."""
+    query_groups, reference_groups = joint_groups(queries, references, threshold)
+    return np.isin(query_groups, reference_groups)
+
+
+def unseen_by_training(queries: np.ndarray, references: np.ndarray, reference_folds: np.ndarray, held_out_fold: int,
+                       threshold: float = NEAR_DUPLICATE_SIMILARITY) -> np.ndarray:
+    """Boolean mask over ``queries``: no chain of near duplicates links the image to a reference (training) image
+    outside ``held_out_fold``, so a model trained on the other folds never saw its subject."""
+    query_groups, reference_groups = joint_groups(queries, references, threshold)
+    return ~np.isin(query_groups, reference_groups[np.asarray(reference_folds) != held_out_fold])
+
+
 def duplicates_of_reference(
     queries: Fingerprints, references: Fingerprints, threshold: float = NEAR_DUPLICATE_SIMILARITY
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -15,17 +15,22 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from .cascade import DEFAULT_MODELS, Cascade
     from .data import expand_sources, load_sources
     from .evaluation import evaluate_cascade, report_name, test_results_of, write_report
-    from .fitting import stored_validation_figures
+    from .fitting import diagnosing_held_out_fold, stored_validation_figures
     from .labels import TASKS
 
     sources = expand_sources(args.data)
     cascade = Cascade.from_pretrained(args.models, backend=args.backend, operating_point=args.operating_point)
     validation = stored_validation_figures(cascade, cascade.operating_point)
-    report = evaluate_cascade(cascade, load_sources(sources), args.batch_size, validation=validation)
+    report = evaluate_cascade(cascade, load_sources(sources), args.batch_size, validation=validation,
+                              held_out_fold=diagnosing_held_out_fold(cascade, sources))
     report.update(models=args.models or "models/ (shipped)", data=sources)
     write_report(report, Path(args.out))
+    unseen = report.get("unseen_subjects_test")
     print(f"{report['full_test']['images']} test images, {report['test_images_duplicating_train']} of them "
-          f"duplicating a training image; operating point {report['operating_point']}: healthy iff P(healthy) > "
+          f"duplicating a training image"
+          + (f", {unseen['images']} of subjects the diagnosing models never saw (their held-out fold "
+             f"{unseen['held_out_fold']}, or no training slice)" if unseen else "")
+          + f"; operating point {report['operating_point']}: healthy iff P(healthy) > "
           + ", ".join(f"{family} {t:.4f}" for family, t in report["healthy_thresholds"].items()))
     print_summary(report)
     print(f"-> {Path(args.out) / report_name(report['operating_point'])}")
@@ -38,20 +43,24 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 
 def print_summary(report: dict) -> None:
-    """The headline figures: full test, deduplicated test and validation side by side."""
-    sets = [report["full_test"], report["deduplicated_test"], report["validation"]]
-    print(f"\n{'figure':<48}{'full test':>12}{'deduplicated':>14}{'validation':>12}")
-    print(f"{'images':<48}" + "".join(f"{figures['images']:>{w}}" for figures, w in zip(sets, (12, 14, 12))))
+    """The headline figures side by side: full test, deduplicated test, test scans of unseen subjects (when the
+    report has them) and validation."""
+    columns = {"full test": "full_test", "deduplicated": "deduplicated_test", "unseen subjects": "unseen_subjects_test",
+               "validation": "validation"}
+    sets = {title: report[key] for title, key in columns.items() if key in report}
+    widths = [max(12, len(title) + 2) for title in sets]
+    print(f"\n{'figure':<48}" + "".join(f"{title:>{w}}" for title, w in zip(sets, widths)))
+    print(f"{'images':<48}" + "".join(f"{figures['images']:>{w}}" for figures, w in zip(sets.values(), widths)))
 
     def row(name: str, pick) -> None:
         cells = []
-        for figures in sets:
+        for figures in sets.values():
             try:
                 value = pick(figures)
             except KeyError:
                 value = None
             cells.append("-" if value is None else f"{100 * value:.1f} %")
-        print(f"{name:<48}{cells[0]:>12}{cells[1]:>14}{cells[2]:>12}")
+        print(f"{name:<48}" + "".join(f"{cell:>{w}}" for cell, w in zip(cells, widths)))
 
     row("cascade end to end, 7 classes", lambda f: f["cascade"]["accuracy"])
     row("disease detector accuracy (at threshold)", lambda f: f["disease_detector_at_threshold"]["accuracy"])

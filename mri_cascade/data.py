@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Sequence
 
@@ -83,10 +82,18 @@ def split_validation(
     n_folds = round(1 / fraction)
     if not 0 <= fold < n_folds:
         raise ValueError(f"fold {fold} does not exist: a validation fraction of {fraction} gives folds 0-{n_folds - 1}")
-    folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    splits = folds.split(np.zeros(len(train)), train["label_id"], groups)
-    train_index, validation_index = next(itertools.islice(splits, fold, None))
-    return train.select(sorted(train_index)), train.select(sorted(validation_index))
+    in_fold = fold_assignment(train["label_id"], groups, fraction, seed) == fold
+    return train.select(np.flatnonzero(~in_fold)), train.select(np.flatnonzero(in_fold))
+
+
+def fold_assignment(labels: Sequence[int], groups: Sequence[int], fraction: float = 0.15, seed: int = 42) -> np.ndarray:
+    """The grouped fold (``split_validation``) each image falls in: scikit-learn's ``StratifiedGroupKFold`` into
+    ``round(1 / fraction)`` folds."""
+    folds = StratifiedGroupKFold(n_splits=round(1 / fraction), shuffle=True, random_state=seed)
+    assignment = np.empty(len(labels), dtype=np.int64)
+    for fold, (_, validation_index) in enumerate(folds.split(np.zeros(len(labels)), labels, groups)):
+        assignment[validation_index] = fold
+    return assignment
 
 
 def carve_validation(train: Dataset, fraction: float = 0.15, seed: int = 42, thumbnails: np.ndarray | None = None,

@@ -15,7 +15,14 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from .audit import Fingerprints, audit_table, duplicates_of_reference, within_split_duplicates
+from .audit import (
+    Fingerprints,
+    audit_table,
+    duplicates_of_reference,
+    subject_in_reference,
+    unseen_by_training,
+    within_split_duplicates,
+)
 from .calibration import expected_calibration_error
 from .labels import ALZHEIMER_VS_TUMOR, FAMILIES, LABEL_IDS, TASKS
 
@@ -57,23 +64,28 @@ def tune_healthy_threshold(p_healthy: np.ndarray, is_healthy: np.ndarray, target
 
 
 def audit_report(splits, train_prints: Fingerprints, test_prints: Fingerprints) -> dict:
-    """Duplicate counts per class: within train, within test, and test images that copy a train image."""
+    """Duplicate counts per class: within train, within test, and test images that copy a train image or are
+    linked to one by a chain of near duplicates (``linked``: on the Alzheimer collection, a slice of a subject
+    whose other slices are in train)."""
     train_exact, train_near = within_split_duplicates(train_prints)
     test_exact, test_near = within_split_duplicates(test_prints)
     cross_exact, cross_near = duplicates_of_reference(test_prints, train_prints)
+    linked = subject_in_reference(test_prints.thumbnails, train_prints.thumbnails)
     return {
         "train_within_split": audit_table(splits["train"]["label_id"], {"exact": train_exact, "near": train_near}),
         "test_within_split": audit_table(splits["test"]["label_id"], {"exact": test_exact, "near": test_near}),
-        "test_duplicating_train": audit_table(splits["test"]["label_id"], {"exact": cross_exact, "near": cross_near}),
+        "test_duplicating_train": audit_table(splits["test"]["label_id"],
+                                              {"exact": cross_exact, "near": cross_near, "linked": linked}),
     }
 
 
 def print_audit(audit: dict) -> None:
     for section, table in audit.items():
+        columns = list(table["total"])
         print(f"\n{section}:")
-        print(f"  {'class':<22}{'images':>8}{'exact':>8}{'near':>8}")
+        print(f"  {'class':<22}" + "".join(f"{column:>8}" for column in columns))
         for label, row in table.items():
-            print(f"  {label:<22}{row['images']:>8}{row['exact']:>8}{row['near']:>8}")
+            print(f"  {label:<22}" + "".join(f"{row[column]:>8}" for column in columns))
 
 
 def _per_class(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict:
@@ -152,35 +164,45 @@ def cascade_figures(cascade, probabilities: dict[str, np.ndarray], truth: np.nda
 
 
 def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str | None = None,
-                     validation_fraction: float = 0.15, seed: int = 42, validation: dict | None = None) -> dict:
-    """Every figure at ``operating_point`` (default: the cascade's own) on the test split, twice (all of it, and
-    without the images that duplicate a training image), and on validation: ``validation``'s figures when given
-    (``fitting.stored_validation_figures``: what ``calibrate`` stored), else fold 0 through the cascade."""
-    from .audit import fingerprint_dataset
-    from .data import carve_validation
+                     validation_fraction: float = 0.15, seed: int = 42, validation: dict | None = None,
+                     held_out_fold: int | None = None) -> dict:
+    """Every figure at ``operating_point`` (default: the cascade's own) on the test split: all of it, without the
+    images that duplicate a training image, and, when the diagnosing models all held out fold ``held_out_fold``
+    of ``splits["train"]``, on the test images of subjects they never saw (``audit.unseen_by_training``: the
+    Alzheimer test split holds other slices of the training subjects, so its full figure measures subjects the
+    models learned). On validation: ``validation``'s figures when given (``fitting.stored_validation_figures``:
+    what ``calibrate`` stored), else fold 0 through the cascade."""
+    from .audit import fingerprint_dataset, near_duplicate_groups
+    from .data import carve_validation, fold_assignment
 
     point = operating_point or cascade.operating_point
     test = splits["test"]
-    train_prints = fingerprint_dataset(splits["train"])
-    _, duplicates = duplicates_of_reference(fingerprint_dataset(test), train_prints)
+    train_prints, test_prints = fingerprint_dataset(splits["train"]), fingerprint_dataset(test)
+    _, duplicates = duplicates_of_reference(test_prints, train_prints)
 
     truth = np.asarray(test["label_id"])
     probabilities = cascade.stage_probabilities(test["image"], batch_size=batch_size)
-    keep = ~duplicates
-    full = cascade_figures(cascade, probabilities, truth, point)
-    deduplicated = cascade_figures(cascade, {task: p[keep] for task, p in probabilities.items()}, truth[keep], point)
+
+    def figures_on(keep: np.ndarray) -> dict:
+        return cascade_figures(cascade, {task: p[keep] for task, p in probabilities.items()}, truth[keep], point)
+
+    report = {
+        "operating_point": point,
+        "healthy_thresholds": cascade.thresholds(point),
+        "test_images_duplicating_train": int(duplicates.sum()),
+        "full_test": figures_on(np.ones(len(truth), dtype=bool)),
+        "deduplicated_test": figures_on(~duplicates),
+    }
+    if held_out_fold is not None:
+        train_folds = fold_assignment(splits["train"]["label_id"], near_duplicate_groups(train_prints.thumbnails),
+                                      validation_fraction, seed)
+        unseen = unseen_by_training(test_prints.thumbnails, train_prints.thumbnails, train_folds, held_out_fold)
+        report["unseen_subjects_test"] = {"held_out_fold": held_out_fold, **figures_on(unseen)}
     if validation is None:
         _, fold = carve_validation(splits["train"], validation_fraction, seed, train_prints.thumbnails)
         validation = cascade_figures(cascade, cascade.stage_probabilities(fold["image"], batch_size=batch_size),
                                      np.asarray(fold["label_id"]), point)
-    return {
-        "operating_point": point,
-        "healthy_thresholds": cascade.thresholds(point),
-        "test_images_duplicating_train": int(duplicates.sum()),
-        "full_test": full,
-        "deduplicated_test": deduplicated,
-        "validation": validation,
-    }
+    return {**report, "validation": validation}
 
 
 def test_results_of(report: dict, task: str) -> dict:

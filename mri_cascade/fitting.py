@@ -140,6 +140,23 @@ def held_out_fold(location: str, validation_fraction: float = 0.15, seed: int = 
     return int(args.get("validation_fold", 0))
 
 
+def diagnosing_held_out_fold(cascade: Cascade, sources: Sequence[str], validation_fraction: float = 0.15,
+                             seed: int = 42) -> int | None:
+    """The fold of ``sources``' train split that every diagnosing model (all but alzheimer-vs-tumor) held out, when
+    each trained on those collections in that order (so the folds are the ones its training drew); else None.
+    Stage 2 is left out: it only names the collection (no error on any split so far) and trains on every scan."""
+    folds = set()
+    for task, stage in cascade.stages.items():
+        if task == ALZHEIMER_VS_TUMOR.name:
+            continue
+        record = resolve_file(stage.location, TRAINING_RECORD)
+        trained_on = json.loads(Path(record).read_text()).get("data", []) if record else []
+        if [Path(source).name for source in trained_on] != [Path(source).name for source in sources]:
+            return None
+        folds.add(held_out_fold(stage.location, validation_fraction, seed))
+    return folds.pop() if len(folds) == 1 else None
+
+
 def held_out_logits(shipped: dict[str, Stage], train, fold_models: Sequence[Path] = (),
                     validation_fraction: float = 0.15, seed: int = 42) -> list[HeldOut]:
     """Every validation fold that some model never trained on, through the ``shipped`` stages with that fold's

@@ -4,10 +4,17 @@ from conftest import make_image_folder
 from datasets import Dataset
 from PIL import Image
 
-from mri_cascade.audit import fingerprint_dataset, fingerprint_images, near_duplicate_groups
+from mri_cascade.audit import (
+    fingerprint_dataset,
+    fingerprint_images,
+    near_duplicate_groups,
+    subject_in_reference,
+    unseen_by_training,
+)
 from mri_cascade.data import (
     cross_source_split,
     expand_sources,
+    fold_assignment,
     load_source,
     load_sources,
     split_validation,
@@ -93,6 +100,37 @@ def test_near_duplicate_groups_link_copies(collections):
     groups = near_duplicate_groups(fingerprint_images(doubled).thumbnails)
     assert all(groups[i] == groups[i + 5] for i in range(5))
     assert len(set(groups)) == 5
+
+
+def test_fold_assignment_names_the_fold_split_validation_holds_out(collections):
+    train = load_sources(expand_sources([str(collections)]))["train"]
+    train = train.add_column("row", list(range(len(train))))
+    groups = np.arange(len(train)) // 2
+    assignment = fold_assignment(train["label_id"], groups, fraction=0.25, seed=0)
+    for fold in range(4):
+        assert split_validation(train, groups, 0.25, seed=0, fold=fold)[1]["row"] == list(np.flatnonzero(assignment == fold))
+
+
+def _subject_slices(rng: np.random.Generator, slices: int) -> np.ndarray:
+    """Thumbnails of one synthetic subject: neighbouring slices differ a little, slices three apart a lot."""
+    rows = rng.normal(size=64) + rng.normal(size=(slices, 64)).cumsum(axis=0) * 0.1
+    rows -= rows.mean(axis=1, keepdims=True)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_test_slices_are_traced_to_their_subjects_training_slices_through_chains():
+    rng = np.random.default_rng(0)
+    subject_a, subject_b, stranger = (_subject_slices(rng, 9) for _ in range(3))
+    train = np.concatenate([subject_a[:6], subject_b[:6]])
+    train_folds = np.array([0] * 6 + [1] * 6)  # subject a held out by fold 0, subject b by fold 1
+    far = np.stack([subject_a[8], subject_b[8], stranger[0]])
+    assert (far @ train.T).max() < 0.99  # no test slice here is a near copy of a training slice ...
+    test = np.concatenate([far, subject_a[6:8], subject_b[6:8]])  # ... but slices 6-7 link 8 to its subject
+    assert list(subject_in_reference(test, train)) == [True, True, False, True, True, True, True]
+    assert list(unseen_by_training(test, train, train_folds, held_out_fold=0)) == [True, False, True, True, True,
+                                                                                     False, False]
+    assert list(unseen_by_training(test, train, train_folds, held_out_fold=1)) == [False, True, True, False, False,
+                                                                                     True, True]
 
 
 def test_unknown_folder_is_refused(tmp_path):
