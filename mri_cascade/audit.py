@@ -103,12 +103,22 @@ def subject_in_reference(queries: np.ndarray, references: np.ndarray,
     return np.isin(query_groups, reference_groups)
 
 
-def unseen_by_training(queries: np.ndarray, references: np.ndarray, reference_folds: np.ndarray, held_out_fold: int,
-                       threshold: float = NEAR_DUPLICATE_SIMILARITY) -> np.ndarray:
-    """Boolean mask over ``queries``: no chain of near duplicates links the image to a reference (training) image
-    outside ``held_out_fold``, so a model trained on the other folds never saw its subject."""
+NO_TRAINING_SUBJECT, SEVERAL_FOLDS = -1, -2
+
+
+def subject_folds(queries: np.ndarray, references: np.ndarray, reference_folds: np.ndarray,
+                  threshold: float = NEAR_DUPLICATE_SIMILARITY) -> np.ndarray:
+    """For each query image, the fold of the reference (training) images a chain of near duplicates links it to
+    (``joint_groups``): the fold whose models never saw its subject. ``NO_TRAINING_SUBJECT`` when it is linked to
+    none, ``SEVERAL_FOLDS`` when its links span folds."""
     query_groups, reference_groups = joint_groups(queries, references, threshold)
-    return ~np.isin(query_groups, reference_groups[np.asarray(reference_folds) != held_out_fold])
+    reference_folds = np.asarray(reference_folds)
+    folds = np.full(len(queries), NO_TRAINING_SUBJECT, dtype=np.int64)
+    for group in np.unique(query_groups):
+        linked = np.unique(reference_folds[reference_groups == group])
+        if len(linked):
+            folds[query_groups == group] = linked[0] if len(linked) == 1 else SEVERAL_FOLDS
+    return folds
 
 
 def duplicates_of_reference(

@@ -15,21 +15,21 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from .cascade import DEFAULT_MODELS, Cascade
     from .data import expand_sources, load_sources
     from .evaluation import evaluate_cascade, report_name, test_results_of, write_report
-    from .fitting import diagnosing_held_out_fold, stored_validation_figures
+    from .fitting import stored_validation_figures, unseen_subject_cascades
     from .labels import TASKS
 
     sources = expand_sources(args.data)
     cascade = Cascade.from_pretrained(args.models, backend=args.backend, operating_point=args.operating_point)
     validation = stored_validation_figures(cascade, cascade.operating_point)
     report = evaluate_cascade(cascade, load_sources(sources), args.batch_size, validation=validation,
-                              held_out_fold=diagnosing_held_out_fold(cascade, sources))
+                              held_out=unseen_subject_cascades(cascade, sources, args.fold_models))
     report.update(models=args.models or "models/ (shipped)", data=sources)
     write_report(report, Path(args.out))
     unseen = report.get("unseen_subjects_test")
     print(f"{report['full_test']['images']} test images, {report['test_images_duplicating_train']} of them "
           f"duplicating a training image"
-          + (f", {unseen['images']} of subjects the diagnosing models never saw (their held-out fold "
-             f"{unseen['held_out_fold']}, or no training slice)" if unseen else "")
+          + (f", {unseen['images']} of subjects the models answering them never saw (held out by folds "
+             f"{', '.join(map(str, unseen['folds']))}, or linked to no training image)" if unseen else "")
           + f"; operating point {report['operating_point']}: healthy iff P(healthy) > "
           + ", ".join(f"{family} {t:.4f}" for family, t in report["healthy_thresholds"].items()))
     print_summary(report)
@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_operating_point(evaluate)
     evaluate.add_argument("--update-model-cards", action="store_true",
                           help="Write test_results.json into each model folder and re-render its card.")
+    evaluate.add_argument("--fold-models", nargs="*", default=[], metavar="DIR",
+                          help="run_train.py output folders of the same recipes holding out other folds: they answer "
+                          "the test scans of the subjects they never saw, for the unseen-subjects figures.")
     evaluate.set_defaults(run=evaluate_command)
 
     predict = commands.add_parser(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,16 @@ from sklearn.metrics import (
 )
 
 from .audit import (
+    NO_TRAINING_SUBJECT,
     Fingerprints,
     audit_table,
     duplicates_of_reference,
+    subject_folds,
     subject_in_reference,
-    unseen_by_training,
     within_split_duplicates,
 )
 from .calibration import expected_calibration_error
-from .labels import ALZHEIMER_VS_TUMOR, FAMILIES, LABEL_IDS, TASKS
+from .labels import ALZHEIMER_SEVERITY, ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, FAMILIES, LABEL_IDS, TASKS, TUMOR_TYPE
 
 
 def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
@@ -163,15 +165,29 @@ def cascade_figures(cascade, probabilities: dict[str, np.ndarray], truth: np.nda
                                 scan_families(probabilities[ALZHEIMER_VS_TUMOR.name]))
 
 
+def tasks_deciding(label_id: str) -> set[str]:
+    """The diagnosing models whose answers decide whether a scan of this true label is answered right: the
+    detector, and for a disease the model that names it. (Stage 2 only names the collection, and has not erred
+    on any split.)"""
+    return {DISEASE_DETECTOR.name} | {task.name for task in (ALZHEIMER_SEVERITY, TUMOR_TYPE)
+                                      if label_id in task.members()}
+
+
 def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str | None = None,
                      validation_fraction: float = 0.15, seed: int = 42, validation: dict | None = None,
-                     held_out_fold: int | None = None) -> dict:
+                     held_out: Mapping[int, tuple] | None = None) -> dict:
     """Every figure at ``operating_point`` (default: the cascade's own) on the test split: all of it, without the
-    images that duplicate a training image, and, when the diagnosing models all held out fold ``held_out_fold``
-    of ``splits["train"]``, on the test images of subjects they never saw (``audit.unseen_by_training``: the
-    Alzheimer test split holds other slices of the training subjects, so its full figure measures subjects the
-    models learned). On validation: ``validation``'s figures when given (``fitting.stored_validation_figures``:
-    what ``calibrate`` stored), else fold 0 through the cascade."""
+    images that duplicate a training image, and on the test images of subjects that the models answering them
+    never saw. On validation: ``validation``'s figures when given (``fitting.stored_validation_figures``: what
+    ``calibrate`` stored), else fold 0 through the cascade.
+
+    Unseen subjects matter because the Alzheimer test split holds other slices of the training subjects, so its
+    full figure also measures how well the models learned those subjects. ``held_out`` maps a fold of
+    ``splits["train"]`` (``data.fold_assignment``) to a cascade and the tasks whose model never trained on it
+    (``fitting.unseen_subject_cascades``). A test image linked to a training subject of fold K
+    (``audit.subject_folds``) counts when fold K's models held it out for every task deciding its answer
+    (``tasks_deciding``); their logits then go through this cascade's temperatures and thresholds. A test image
+    linked to no training image counts with this cascade's answer."""
     from .audit import fingerprint_dataset, near_duplicate_groups
     from .data import carve_validation, fold_assignment
 
@@ -183,7 +199,7 @@ def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str 
     truth = np.asarray(test["label_id"])
     probabilities = cascade.stage_probabilities(test["image"], batch_size=batch_size)
 
-    def figures_on(keep: np.ndarray) -> dict:
+    def figures_on(keep: np.ndarray, probabilities: dict[str, np.ndarray] = probabilities) -> dict:
         return cascade_figures(cascade, {task: p[keep] for task, p in probabilities.items()}, truth[keep], point)
 
     report = {
@@ -193,11 +209,22 @@ def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str 
         "full_test": figures_on(np.ones(len(truth), dtype=bool)),
         "deduplicated_test": figures_on(~duplicates),
     }
-    if held_out_fold is not None:
+    if held_out:
         train_folds = fold_assignment(splits["train"]["label_id"], near_duplicate_groups(train_prints.thumbnails),
                                       validation_fraction, seed)
-        unseen = unseen_by_training(test_prints.thumbnails, train_prints.thumbnails, train_folds, held_out_fold)
-        report["unseen_subjects_test"] = {"held_out_fold": held_out_fold, **figures_on(unseen)}
+        folds = subject_folds(test_prints.thumbnails, train_prints.thumbnails, train_folds)
+        unseen = folds == NO_TRAINING_SUBJECT
+        unseen_probabilities = {task: p.copy() for task, p in probabilities.items()}
+        for fold, (fold_cascade, out_of_fold) in held_out.items():
+            members = np.flatnonzero((folds == fold) & np.array([tasks_deciding(label) <= out_of_fold
+                                                                 for label in truth]))
+            if len(members):
+                fold_probabilities = cascade.calibrated(
+                    fold_cascade.stage_logits([test[int(i)]["image"] for i in members], batch_size=batch_size))
+                for task, values in fold_probabilities.items():
+                    unseen_probabilities[task][members] = values
+                unseen[members] = True
+        report["unseen_subjects_test"] = {"folds": sorted(held_out), **figures_on(unseen, unseen_probabilities)}
     if validation is None:
         _, fold = carve_validation(splits["train"], validation_fraction, seed, train_prints.thumbnails)
         validation = cascade_figures(cascade, cascade.stage_probabilities(fold["image"], batch_size=batch_size),

@@ -140,31 +140,20 @@ def held_out_fold(location: str, validation_fraction: float = 0.15, seed: int = 
     return int(args.get("validation_fold", 0))
 
 
-def diagnosing_held_out_fold(cascade: Cascade, sources: Sequence[str], validation_fraction: float = 0.15,
-                             seed: int = 42) -> int | None:
-    """The fold of ``sources``' train split that every diagnosing model (all but alzheimer-vs-tumor) held out, when
-    each trained on those collections in that order (so the folds are the ones its training drew); else None.
-    Stage 2 is left out: it only names the collection (no error on any split so far) and trains on every scan."""
-    folds = set()
-    for task, stage in cascade.stages.items():
-        if task == ALZHEIMER_VS_TUMOR.name:
-            continue
-        record = resolve_file(stage.location, TRAINING_RECORD)
-        trained_on = json.loads(Path(record).read_text()).get("data", []) if record else []
-        if [Path(source).name for source in trained_on] != [Path(source).name for source in sources]:
-            return None
-        folds.add(held_out_fold(stage.location, validation_fraction, seed))
-    return folds.pop() if len(folds) == 1 else None
+@dataclass
+class FoldModels:
+    """The shipped stages with the models that held out one fold swapped in."""
+
+    stages: dict[str, Stage]
+    out_of_fold: set[str]  # the tasks whose model never trained on this fold
 
 
-def held_out_logits(shipped: dict[str, Stage], train, fold_models: Sequence[Path] = (),
-                    validation_fraction: float = 0.15, seed: int = 42) -> list[HeldOut]:
-    """Every validation fold that some model never trained on, through the ``shipped`` stages with that fold's
-    models from ``fold_models`` (``run_train.py --validation_fold K`` output folders) swapped in. A shipped model is
-    out of fold on the fold its own training held out (``held_out_fold``; none if it trained on every scan), a
+def fold_models_by_fold(shipped: dict[str, Stage], fold_models: Sequence[Path] = (), validation_fraction: float = 0.15,
+                        seed: int = 42) -> dict[int, FoldModels]:
+    """Every fold of the grouped split that some model held out, with the ``shipped`` stages and that fold's
+    models from ``fold_models`` (``run_train.py --validation_fold K`` output folders) swapped in. A shipped model
+    is out of fold on the fold its own training held out (``held_out_fold``; none if it trained on every scan), a
     swapped-in one on its fold; the swapped-in models run with the shipped ones' test-time flips."""
-    from .audit import fingerprint_dataset, near_duplicate_groups
-
     shipped_folds = {task: held_out_fold(stage.location, validation_fraction, seed) for task, stage in shipped.items()}
     swaps: dict[int, dict[str, Stage]] = {}
     for directory in map(Path, fold_models):
@@ -181,17 +170,42 @@ def held_out_logits(shipped: dict[str, Stage], train, fold_models: Sequence[Path
             stage = load_stage(str(directory / task), task)
             stage.test_time_flips = shipped[task].test_time_flips
             swaps.setdefault(fold, {})[task] = stage
+    return {fold: FoldModels({**shipped, **swaps.get(fold, {})},
+                             set(swaps.get(fold, {})) | {task for task, own in shipped_folds.items() if own == fold})
+            for fold in sorted({fold for fold in shipped_folds.values() if fold is not None} | set(swaps))}
+
+
+def held_out_logits(shipped: dict[str, Stage], train, fold_models: Sequence[Path] = (),
+                    validation_fraction: float = 0.15, seed: int = 42) -> list[HeldOut]:
+    """Every validation fold that some model never trained on, through that fold's models
+    (``fold_models_by_fold``)."""
+    from .audit import fingerprint_dataset, near_duplicate_groups
+
+    by_fold = fold_models_by_fold(shipped, fold_models, validation_fraction, seed)
     groups = near_duplicate_groups(fingerprint_dataset(train).thumbnails)
     held = []
-    for fold in sorted({fold for fold in shipped_folds.values() if fold is not None} | set(swaps)):
-        swapped = swaps.get(fold, {})
-        out_of_fold = set(swapped) | {task for task, own in shipped_folds.items() if own == fold}
+    for fold, models in by_fold.items():
         _, validation = split_validation(train, groups, validation_fraction, seed, fold)
         print(f"fold {fold}: {len(validation)} validation images, out of fold: "
-              f"{', '.join(task for task in TASKS if task in out_of_fold)}", flush=True)
-        logits = Cascade({**shipped, **swapped}).stage_logits(validation["image"])
-        held.append(HeldOut(fold, logits, np.asarray(validation["label_id"]), out_of_fold))
+              f"{', '.join(task for task in TASKS if task in models.out_of_fold)}", flush=True)
+        logits = Cascade(models.stages).stage_logits(validation["image"])
+        held.append(HeldOut(fold, logits, np.asarray(validation["label_id"]), models.out_of_fold))
     return held
+
+
+def unseen_subject_cascades(cascade: Cascade, sources: Sequence[str], fold_models: Sequence[Path] = (),
+                            validation_fraction: float = 0.15, seed: int = 42) -> dict[int, tuple[Cascade, set[str]]]:
+    """For ``evaluation.evaluate_cascade``'s test figures on unseen subjects: each held-out fold's cascade
+    (``fold_models_by_fold``) and the tasks whose model never trained on that fold. Empty unless every model
+    trained on ``sources``' collections in that order, so that its folds are the ones ``data.fold_assignment``
+    draws from them."""
+    for stage in cascade.stages.values():
+        record = resolve_file(stage.location, TRAINING_RECORD)
+        trained_on = json.loads(Path(record).read_text()).get("data", []) if record else []
+        if [Path(source).name for source in trained_on] != [Path(source).name for source in sources]:
+            return {}
+    by_fold = fold_models_by_fold(cascade.stages, fold_models, validation_fraction, seed)
+    return {fold: (Cascade(models.stages), models.out_of_fold) for fold, models in by_fold.items()}
 
 
 def stored_validation_figures(cascade: Cascade, operating_point: str, validation_fraction: float = 0.15,

@@ -5,11 +5,13 @@ from datasets import Dataset
 from PIL import Image
 
 from mri_cascade.audit import (
+    NO_TRAINING_SUBJECT,
+    SEVERAL_FOLDS,
     fingerprint_dataset,
     fingerprint_images,
     near_duplicate_groups,
+    subject_folds,
     subject_in_reference,
-    unseen_by_training,
 )
 from mri_cascade.data import (
     cross_source_split,
@@ -127,10 +129,9 @@ def test_test_slices_are_traced_to_their_subjects_training_slices_through_chains
     assert (far @ train.T).max() < 0.99  # no test slice here is a near copy of a training slice ...
     test = np.concatenate([far, subject_a[6:8], subject_b[6:8]])  # ... but slices 6-7 link 8 to its subject
     assert list(subject_in_reference(test, train)) == [True, True, False, True, True, True, True]
-    assert list(unseen_by_training(test, train, train_folds, held_out_fold=0)) == [True, False, True, True, True,
-                                                                                     False, False]
-    assert list(unseen_by_training(test, train, train_folds, held_out_fold=1)) == [False, True, True, False, False,
-                                                                                     True, True]
+    assert list(subject_folds(test, train, train_folds)) == [0, 1, NO_TRAINING_SUBJECT, 0, 0, 1, 1]
+    bridge = (subject_a[5] + subject_b[0]) / np.linalg.norm(subject_a[5] + subject_b[0])  # a test image like both
+    assert subject_folds(np.stack([bridge]), train, train_folds, threshold=0.6)[0] == SEVERAL_FOLDS
 
 
 def test_unknown_folder_is_refused(tmp_path):

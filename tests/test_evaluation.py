@@ -1,13 +1,17 @@
 import json
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
 from mri_cascade.calibration import expected_calibration_error
+from mri_cascade.data import fold_assignment, load_sources
 from mri_cascade.evaluation import (
     classification_metrics,
+    evaluate_cascade,
     evaluate_predictions,
     paired_cluster_bootstrap,
     tune_healthy_threshold,
@@ -73,6 +77,47 @@ def test_evaluation_report_holds_every_figure_and_writes_pngs(tmp_path):
     assert json.loads((tmp_path / "evaluation_screening.json").read_text())["full_test"]["images"] == 5
     assert (tmp_path / "confusion_cascade_full_test_screening.png").stat().st_size > 1000
     assert (tmp_path / "confusion_tumor-type_deduplicated_test.png").exists()
+
+
+class AnswersHealthy:
+    """A fold's cascade that calls every scan healthy, so the test can see which scans it answered."""
+
+    def stage_logits(self, images, batch_size=8):
+        n = len(images)
+        return {"disease-detector": np.tile([20.0, -20.0], (n, 1)), "alzheimer-vs-tumor": np.zeros((n, 2)),
+                "alzheimer-severity": np.zeros((n, 3)), "tumor-type": np.zeros((n, 3))}
+
+
+def test_unseen_subject_figures_take_each_fold_models_answers_on_the_subjects_they_held_out(tmp_path, tiny_cascade):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "alzheimer"
+    for split, classes in {"train": {"NonDemented": 6, "VeryMildDemented": 6, "MildDemented": 6},
+                           "test": {"NonDemented": 2, "MildDemented": 2}}.items():  # test: linked to no train image
+        for class_name, count in classes.items():
+            (root / split / class_name).mkdir(parents=True)
+            for index in range(count):  # unrelated slices: no two are near duplicates
+                pixels = rng.integers(0, 255, (8, 8), dtype=np.uint8)
+                Image.fromarray(pixels).resize((64, 64)).save(root / split / class_name / f"{index}.png")
+    for class_folder in (root / "train").iterdir():  # and a copy of every training slice
+        (root / "test" / class_folder.name).mkdir(exist_ok=True)
+        for image in class_folder.iterdir():
+            shutil.copy(image, root / "test" / class_folder.name / f"copy-{image.name}")
+    splits = load_sources([str(root)])
+    train_folds = fold_assignment(splits["train"]["label_id"],
+                                  near_duplicate_groups(fingerprint_dataset(splits["train"]).thumbnails), 1 / 3)
+    healthy = np.array(splits["train"]["label_id"]) == "healthy"
+    held_out = {0: (AnswersHealthy(), {"disease-detector", "alzheimer-severity"}),
+                1: (AnswersHealthy(), {"disease-detector"})}  # fold 1's severity model trained on it
+    report = evaluate_cascade(tiny_cascade, splits, validation_fraction=1 / 3, validation={}, held_out=held_out)
+    unseen = report["unseen_subjects_test"]
+    from_folds = int((train_folds == 0).sum() + ((train_folds == 1) & healthy).sum())
+    assert 0 < (train_folds == 1).sum() - ((train_folds == 1) & healthy).sum()  # fold 1 has demented scans to leave out
+    assert unseen["folds"] == [0, 1] and unseen["images"] == 4 + from_folds
+    called_healthy = np.asarray(unseen["cascade"]["confusion"])[:, unseen["cascade"]["labels"].index("healthy")].sum()
+    assert called_healthy >= from_folds
+    assert report["full_test"]["images"] == 4 + 18
 
 
 def _auc(truth, scores):
