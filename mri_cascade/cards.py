@@ -105,6 +105,7 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
         ) or "not recorded",
         test_full=(test or {}).get("full"),
         test_dedup=(test or {}).get("deduplicated"),
+        test_unseen=(test or {}).get("unseen_subjects"),
         calibration=calibration,
         familiarity=familiarity,
         test_time_flips=config.get(TEST_TIME_FLIPS_KEY, False),

@@ -233,11 +233,16 @@ def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str 
 
 
 def test_results_of(report: dict, task: str) -> dict:
-    """One model's headline test figures (full and deduplicated), as its model card reads them."""
-    return {
-        variant: {k: v for k, v in report[f"{variant}_test"]["models"][task].items() if k not in ("per_class", "confusion")}
-        for variant in ("full", "deduplicated")
-    }
+    """One model's headline test figures (full, deduplicated and, when the report has them, on unseen subjects
+    with the folds whose models answered them), as its model card reads them."""
+    results = {}
+    for variant in ("full", "deduplicated", "unseen_subjects"):
+        figures = report.get(f"{variant}_test")
+        if figures is not None and task in figures["models"]:
+            results[variant] = {k: v for k, v in figures["models"][task].items() if k not in ("per_class", "confusion")}
+            if "folds" in figures:
+                results[variant]["folds"] = figures["folds"]
+    return results
 
 
 def save_confusion_png(confusion: list[list[int]], labels: list[str], title: str, path: Path) -> None:

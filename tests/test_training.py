@@ -96,9 +96,15 @@ def test_model_card_metadata_is_valid(trained, tmp_path):
     folder = shutil.copytree(out / "disease-detector", tmp_path / "disease-detector")
     figures = {"images": 10, "accuracy": 0.7, "balanced_accuracy": 0.65, "macro_f1": 0.6}
     (folder / "test_results.json").write_text(json.dumps({"full": figures, "deduplicated": figures}))
-    metadata = yaml.safe_load(render_model_card(folder).content.split("---")[1])
+    card = render_model_card(folder)
+    metadata = yaml.safe_load(card.content.split("---")[1])
     _, results = model_index_to_eval_results(metadata["model-index"])
     assert {(r.metric_type, r.metric_value) for r in results} == {("accuracy", 0.7), ("f1", 0.6)}
+    assert "never trained on" not in card.text
+    unseen = {"images": 4, "accuracy": 0.5, "balanced_accuracy": 0.5, "macro_f1": 0.4, "folds": [0, 1]}
+    (folder / "test_results.json").write_text(json.dumps({"full": figures, "deduplicated": figures,
+                                                          "unseen_subjects": unseen}))
+    assert "| of subjects never trained on | 4 | 50.0 % |" in render_model_card(folder).text
 
 
 @pytest.mark.parametrize(("flag", "value", "message"), [
