@@ -224,7 +224,13 @@ def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str 
                 for task, values in fold_probabilities.items():
                     unseen_probabilities[task][members] = values
                 unseen[members] = True
-        report["unseen_subjects_test"] = {"folds": sorted(held_out), **figures_on(unseen, unseen_probabilities)}
+        diagnosing = (DISEASE_DETECTOR, ALZHEIMER_SEVERITY, TUMOR_TYPE)
+        report["unseen_subjects_test"] = {
+            "folds": sorted(held_out),
+            "folds_by_model": {task.name: sorted(fold for fold, (_, out_of_fold) in held_out.items()
+                                                 if task.name in out_of_fold) for task in diagnosing},
+            **figures_on(unseen, unseen_probabilities),
+        }
     if validation is None:
         _, fold = carve_validation(splits["train"], validation_fraction, seed, train_prints.thumbnails)
         validation = cascade_figures(cascade, cascade.stage_probabilities(fold["image"], batch_size=batch_size),
@@ -233,15 +239,19 @@ def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str 
 
 
 def test_results_of(report: dict, task: str) -> dict:
-    """One model's headline test figures (full, deduplicated and, when the report has them, on unseen subjects
-    with the folds whose models answered them), as its model card reads them."""
+    """One model's headline test figures (full, deduplicated and, for a diagnosing model when the report has
+    them, on unseen subjects with the folds whose models of its recipe answered them), as its model card reads
+    them."""
     results = {}
     for variant in ("full", "deduplicated", "unseen_subjects"):
         figures = report.get(f"{variant}_test")
-        if figures is not None and task in figures["models"]:
-            results[variant] = {k: v for k, v in figures["models"][task].items() if k not in ("per_class", "confusion")}
-            if "folds" in figures:
-                results[variant]["folds"] = figures["folds"]
+        if figures is None or task not in figures["models"]:
+            continue
+        if variant == "unseen_subjects" and task not in figures["folds_by_model"]:
+            continue  # stage 2 answered these scans in folds it trained on
+        results[variant] = {k: v for k, v in figures["models"][task].items() if k not in ("per_class", "confusion")}
+        if variant == "unseen_subjects":
+            results[variant]["folds"] = figures["folds_by_model"][task]
     return results
 
 

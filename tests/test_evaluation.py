@@ -14,6 +14,7 @@ from mri_cascade.evaluation import (
     evaluate_cascade,
     evaluate_predictions,
     paired_cluster_bootstrap,
+    test_results_of,
     tune_healthy_threshold,
     write_report,
 )
@@ -118,6 +119,9 @@ def test_unseen_subject_figures_take_each_fold_models_answers_on_the_subjects_th
     called_healthy = np.asarray(unseen["cascade"]["confusion"])[:, unseen["cascade"]["labels"].index("healthy")].sum()
     assert called_healthy >= from_folds
     assert report["full_test"]["images"] == 4 + 18
+    assert unseen["folds_by_model"] == {"disease-detector": [0, 1], "alzheimer-severity": [0], "tumor-type": []}
+    assert test_results_of(report, "alzheimer-severity")["unseen_subjects"]["folds"] == [0]  # what its card names
+    assert set(test_results_of(report, "alzheimer-vs-tumor")) == {"full", "deduplicated"}
 
 
 def _auc(truth, scores):

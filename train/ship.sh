@@ -32,5 +32,8 @@ done
 mri-cascade calibrate ../shared/data --models models --out reports --test-time-flips disease-detector \
   --fold-models folds/1 folds/2 folds/3
 mri-cascade fit-familiarity ../shared/data --models models --out reports
-mri-cascade evaluate ../shared/data --models models --out reports --update-model-cards
-mri-cascade evaluate ../shared/data --models models --out reports --operating-point screening
+# the fold models also answer the test scans of the subjects they held out (the unseen-subject figures)
+mri-cascade evaluate ../shared/data --models models --out reports --update-model-cards \
+  --fold-models folds/1 folds/2 folds/3
+mri-cascade evaluate ../shared/data --models models --out reports --operating-point screening \
+  --fold-models folds/1 folds/2 folds/3
