@@ -220,7 +220,7 @@ def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str 
                                                                  for label in truth]))
             if len(members):
                 fold_probabilities = cascade.calibrated(
-                    fold_cascade.stage_logits([test[int(i)]["image"] for i in members], batch_size=batch_size))
+                    fold_cascade.stage_logits(test.select(members)["image"], batch_size=batch_size))
                 for task, values in fold_probabilities.items():
                     unseen_probabilities[task][members] = values
                 unseen[members] = True

@@ -19,6 +19,7 @@ from mri_cascade.fitting import (
     held_out_fold,
     held_out_logits,
     stored_validation_figures,
+    unseen_subject_cascades,
     update_config,
 )
 from mri_cascade.images import load_image
@@ -168,6 +169,23 @@ def test_a_fold_model_of_the_shipped_fold_is_refused(fold_setup, tmp_path):
         held_out_logits(shipped, train, [tmp_path])
     with pytest.raises(ValueError, match="two disease-detector models held out fold 1"):
         held_out_logits(shipped, train, [fold_models, fold_models])
+
+
+def test_unseen_subject_cascades_need_models_trained_on_the_evaluated_collections(fold_setup, tmp_path):
+    models, fold_models, _ = fold_setup
+    recorded = shutil.copytree(models, tmp_path / "models")
+    for task in TASKS:  # as run_train.py records them: fold 0 held out of these two collections
+        record = {"validation": "fold", "validation_fold": 0, "seed": 42, "validation_fraction": 0.15,
+                  "data": ["../shared/data/alzheimer", "../shared/data/brain_tumor"]}
+        (recorded / task / "training_args.json").write_text(json.dumps(record))
+    cascade = Cascade.from_pretrained(recorded)
+    by_fold = unseen_subject_cascades(cascade, ["data/alzheimer", "data/brain_tumor"], [fold_models])
+    assert {fold: out_of_fold for fold, (_, out_of_fold) in by_fold.items()} == {0: set(TASKS),
+                                                                                  1: {"disease-detector"}}
+    assert by_fold[1][0].stages["disease-detector"].location == str(fold_models / "disease-detector")
+    # other collections, or models with no record of theirs, were split into other folds: no unseen subjects
+    assert unseen_subject_cascades(cascade, ["data/alzheimer"]) == {}
+    assert unseen_subject_cascades(Cascade.from_pretrained(models), ["data/alzheimer", "data/brain_tumor"]) == {}
 
 
 @pytest.fixture
