@@ -14,10 +14,10 @@ from mri_cascade.evaluation import (
     evaluate_cascade,
     evaluate_predictions,
     paired_cluster_bootstrap,
-    test_results_of,
     tune_healthy_threshold,
     write_report,
 )
+from mri_cascade.evaluation import test_results_of as card_results  # not collected as a test
 
 
 def test_classification_metrics_on_a_known_case():
@@ -120,8 +120,8 @@ def test_unseen_subject_figures_take_each_fold_models_answers_on_the_subjects_th
     assert called_healthy >= from_folds
     assert report["full_test"]["images"] == 4 + 18
     assert unseen["folds_by_model"] == {"disease-detector": [0, 1], "alzheimer-severity": [0], "tumor-type": []}
-    assert test_results_of(report, "alzheimer-severity")["unseen_subjects"]["folds"] == [0]  # what its card names
-    assert set(test_results_of(report, "alzheimer-vs-tumor")) == {"full", "deduplicated"}
+    assert card_results(report, "alzheimer-severity")["unseen_subjects"]["folds"] == [0]  # what its card names
+    assert set(card_results(report, "alzheimer-vs-tumor")) == {"full", "deduplicated"}
 
 
 def _auc(truth, scores):
