@@ -32,8 +32,10 @@ done
 mri-cascade calibrate ../shared/data --models models --out reports --test-time-flips disease-detector \
   --fold-models folds/1 folds/2 folds/3
 mri-cascade fit-familiarity ../shared/data --models models --out reports
-# the fold models also answer the test scans of the subjects they held out (the unseen-subject figures)
-mri-cascade evaluate ../shared/data --models models --out reports --update-model-cards \
+mri-cascade evaluate ../shared/data --models models --out reports
+mri-cascade evaluate ../shared/data --models models --out reports --operating-point screening
+# again with the fold models answering the test scans of the subjects they held out: more unseen subjects
+mri-cascade evaluate ../shared/data --models models --out reports/unseen_subjects --update-model-cards \
   --fold-models folds/1 folds/2 folds/3
-mri-cascade evaluate ../shared/data --models models --out reports --operating-point screening \
+mri-cascade evaluate ../shared/data --models models --out reports/unseen_subjects --operating-point screening \
   --fold-models folds/1 folds/2 folds/3
