@@ -218,12 +218,12 @@ def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str 
         for fold, (fold_cascade, out_of_fold) in held_out.items():
             members = np.flatnonzero((folds == fold) & np.array([tasks_deciding(label) <= out_of_fold
                                                                  for label in truth]))
-            if len(members):
+            if len(members) and fold_cascade is not cascade:  # this cascade's own answers are in already
                 fold_probabilities = cascade.calibrated(
                     fold_cascade.stage_logits(test.select(members)["image"], batch_size=batch_size))
                 for task, values in fold_probabilities.items():
                     unseen_probabilities[task][members] = values
-                unseen[members] = True
+            unseen[members] = True
         diagnosing = (DISEASE_DETECTOR, ALZHEIMER_SEVERITY, TUMOR_TYPE)
         report["unseen_subjects_test"] = {
             "folds": sorted(held_out),

@@ -196,7 +196,8 @@ def held_out_logits(shipped: dict[str, Stage], train, fold_models: Sequence[Path
 def unseen_subject_cascades(cascade: Cascade, sources: Sequence[str], fold_models: Sequence[Path] = (),
                             validation_fraction: float = 0.15, seed: int = 42) -> dict[int, tuple[Cascade, set[str]]]:
     """For ``evaluation.evaluate_cascade``'s test figures on unseen subjects: each held-out fold's cascade
-    (``fold_models_by_fold``) and the tasks whose model never trained on that fold. Empty unless every model
+    (``fold_models_by_fold``; ``cascade`` itself for the fold its own models held out) and the tasks whose model
+    never trained on that fold. Empty unless every model
     trained on ``sources``' collections in that order, so that its folds are the ones ``data.fold_assignment``
     draws from them."""
     for stage in cascade.stages.values():
@@ -205,7 +206,9 @@ def unseen_subject_cascades(cascade: Cascade, sources: Sequence[str], fold_model
         if [Path(source).name for source in trained_on] != [Path(source).name for source in sources]:
             return {}
     by_fold = fold_models_by_fold(cascade.stages, fold_models, validation_fraction, seed)
-    return {fold: (Cascade(models.stages), models.out_of_fold) for fold, models in by_fold.items()}
+    return {fold: (cascade if all(models.stages[task] is cascade.stages[task] for task in TASKS)
+                   else Cascade(models.stages), models.out_of_fold)
+            for fold, models in by_fold.items()}
 
 
 def stored_validation_figures(cascade: Cascade, operating_point: str, validation_fraction: float = 0.15,

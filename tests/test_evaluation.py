@@ -18,6 +18,7 @@ from mri_cascade.evaluation import (
     write_report,
 )
 from mri_cascade.evaluation import test_results_of as card_results  # not collected as a test
+from mri_cascade.labels import TASKS
 
 
 def test_classification_metrics_on_a_known_case():
@@ -122,6 +123,10 @@ def test_unseen_subject_figures_take_each_fold_models_answers_on_the_subjects_th
     assert unseen["folds_by_model"] == {"disease-detector": [0, 1], "alzheimer-severity": [0], "tumor-type": []}
     assert card_results(report, "alzheimer-severity")["unseen_subjects"]["folds"] == [0]  # what its card names
     assert set(card_results(report, "alzheimer-vs-tumor")) == {"full", "deduplicated"}
+    # the cascade's own held-out fold counts with the answers it already gave
+    own = evaluate_cascade(tiny_cascade, splits, validation_fraction=1 / 3, validation={},
+                           held_out={0: (tiny_cascade, set(TASKS))})["unseen_subjects_test"]
+    assert own["images"] == 4 + int((train_folds == 0).sum())
 
 
 def _auc(truth, scores):

@@ -183,6 +183,7 @@ def test_unseen_subject_cascades_need_models_trained_on_the_evaluated_collection
     assert {fold: out_of_fold for fold, (_, out_of_fold) in by_fold.items()} == {0: set(TASKS),
                                                                                   1: {"disease-detector"}}
     assert by_fold[1][0].stages["disease-detector"].location == str(fold_models / "disease-detector")
+    assert by_fold[0][0] is cascade  # its own fold: its answers, not a second run of the same models
     # other collections, or models with no record of theirs, were split into other folds: no unseen subjects
     assert unseen_subject_cascades(cascade, ["data/alzheimer"]) == {}
     assert unseen_subject_cascades(Cascade.from_pretrained(models), ["data/alzheimer", "data/brain_tumor"]) == {}
