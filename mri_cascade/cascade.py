@@ -17,10 +17,11 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassi
 
 from .calibration import TEMPERATURE_KEY, softmax
 from .explain import Explanation, display_size, grad_cam, overlay_heatmap, uncrop
-from .familiarity import FAMILIARITY_FILE, REFUSAL_REASON, FamiliarityCheck
+from .familiarity import CT_REFUSAL_REASON, FAMILIARITY_FILE, REFUSAL_REASON, FamiliarityCheck
 from .images import ImageSource, crop_to_head, head_box, load_image, load_slices
 from .labels import ALZHEIMER_SEVERITY, ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, FAMILIES, LABELS, TASKS, TUMOR_TYPE
 from .medical import NOT_BRAIN_MRI_KEY
+from .modality import bone_rim
 from .runtime import (
     ONNX_FILE,
     WEIGHTS_FILE,
@@ -342,14 +343,14 @@ class Cascade:
         """Every model's logits for every image, columns in each task's class order."""
         return self.run_models(images, batch_size)[0]
 
-    def run_models(self, images: Sequence[ImageSource], batch_size: int = 8,
-                   header_notes: list | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def run_models(self, images: Sequence[ImageSource], batch_size: int = 8, header_notes: list | None = None,
+                   ct_looks: list | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Every model's logits (columns in each task's class order) and image embeddings for every image.
 
         Images are preprocessed once per distinct image-processor setting, then every model runs on each batch,
         the ONNX ones side by side (``Stage.start_runs``).
         ``header_notes``, when given, receives each image's DICOM header note (why its header says it is not a
-        brain MRI, else None), in order.
+        brain MRI, else None), in order; ``ct_looks`` whether each image looks like a head CT (``modality.bone_rim``).
         """
         groups = list(self.preprocessing_groups.values())
 
@@ -357,6 +358,8 @@ class Cascade:
             loaded = [load_image(image) for image in chunk]
             if header_notes is not None:
                 header_notes.extend(image.info.get(NOT_BRAIN_MRI_KEY) for image in loaded)
+            if ct_looks is not None:
+                ct_looks.extend(bone_rim(image).looks_like_ct for image in loaded)
             return [self.stages[tasks[0]].preprocess(loaded) for tasks in groups]
 
         logits: dict[str, list[np.ndarray]] = {task: [np.zeros((0, len(TASKS[task].classes)))] for task in TASKS}
@@ -428,19 +431,25 @@ class Cascade:
         return None if self.familiarity is None else self.familiarity.unfamiliarity(embeddings)
 
     def with_refusals(self, results: list[CascadeResult], embeddings: dict[str, np.ndarray],
-                      header_notes: Sequence[str | None] | None = None) -> list[CascadeResult]:
+                      header_notes: Sequence[str | None] | None = None,
+                      ct_looks: Sequence[bool] | None = None) -> list[CascadeResult]:
         """``results`` with every input that does not look like a brain MRI slice replaced by a refusal: too
-        unfamiliar to the refusal check, or with a DICOM header note (``run_models``) that names another modality
-        or body part, whose words then lead the reason."""
+        unfamiliar to the refusal check, or looking like a head CT to it (``FamiliarityCheck.refuses``), or with a
+        DICOM header note (``run_models``) that names another modality or body part, whose words then lead the
+        reason. A refused image that looks like CT is told so."""
         if not results:
             return results
         scores = self.unfamiliarity(embeddings)
         notes = header_notes or [None] * len(results)
+        ct_looks = ct_looks or [False] * len(results)
+        refused = (np.zeros(len(results), bool) if scores is None
+                   else self.familiarity.refuses(scores, np.asarray(ct_looks, dtype=bool)))
         refined = []
         for index, result in enumerate(results):
             score = None if scores is None else float(scores[index])
-            if notes[index] or (score is not None and score > 1):
-                reason = f"{notes[index]} {HEADER_REFUSAL}" if notes[index] else REFUSAL_REASON
+            if notes[index] or refused[index]:
+                reason = (f"{notes[index]} {HEADER_REFUSAL}" if notes[index]
+                          else CT_REFUSAL_REASON if ct_looks[index] else REFUSAL_REASON)
                 refined.append(CascadeResult(None, REFUSED_DISPLAY_NAME, {}, [], True, reason, score,
                                              result.operating_point))
             else:
@@ -454,9 +463,10 @@ class Cascade:
         ``refuse_unfamiliar`` is False."""
         check_operating_point(operating_point or self.operating_point)
         notes: list[str | None] = []
-        logits, embeddings = self.run_models(images, batch_size, header_notes=notes)
+        ct_looks: list[bool] = []
+        logits, embeddings = self.run_models(images, batch_size, header_notes=notes, ct_looks=ct_looks)
         results = self.combine(self.calibrated(logits), operating_point)
-        return self.with_refusals(results, embeddings, notes) if refuse_unfamiliar else results
+        return self.with_refusals(results, embeddings, notes, ct_looks) if refuse_unfamiliar else results
 
     def predict(self, image: ImageSource, refuse_unfamiliar: bool = True,
                 operating_point: str | None = None) -> CascadeResult:
@@ -472,11 +482,12 @@ class Cascade:
         point = check_operating_point(operating_point or self.operating_point)
         slices = load_slices(images)
         notes: list[str | None] = []
-        logits, embeddings = self.run_models(slices, batch_size, header_notes=notes)
+        ct_looks: list[bool] = []
+        logits, embeddings = self.run_models(slices, batch_size, header_notes=notes, ct_looks=ct_looks)
         probabilities = self.calibrated(logits)
         per_slice = self.combine(probabilities, point)
         if refuse_unfamiliar:
-            per_slice = self.with_refusals(per_slice, embeddings, notes)
+            per_slice = self.with_refusals(per_slice, embeddings, notes, ct_looks)
         answered = [index for index, result in enumerate(per_slice) if not result.refused]
         if not answered:  # every slice was refused
             reasons = " ".join(dict.fromkeys(result.reason for result in per_slice))  # each distinct reason once

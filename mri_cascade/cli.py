@@ -11,9 +11,11 @@ from .cascade import ModelLoadError  # already imported with the package
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
+    from datasets import DatasetDict
+
     from .cards import render_model_card
     from .cascade import DEFAULT_MODELS, Cascade
-    from .data import expand_sources, load_sources
+    from .data import expand_sources, load_sources, only_mri, only_non_mri
     from .evaluation import evaluate_cascade, report_name, test_results_of, write_report
     from .fitting import stored_validation_figures, unseen_subject_cascades
     from .labels import TASKS
@@ -21,8 +23,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
     sources = expand_sources(args.data)
     cascade = Cascade.from_pretrained(args.models, backend=args.backend, operating_point=args.operating_point)
     validation = stored_validation_figures(cascade, cascade.operating_point)
-    report = evaluate_cascade(cascade, load_sources(sources), args.batch_size, validation=validation,
-                              held_out=unseen_subject_cascades(cascade, sources, args.fold_models))
+    everything = load_sources(sources, non_mri=True)
+    report = evaluate_cascade(cascade, DatasetDict({split: only_mri(d) for split, d in everything.items()}),
+                              args.batch_size, validation=validation,
+                              held_out=unseen_subject_cascades(cascade, sources, args.fold_models),
+                              non_mri_test=only_non_mri(everything["test"]))
     report.update(models=args.models or "models/ (shipped)", data=sources)
     write_report(report, Path(args.out))
     unseen = report.get("unseen_subjects_test")
@@ -33,6 +38,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
           + f"; operating point {report['operating_point']}: healthy iff P(healthy) > "
           + ", ".join(f"{family} {t:.4f}" for family, t in report["healthy_thresholds"].items()))
     print_summary(report)
+    if "non_mri_test" in report:
+        row = report["non_mri_test"]
+        print(f"non-MRI in the test split (CT, by the modality audit): refused {row['refused']} of {row['images']}"
+              + (f"; answered {row['answered']}" if row["answered"] else ""))
     print(f"-> {Path(args.out) / report_name(report['operating_point'])}")
     if args.update_model_cards:
         models_dir = Path(args.models or DEFAULT_MODELS)
@@ -134,12 +143,16 @@ def predict_command(args: argparse.Namespace) -> int:
 
 
 def audit_command(args: argparse.Namespace) -> int:
-    from .audit import fingerprint_dataset
-    from .data import expand_sources, load_sources
-    from .evaluation import audit_report, print_audit
+    from datasets import DatasetDict
 
-    splits = load_sources(expand_sources(args.data))
-    audit = audit_report(splits, fingerprint_dataset(splits["train"]), fingerprint_dataset(splits["test"]))
+    from .audit import fingerprint_dataset
+    from .data import expand_sources, load_sources, only_mri
+    from .evaluation import audit_report, modality_counts, print_audit
+
+    everything = load_sources(expand_sources(args.data), non_mri=True)
+    splits = DatasetDict({split: only_mri(dataset) for split, dataset in everything.items()})
+    audit = audit_report(splits, fingerprint_dataset(splits["train"]), fingerprint_dataset(splits["test"]),
+                         modality_counts(everything))
     print_audit(audit)
     if args.out:
         Path(args.out).write_text(json.dumps(audit, indent=2))
@@ -185,14 +198,15 @@ def familiarity_command(args: argparse.Namespace) -> int:
     from .data import expand_sources, load_sources
     from .familiarity import fit_and_report
 
-    splits = load_sources(expand_sources(args.data))
+    splits = load_sources(expand_sources(args.data), non_mri=True)
     report = fit_and_report(Path(args.models or DEFAULT_MODELS), splits, Path(args.out), args.validation_fraction,
                             args.seed, args.components)
     print(f"limit {report['limit']:.4f} from {report['validation']['images']} validation scans")
     for name in ("validation", "test", "non_mri_development", "non_mri_held_out", "non_brain_medical_development",
-                 "non_brain_medical_held_out"):
+                 "non_brain_medical_held_out", "ct_development", "ct_held_out"):
         figures = report[name]
-        print(f"{name:<30} refused {figures['refused']:>4} of {figures['images']:>5} ({100 * figures['refused_share']:.2f} %)")
+        print(f"{name:<30} refused {figures['refused']:>4} of {figures['images']:>5} ({100 * figures['refused_share']:.2f} %)"
+              f"  least unfamiliarity {figures['least_unfamiliarity']:.2f}")
     print(f"other brain MRI (matplotlib sample): unfamiliarity {report['other_brain_mri']['unfamiliarity']:.2f}")
     return 0
 
@@ -244,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_operating_point(predict)
     predict.set_defaults(run=predict_command)
 
-    audit = commands.add_parser("audit", help="Count exact and near-duplicate images within and across splits.")
+    audit = commands.add_parser("audit", help="Count exact and near-duplicate images within and across splits, and "
+                                "the images the modality audit lists as non-MRI.")
     audit.add_argument("data", nargs="+")
     audit.add_argument("--out", default=None, help="Write the audit as JSON here.")
     audit.set_defaults(run=audit_command)

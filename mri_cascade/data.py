@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import csv
+import logging
 import os
 from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, concatenate_datasets, load_dataset
 from sklearn.model_selection import StratifiedGroupKFold
 
-from .labels import ALZHEIMER_VS_TUMOR, LABEL_IDS, Task, label_id_from_source
+from .labels import ALZHEIMER_VS_TUMOR, LABEL_IDS, PARTIAL_LABELS, Task, label_id_from_source
 
-FEATURES = Features({"image": Image(), "label_id": Value("string"), "source": Value("string")})
+logger = logging.getLogger(__name__)
+FEATURES = Features({"image": Image(), "label_id": Value("string"), "source": Value("string"), "file": Value("string"),
+                     "modality": Value("string")})
+NON_MRI_LIST = Path(__file__).with_name("non_mri.csv")
+"""The modality audit: every non-MRI image found in the collections (collection, file, modality, found_by)."""
+
+
+@cache
+def audited_non_mri() -> dict[str, dict[str, str]]:
+    """Collection name -> {file (relative to the collection root): modality} of the audited non-MRI images."""
+    listed: dict[str, dict[str, str]] = {}
+    with NON_MRI_LIST.open(newline="") as rows:
+        for row in csv.DictReader(rows):
+            listed.setdefault(row["collection"], {})[row["file"]] = row["modality"]
+    return listed
 
 
 def _class_column(dataset: Dataset) -> str:
@@ -34,10 +52,13 @@ def split_folders(root: str) -> dict[str, str]:
 
 
 def load_source(source: str) -> DatasetDict:
-    """One collection, as splits of (image, label_id, source).
+    """One collection, as splits of (image, label_id, source, file, modality).
 
     ``source`` is a local image-folder root (``<root>/<split>/<class>/*``) or a Hub dataset id
-    such as ``Falah/Alzheimer_MRI`` or ``sartajbhuvaji/Brain-Tumor-Classification``.
+    such as ``Falah/Alzheimer_MRI`` or ``sartajbhuvaji/Brain-Tumor-Classification``. ``file`` is the image's path
+    relative to the root; ``modality`` is what the modality audit (``NON_MRI_LIST``) lists for it, else "MRI". A
+    local collection that holds some but not all of the files listed for its name fails loudly: it changed since
+    the audit.
     """
     local = os.path.isdir(source)
     if local:
@@ -50,23 +71,51 @@ def load_source(source: str) -> DatasetDict:
     else:
         raw = load_dataset(source)
     name = os.path.basename(os.path.normpath(source)) if local else source
+    root = os.path.abspath(source) if local else None
+    non_mri = audited_non_mri().get(name, {})
     splits = {}
+    files_seen: set[str] = set()
     for split, dataset in raw.items():
         split = SPLIT_NAMES.get(split.lower(), split)
         column = _class_column(dataset)
         names = dataset.features[column].names
         label_ids = [label_id_from_source(names[i]) for i in dataset[column]]
+        paths = [image["path"] or "" for image in dataset.cast_column("image", Image(decode=False))["image"]]
+        files = [os.path.relpath(path, root).replace(os.sep, "/") if root and path else path for path in paths]
+        files_seen.update(files)
         dataset = dataset.select_columns(["image"]).add_column("label_id", label_ids)
-        dataset = dataset.add_column("source", [name] * len(dataset))
+        dataset = dataset.add_column("source", [name] * len(dataset)).add_column("file", files)
+        dataset = dataset.add_column("modality", [non_mri.get(file, "MRI") for file in files])
         splits[split] = dataset.cast(FEATURES)
+    missing = sorted(set(non_mri) - files_seen) if local else []
+    if missing and len(missing) == len(non_mri):  # none of them: another collection of that name
+        logger.warning("%s holds none of the %d images the modality audit lists for %s: it is not the audited "
+                       "collection, and nothing of it is known to be non-MRI", source, len(non_mri), name)
+    elif missing:
+        raise ValueError(f"the modality audit ({NON_MRI_LIST.name}) lists {len(missing)} file(s) of {name} that "
+                         f"{source} does not hold, e.g. {missing[0]}: the collection changed; audit it again")
     return DatasetDict(splits)
 
 
-def load_sources(sources: Sequence[str]) -> DatasetDict:
-    """Several collections concatenated split by split (``train`` and ``test``)."""
+def load_sources(sources: Sequence[str], non_mri: bool = False) -> DatasetDict:
+    """Several collections concatenated split by split (``train`` and ``test``; a collection without a test split,
+    such as Br35H, adds to train only): MRI only, unless ``non_mri``
+    keeps the images the modality audit found to be another modality (CT), for refusal checks and their own
+    report. No model trains, validates or is scored for accuracy on those."""
     loaded = [load_source(source) for source in sources]
-    splits = sorted(set.intersection(*(set(d) for d in loaded)))
-    return DatasetDict({split: concatenate_datasets([d[split] for d in loaded]) for split in splits})
+    splits = sorted(set.union(*(set(d) for d in loaded)))
+    joined = {split: concatenate_datasets([d[split] for d in loaded if split in d]) for split in splits}
+    if not non_mri:
+        joined = {split: only_mri(dataset) for split, dataset in joined.items()}
+    return DatasetDict(joined)
+
+
+def only_mri(dataset: Dataset) -> Dataset:
+    return dataset.select(np.flatnonzero(np.asarray(dataset["modality"]) == "MRI"))
+
+
+def only_non_mri(dataset: Dataset) -> Dataset:
+    return dataset.select(np.flatnonzero(np.asarray(dataset["modality"]) != "MRI"))
 
 
 def split_validation(
@@ -146,7 +195,7 @@ def task_dataset(dataset: Dataset, task: Task) -> Dataset:
 
 def label_counts(dataset: Dataset) -> dict[str, int]:
     values = dataset["label_id"]
-    return {label: values.count(label) for label in LABEL_IDS if label in values}
+    return {label: values.count(label) for label in LABEL_IDS + PARTIAL_LABELS if label in values}
 
 
 def expand_sources(sources: Sequence[str]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,7 +27,18 @@ from .audit import (
     within_split_duplicates,
 )
 from .calibration import expected_calibration_error
-from .labels import ALZHEIMER_SEVERITY, ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, FAMILIES, LABEL_IDS, TASKS, TUMOR_TYPE
+from .labels import (
+    ALZHEIMER_SEVERITY,
+    ALZHEIMER_VS_TUMOR,
+    DISEASE_DETECTOR,
+    FAMILIES,
+    LABEL_IDS,
+    PARTIAL_LABELS,
+    TASKS,
+    TUMOR_TYPE,
+    answers_match,
+    typed_truth,
+)
 
 
 def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
@@ -65,10 +77,23 @@ def tune_healthy_threshold(p_healthy: np.ndarray, is_healthy: np.ndarray, target
     }
 
 
-def audit_report(splits, train_prints: Fingerprints, test_prints: Fingerprints) -> dict:
+def modality_counts(splits) -> dict[str, dict[str, int]]:
+    """The modality audit's counts (``data.NON_MRI_LIST``) in splits loaded with their non-MRI images: per
+    ``collection/split/label``, the images and how many of them are listed as another modality than MRI."""
+    counts: dict[str, dict[str, int]] = {}
+    for split, dataset in splits.items():
+        for source, label, modality in zip(dataset["source"], dataset["label_id"], dataset["modality"]):
+            row = counts.setdefault(f"{source}/{split}/{label}", {"images": 0, "non_mri": 0})
+            row["images"] += 1
+            row["non_mri"] += modality != "MRI"
+    return dict(sorted(counts.items()))
+
+
+def audit_report(splits, train_prints: Fingerprints, test_prints: Fingerprints,
+                 modalities: dict[str, dict[str, int]] | None = None) -> dict:
     """Duplicate counts per class: within train, within test, and test images that copy a train image or are
     linked to one by a chain of near duplicates (``linked``: on the Alzheimer collection, a slice of a subject
-    whose other slices are in train)."""
+    whose other slices are in train); and ``modalities`` (``modality_counts``) when given."""
     train_exact, train_near = within_split_duplicates(train_prints)
     test_exact, test_near = within_split_duplicates(test_prints)
     cross_exact, cross_near = duplicates_of_reference(test_prints, train_prints)
@@ -78,16 +103,18 @@ def audit_report(splits, train_prints: Fingerprints, test_prints: Fingerprints) 
         "test_within_split": audit_table(splits["test"]["label_id"], {"exact": test_exact, "near": test_near}),
         "test_duplicating_train": audit_table(splits["test"]["label_id"],
                                               {"exact": cross_exact, "near": cross_near, "linked": linked}),
+        **({"non_mri": modalities} if modalities is not None else {}),
     }
 
 
 def print_audit(audit: dict) -> None:
     for section, table in audit.items():
-        columns = list(table["total"])
+        columns = list(next(iter(table.values())))
+        width = max(22, *(len(label) for label in table))
         print(f"\n{section}:")
-        print(f"  {'class':<22}" + "".join(f"{column:>8}" for column in columns))
+        print(f"  {'class':<{width}}" + "".join(f"{column:>8}" for column in columns))
         for label, row in table.items():
-            print(f"  {label:<22}" + "".join(f"{row[column]:>8}" for column in columns))
+            print(f"  {label:<{width}}" + "".join(f"{row[column]:>8}" for column in columns))
 
 
 def _per_class(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict:
@@ -104,7 +131,7 @@ def decision_figures(truth: np.ndarray, labels: np.ndarray, families: np.ndarray
         is_healthy, called_healthy = truth[members] == "healthy", labels[members] == "healthy"
         return {
             "images": int(members.sum()),
-            "end_to_end_accuracy": float((labels[members] == truth[members]).mean()) if members.any() else None,
+            "end_to_end_accuracy": float(answers_match(labels[members], truth[members]).mean()) if members.any() else None,
             "detector_accuracy": float((called_healthy == is_healthy).mean()) if members.any() else None,
             "disease_recall": float((~called_healthy[~is_healthy]).mean()) if (~is_healthy).any() else None,
             "healthy_kept": float(called_healthy[is_healthy].mean()) if is_healthy.any() else None,
@@ -118,8 +145,9 @@ def evaluate_predictions(
 ) -> dict:
     """Every figure for one set of images: each model on its own task's images, the healthy decision per scan
     family, and the cascade's answers (``results``, as ``Cascade.combine`` gives them) with their calibration."""
-    true_array = np.asarray(true_labels)
     predicted_labels = [result.label for result in results]
+    true_array = np.asarray(true_labels)
+    scored_truth = [str(label) for label in typed_truth(predicted_labels, true_array)]
     figures: dict = {"images": len(true_labels), "models": {}}
     for task in TASKS.values():
         members = np.isin(true_array, task.members())
@@ -140,17 +168,17 @@ def evaluate_predictions(
         "accuracy": decisions["all"]["detector_accuracy"], "disease_recall": decisions["all"]["disease_recall"],
         "healthy_recall": decisions["all"]["healthy_kept"], "per_family": {f: decisions[f] for f in FAMILIES},
     }
-    labels = [label for label in LABEL_IDS if label in set(true_labels) | set(predicted_labels)]
+    labels = [label for label in LABEL_IDS + PARTIAL_LABELS if label in set(scored_truth) | set(predicted_labels)]
     confidence = np.array([result.probabilities[result.label] for result in results])
     figures["cascade"] = {
-        "accuracy": float(accuracy_score(true_labels, predicted_labels)),
-        "balanced_accuracy": float(balanced_accuracy_score(true_labels, predicted_labels)),
-        "macro_f1": float(f1_score(true_labels, predicted_labels, average="macro")),
-        "ece": expected_calibration_error(confidence, np.asarray(predicted_labels) == true_array),
+        "accuracy": float(accuracy_score(scored_truth, predicted_labels)),
+        "balanced_accuracy": float(balanced_accuracy_score(scored_truth, predicted_labels)),
+        "macro_f1": float(f1_score(scored_truth, predicted_labels, average="macro")),
+        "ece": expected_calibration_error(confidence, np.asarray(predicted_labels) == np.asarray(scored_truth)),
         "mean_confidence": float(confidence.mean()),
-        "per_class": _per_class(true_labels, predicted_labels, labels),
+        "per_class": _per_class(scored_truth, predicted_labels, labels),
         "labels": labels,
-        "confusion": confusion_matrix(true_labels, predicted_labels, labels=labels).tolist(),
+        "confusion": confusion_matrix(scored_truth, predicted_labels, labels=labels).tolist(),
     }
     return figures
 
@@ -175,7 +203,7 @@ def tasks_deciding(label_id: str) -> set[str]:
 
 def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str | None = None,
                      validation_fraction: float = 0.15, seed: int = 42, validation: dict | None = None,
-                     held_out: Mapping[int, tuple] | None = None) -> dict:
+                     held_out: Mapping[int, tuple] | None = None, non_mri_test=None) -> dict:
     """Every figure at ``operating_point`` (default: the cascade's own) on the test split: all of it, without the
     images that duplicate a training image, and on the test images of subjects that the models answering them
     never saw. On validation: ``validation``'s figures when given (``fitting.stored_validation_figures``: what
@@ -187,7 +215,11 @@ def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str 
     (``fitting.unseen_subject_cascades``). A test image linked to a training subject of fold K
     (``audit.subject_folds``) counts when fold K's models held it out for every task deciding its answer
     (``tasks_deciding``); their logits then go through this cascade's temperatures and thresholds. A test image
-    linked to no training image counts with this cascade's answer."""
+    linked to no training image counts with this cascade's answer.
+
+    ``non_mri_test``: the test images that the modality audit found to be CT (``data.only_non_mri``), which are
+    in no accuracy figure: whatever their folder says, the right answer to them is a refusal. Their row counts the
+    refusals and the answers given."""
     from .audit import fingerprint_dataset, near_duplicate_groups
     from .data import carve_validation, fold_assignment
 
@@ -231,6 +263,10 @@ def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str 
                                                  if task.name in out_of_fold) for task in diagnosing},
             **figures_on(unseen, unseen_probabilities),
         }
+    if non_mri_test is not None and len(non_mri_test):
+        results = cascade.predict_batch(non_mri_test["image"], batch_size=batch_size, operating_point=point)
+        report["non_mri_test"] = {"images": len(results), "refused": sum(result.refused for result in results),
+                                  "answered": dict(Counter(result.label for result in results if not result.refused))}
     if validation is None:
         _, fold = carve_validation(splits["train"], validation_fraction, seed, train_prints.thumbnails)
         validation = cascade_figures(cascade, cascade.stage_probabilities(fold["image"], batch_size=batch_size),

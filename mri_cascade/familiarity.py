@@ -11,6 +11,10 @@ training part against non-brain pictures (generated non-MRI pictures and real no
 development part of ``probes``). Its limit lies halfway, in log-odds, between the highest score among the
 validation scans and the lowest among those development pictures. The *unfamiliarity* is
 the larger of the two ratios (score over limit); above 1 the cascade refuses to answer.
+
+A head CT is refused a second way: a picture that looks like CT by its pixels (``modality.bone_rim``: a saturated
+bone ring around a flat brain) is refused once its unfamiliarity passes a lower floor, the highest unfamiliarity of
+a training-data MRI slice that the same rule takes for CT (``ct_floor``). The reason then says that it looks like CT.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ REFUSAL_REASON = (
     "This does not look like a 2-D brain MRI slice of the kind MRI Cascade was trained on (greyscale axial, "
     "coronal or sagittal slices of the head), so it gives no diagnosis. Photos, charts, documents, noise, "
     "blank frames and scans of other body parts are refused."
+)
+CT_REFUSAL_REASON = (
+    "This looks like a CT scan (a bright bone ring around a flat grey brain), not an MRI. MRI Cascade reads only "
+    "2-D brain MRI slices, so it gives no diagnosis; upload an MRI slice (T1, T2 or FLAIR) instead."
 )
 
 
@@ -58,6 +66,11 @@ class FamiliarityCheck:
     other_weights: np.ndarray | None = None  # (features,): logistic regression, "not a brain MRI slice" is positive
     other_bias: float = 0.0
     other_limit: float = 1.0  # P(not a brain MRI slice) above which the second test refuses
+    ct_floor: float = 1.0  # unfamiliarity above which a picture that looks like CT is refused
+
+    def refuses(self, unfamiliarity: np.ndarray, looks_like_ct: np.ndarray) -> np.ndarray:
+        """The refusal rule: unfamiliarity above 1, or looking like CT with unfamiliarity above ``ct_floor``."""
+        return (unfamiliarity > 1) | (looks_like_ct & (unfamiliarity > self.ct_floor))
 
     def residual_ratio(self, features: np.ndarray) -> np.ndarray:
         centred = features - self.mean
@@ -86,7 +99,8 @@ class FamiliarityCheck:
 
         metadata = {"limit": repr(self.limit), "tasks": json.dumps(self.tasks),
                     "weights_sha256": json.dumps(self.weights_sha256),
-                    "other_bias": repr(self.other_bias), "other_limit": repr(self.other_limit)}
+                    "other_bias": repr(self.other_bias), "other_limit": repr(self.other_limit),
+                    "ct_floor": repr(self.ct_floor)}
         # safetensors writes raw memory: PCA's components are a transposed (Fortran-ordered) view
         tensors = {"mean": self.mean, "components": self.components}
         if self.other_weights is not None:
@@ -104,7 +118,8 @@ class FamiliarityCheck:
             other = stored.get_tensor("other_weights").astype(np.float64) if "other_weights" in stored.keys() else None
         return cls(json.loads(metadata["tasks"]), mean.astype(np.float64), components.astype(np.float64),
                    float(metadata["limit"]), json.loads(metadata["weights_sha256"]), other,
-                   float(metadata.get("other_bias", 0.0)), float(metadata.get("other_limit", 1.0)))
+                   float(metadata.get("other_bias", 0.0)), float(metadata.get("other_limit", 1.0)),
+                   float(metadata.get("ct_floor", 1.0)))
 
 
 def weights_sha256(models_dir) -> dict[str, str]:
@@ -119,11 +134,15 @@ def weights_sha256(models_dir) -> dict[str, str]:
 
 def fit_familiarity(train_embeddings: dict[str, np.ndarray], validation_embeddings: dict[str, np.ndarray],
                     weights_sha256: dict[str, str], components: int = DEFAULT_COMPONENTS,
-                    other_embeddings: dict[str, np.ndarray] | None = None) -> FamiliarityCheck:
+                    other_embeddings: dict[str, np.ndarray] | None = None,
+                    ct_looking_mri: dict[str, np.ndarray] | None = None) -> FamiliarityCheck:
     """Principal subspace of the training scans' features, its limit the largest validation residual; and, when
     ``other_embeddings`` (pictures that are not brain MRI slices) are given, the logistic regression that tells
     them from the training scans, its limit halfway (in log-odds) between the highest P(not a brain MRI slice) among
-    validation scans and the lowest among those pictures."""
+    validation scans and the lowest among those pictures. ``ct_looking_mri``: the MRI slices of the training data
+    (training and validation parts) that ``modality.bone_rim`` takes for CT; the CT floor is their highest
+    unfamiliarity, so that none of them is refused (0 when there are none; not given: the floor stays 1, no second
+    CT test)."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
 
@@ -146,13 +165,18 @@ def fit_familiarity(train_embeddings: dict[str, np.ndarray], validation_embeddin
         # without a margin, a hair above the least brain-like validation scan, in log-odds (never past P = 1)
         limit = max((highest_validation + float(logit(others).min())) / 2, highest_validation + LIMIT_TOLERANCE)
         check.other_limit = float(1 / (1 + np.exp(-limit)))
+    if ct_looking_mri is not None:  # none of them: every picture that looks like CT is refused
+        looking = len(next(iter(ct_looking_mri.values())))
+        check.ct_floor = min(1.0, float(check.unfamiliarity(ct_looking_mri).max()) * (1 + LIMIT_TOLERANCE)) if looking else 0.0
     return check
 
 
-def _refused_share(scores: np.ndarray, groups: np.ndarray) -> dict:
-    """Overall and per-group share of ``scores`` above 1, with counts."""
-    share = {"images": len(scores), "refused": int((scores > 1).sum()), "refused_share": float((scores > 1).mean())}
-    share["by_group"] = {str(group): {"images": int((groups == group).sum()), "refused": int((scores[groups == group] > 1).sum())}
+def _refused_share(refused: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> dict:
+    """Overall and per-group count and share of ``refused``, with the least unfamiliarity of each group."""
+    share = {"images": len(refused), "refused": int(refused.sum()), "refused_share": float(refused.mean()),
+             "least_unfamiliarity": float(scores.min())}
+    share["by_group"] = {str(group): {"images": int((groups == group).sum()), "refused": int(refused[groups == group].sum()),
+                                      "least_unfamiliarity": float(scores[groups == group].min())}
                          for group in sorted(set(groups.tolist()))}
     return share
 
@@ -185,51 +209,75 @@ def fit_and_report(models_dir, splits, out_dir, validation_fraction: float = 0.1
                    components: int = DEFAULT_COMPONENTS) -> dict:
     """Fit the refusal check on the training script's training part and the development parts of the probe sets,
     set its limits on its validation split, store it beside the disease detector, and measure refusals on the test
-    splits, on generated non-MRI pictures (development: seed 0; held out: seed 1) and on real non-brain medical
-    images (development and held-out sources of ``probes.NON_BRAIN_PARTS``)."""
+    splits, on generated non-MRI pictures (development: seed 0; held out: seed 1), on real non-brain medical
+    images (development and held-out sources of ``probes.NON_BRAIN_PARTS``) and on the collections' own CT slices
+    (``splits`` as ``data.load_sources(..., non_mri=True)`` loads them: those of the train split, with crops, flips
+    and windows of them, are development material, those of the test split are held out)."""
     from pathlib import Path
 
     from .cascade import Cascade, load_stages
-    from .data import carve_validation
+    from .data import carve_validation, only_mri, only_non_mri
     from .labels import TASKS
-    from .probes import non_brain_medical_images, non_mri_images, other_brain_mri
+    from .modality import bone_rim
+    from .probes import non_brain_medical_images, non_mri_images, other_brain_mri, picture_variants
 
     models_dir, out_dir = Path(models_dir), Path(out_dir)
     cascade = Cascade(load_stages(models_dir))
-    train, validation = carve_validation(splits["train"], validation_fraction, seed)
+    train, validation = carve_validation(only_mri(splits["train"]), validation_fraction, seed)
+    test = only_mri(splits["test"])
+    rng = np.random.default_rng(seed)
+    ct_development = [(f"{source}/{file}", image) for source, file, image in
+                      zip(*(only_non_mri(splits["train"])[column] for column in ("source", "file", "image")))]
+    ct_development += [(name, variant) for name, image in list(ct_development)
+                       for _, variant in list(picture_variants(image, rng, 8))[1:]]
+    ct_held_out = only_non_mri(splits["test"])
     probes = {"non_mri_development": non_mri_images(seed=0), "non_mri_held_out": non_mri_images(seed=1, scale=2),
               **{f"non_brain_medical_{part}": [(source, image) for source, _, image in non_brain_medical_images(part)]
-                 for part in ("development", "held_out")}}
-    inputs = {"train": train["image"], "validation": validation["image"], "test": splits["test"]["image"],
+                 for part in ("development", "held_out")},
+              "ct_development": [("collection CT, train split", image) for _, image in ct_development],
+              "ct_held_out": [(f"collection CT, test split: {label}", image)
+                              for label, image in zip(ct_held_out["label_id"], ct_held_out["image"])]}
+    inputs = {"train": train["image"], "validation": validation["image"], "test": test["image"],
               **{name: [image for _, image in pairs] for name, pairs in probes.items()},
               "other_brain_mri": [other_brain_mri()]}
-    embeddings = {}
+    embeddings, ct_looks = {}, {}
     for name, images in inputs.items():
         print(f"embedding {len(images)} {name} images ...", flush=True)
         embeddings[name] = cascade.run_models(images, 16)[1]
-    development = {task: np.concatenate([embeddings["non_mri_development"][task],
-                                         embeddings["non_brain_medical_development"][task]]) for task in TASKS}
+        ct_looks[name] = np.array([bone_rim(image).looks_like_ct for image in images], dtype=bool)
+    development = {task: np.concatenate([embeddings[name][task] for name in
+                                         ("non_mri_development", "non_brain_medical_development", "ct_development")])
+                   for task in TASKS}
+    ct_looking_mri = {task: np.concatenate([embeddings[name][task][ct_looks[name]] for name in ("train", "validation")])
+                      for task in TASKS}
     check = fit_familiarity(embeddings["train"], embeddings["validation"], weights_sha256(models_dir), components,
-                            other_embeddings=development)
+                            other_embeddings=development, ct_looking_mri=ct_looking_mri)
     check.save(models_dir / "disease-detector" / FAMILIARITY_FILE)
     scores = {name: check.unfamiliarity(embeddings[name]) for name in inputs}
-    groups = {"validation": np.asarray(validation["label_id"]), "test": np.asarray(splits["test"]["label_id"]),
+    refused = {name: check.refuses(scores[name], ct_looks[name]) for name in inputs}
+    groups = {"validation": np.asarray(validation["label_id"]), "test": np.asarray(test["label_id"]),
               **{name: np.array([group for group, _ in pairs]) for name, pairs in probes.items()}}
     report = {
         "method": f"the larger of two ratios over the 4 models' unit-length embeddings: the residual outside their top "
                   f"{check.components.shape[0]} principal components (training part) over the largest validation "
                   "residual, and P(not a brain MRI slice) of a logistic regression (training part against the "
-                  "development non-MRI pictures and non-brain medical images) over its limit, halfway in log-odds "
-                  "between the highest validation score and the lowest development-picture score",
+                  "development non-MRI pictures, non-brain medical images and the train split's CT slices with "
+                  "variants) over its limit, halfway in log-odds between the highest validation score and the lowest "
+                  "development-picture score; refused above 1, or above the CT floor when the picture looks like CT "
+                  "by its pixels (a saturated bone ring around a flat brain)",
         "training_images": len(train), "limit": check.limit, "other_limit": check.other_limit,
-        **{name: _refused_share(scores[name], groups[name]) for name in groups},
+        "ct_floor": check.ct_floor,
+        "ct_looking_mri_in_training_data": int(ct_looks["train"].sum() + ct_looks["validation"].sum()),
+        **{name: _refused_share(refused[name], scores[name], groups[name]) for name in groups},
         "other_brain_mri": {"what": "matplotlib's sample MRI s1045.ima (sagittal head, another scanner)",
-                            "unfamiliarity": float(scores["other_brain_mri"][0])},
+                            "unfamiliarity": float(scores["other_brain_mri"][0]),
+                            "refused": bool(refused["other_brain_mri"][0])},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     for folder in (out_dir, models_dir / "disease-detector"):  # the detector's model card quotes it
         (folder / "familiarity.json").write_text(json.dumps(report, indent=2))
     unfamiliarity_histogram({"official test scans": scores["test"], "non-MRI, held out": scores["non_mri_held_out"],
-                             "non-brain medical, held out": scores["non_brain_medical_held_out"]},
+                             "non-brain medical, held out": scores["non_brain_medical_held_out"],
+                             "collection CT, held out": scores["ct_held_out"]},
                             out_dir / "unfamiliarity.png")
     return report

@@ -33,7 +33,7 @@ from .cascade import (
 )
 from .data import split_validation
 from .evaluation import cascade_figures, decision_figures, tune_healthy_threshold
-from .labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, TASKS
+from .labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, TASKS, answers_match
 
 SCREENING_DISEASE_RECALL = 0.95
 OPERATING_POINTS_FILE = "operating_points.json"
@@ -82,7 +82,7 @@ def fit_operating_points(cascade: Cascade, stage_probabilities: dict[str, np.nda
         if not (~is_healthy[members]).any():
             raise ValueError(f"the validation data holds no diseased scans that stage 2 calls {family}")
         points["balanced"][family] = best_accuracy_threshold(
-            p_healthy[members], is_healthy[members], disease_answers[members] == truth[members])
+            p_healthy[members], is_healthy[members], answers_match(disease_answers[members], truth[members]))
         points["screening"][family] = max(points["balanced"][family], tune_healthy_threshold(
             p_healthy[members], is_healthy[members], SCREENING_DISEASE_RECALL)["threshold"])
     validation = {}
@@ -289,7 +289,7 @@ def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fractio
         test = {name: softmax(test_logits[name], temperatures[name]) for name in TASKS}
         results = cascade.combine(test, thresholds=fitted["operating_points"]["balanced"])
         confidence = np.array([result.probabilities[result.label] for result in results])
-        correct = np.array([result.label == label for result, label in zip(results, test_truth)])
+        correct = answers_match([result.label for result in results], test_truth)
         curves[f"{when} scaling"] = (confidence, correct)
         end_to_end[when] = {"ece": expected_calibration_error(confidence, correct), "accuracy": float(correct.mean()),
                             "balanced_thresholds": fitted["operating_points"]["balanced"]}

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 LABELS: dict[str, str] = {
     "healthy": "No disease found",
     "alzheimer_very_mild": "Very mild Alzheimer's",
@@ -20,10 +22,18 @@ LABELS: dict[str, str] = {
 }
 LABEL_IDS: tuple[str, ...] = tuple(LABELS)
 
+UNTYPED_TUMOR = "tumor"
+"""A training label, never an answer: a tumor whose type the source does not give (a Br35H ``yes`` slice). It
+teaches the disease detector and Alzheimer's vs tumor, never tumor type; an answer of any tumor type matches it."""
+PARTIAL_LABELS: tuple[str, ...] = (UNTYPED_TUMOR,)
+
 # Source folder / dataset class spellings, normalised by `_normalise`, mapped to label ids.
 # Covers the Kaggle folders in ../shared/data and the Hub datasets
-# Falah/Alzheimer_MRI and sartajbhuvaji/Brain-Tumor-Classification.
+# Falah/Alzheimer_MRI and sartajbhuvaji/Brain-Tumor-Classification, and Br35H's yes/no folders (a tumor of
+# unknown type / no tumor). What each label teaches follows from the tasks' ``class_of`` below.
 _SOURCE_NAMES: dict[str, str] = {
+    "yes": UNTYPED_TUMOR,
+    "no": "healthy",
     "nondemented": "healthy",
     "notumor": "healthy",
     "notumour": "healthy",
@@ -49,7 +59,7 @@ def label_id_from_source(name: str) -> str:
     key = _normalise(name)
     if key in _SOURCE_NAMES:
         return _SOURCE_NAMES[key]
-    if name in LABELS:
+    if name in LABELS or name in PARTIAL_LABELS:
         return name
     raise ValueError(f"unknown class name {name!r}; expected one of the Alzheimer or brain tumor classes")
 
@@ -75,13 +85,13 @@ DISEASE_DETECTOR = Task(
     "disease-detector",
     "Disease detector",
     ("healthy", "disease"),
-    {label: ("healthy" if label == "healthy" else "disease") for label in LABEL_IDS},
+    {label: ("healthy" if label == "healthy" else "disease") for label in LABEL_IDS + PARTIAL_LABELS},
 )
 ALZHEIMER_VS_TUMOR = Task(
     "alzheimer-vs-tumor",
     "Alzheimer's vs tumor",
     ("alzheimer", "tumor"),
-    {label: label.split("_")[0] for label in LABEL_IDS if label != "healthy"},
+    {label: label.split("_")[0] for label in LABEL_IDS + PARTIAL_LABELS if label != "healthy"},
 )
 ALZHEIMER_SEVERITY = Task(
     "alzheimer-severity",
@@ -98,3 +108,17 @@ TUMOR_TYPE = Task(
 TASKS: dict[str, Task] = {t.name: t for t in (DISEASE_DETECTOR, ALZHEIMER_VS_TUMOR, ALZHEIMER_SEVERITY, TUMOR_TYPE)}
 FAMILIES: tuple[str, ...] = ALZHEIMER_VS_TUMOR.classes
 """Scan families, as stage 2 names them (healthy scans included); each has its own healthy threshold."""
+
+
+def typed_truth(answers, truth) -> np.ndarray:
+    """The true label ids with each ``UNTYPED_TUMOR`` replaced by the answer when that names a tumor type: what an
+    answer is scored against. A tumor of unknown type is answered right by any tumor type."""
+    answers, truth = np.asarray(answers, dtype=object), np.asarray(truth, dtype=object).copy()
+    typed = (truth == UNTYPED_TUMOR) & np.array([str(a).startswith("tumor_") for a in answers], dtype=bool)
+    truth[typed] = answers[typed]
+    return truth
+
+
+def answers_match(answers, truth) -> np.ndarray:
+    """Elementwise: is each answer (``None``: refused) right for its true label id (``typed_truth``)?"""
+    return np.asarray(answers, dtype=object) == typed_truth(answers, truth)

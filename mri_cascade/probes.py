@@ -224,7 +224,7 @@ def _frames(path: Path) -> list[Image.Image]:
     return [_to_grey8(volume[:, :, volume.shape[2] // 2, index].T) for index in range(volume.shape[3])]
 
 
-def _variants(image: Image.Image, rng: np.random.Generator, count: int) -> Iterator[tuple[str, Image.Image]]:
+def picture_variants(image: Image.Image, rng: np.random.Generator, count: int) -> Iterator[tuple[str, Image.Image]]:
     """The picture as loaded, then crops, flips, rotations, new sizes and intensity windows of it."""
     yield "as loaded", image
     grey = np.asarray(image.convert("L"), dtype=np.float64)
@@ -259,5 +259,5 @@ def non_brain_medical_images(part: str, variants: int = 25, seed: int = 0) -> li
             for frame in frames:  # the pixels alone are measured: what a PNG of the same scan would give
                 frame.info.clear()
             for frame in frames[:: max(1, len(frames) // 3)][:3]:
-                images.extend((source, variant, image) for variant, image in _variants(frame, rng, variants))
+                images.extend((source, variant, image) for variant, image in picture_variants(frame, rng, variants))
     return images

@@ -238,12 +238,17 @@ def fit_tiny_familiarity(root: Path, components: int = 8) -> Path:
     """Fit and store the refusal check of the tiny models in ``root`` on synthetic slices."""
     from mri_cascade import Cascade
     from mri_cascade.familiarity import FAMILIARITY_FILE, fit_familiarity, weights_sha256
+    from mri_cascade.modality import bone_rim
 
     cascade = Cascade.from_pretrained(root)
     train = [synthetic_slice(seed, lesion=seed % 2 == 1) for seed in range(80)]
     validation = [synthetic_slice(seed, lesion=seed % 2 == 1) for seed in range(1000, 1040)]
-    check = fit_familiarity(cascade.run_models(train)[1], cascade.run_models(validation)[1], weights_sha256(root),
-                            components)
+    train_embeddings, validation_embeddings = cascade.run_models(train)[1], cascade.run_models(validation)[1]
+    looks_ct = np.array([bone_rim(image).looks_like_ct for image in train + validation])
+    ct_looking = {task: np.concatenate([train_embeddings[task], validation_embeddings[task]])[looks_ct]
+                  for task in train_embeddings}  # none: every CT-looking picture is refused
+    check = fit_familiarity(train_embeddings, validation_embeddings, weights_sha256(root), components,
+                            ct_looking_mri=ct_looking)
     check.save(root / "disease-detector" / FAMILIARITY_FILE)
     return root
 

@@ -22,6 +22,7 @@ import albumentations as A
 import numpy as np
 import torch
 import torch.nn.functional as F
+from datasets import DatasetDict
 from PIL import Image
 from transformers import (
     AutoImageProcessor,
@@ -34,8 +35,16 @@ from transformers import (
 from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
 from mri_cascade.cards import publish_model, render_model_card
 from mri_cascade.cascade import CROP_TO_HEAD_KEY
-from mri_cascade.data import carve_validation, cross_source_split, label_counts, load_sources, task_dataset, true_families
-from mri_cascade.evaluation import audit_report, classification_metrics, print_audit
+from mri_cascade.data import (
+    carve_validation,
+    cross_source_split,
+    label_counts,
+    load_sources,
+    only_mri,
+    task_dataset,
+    true_families,
+)
+from mri_cascade.evaluation import audit_report, classification_metrics, modality_counts, print_audit
 from mri_cascade.images import crop_to_head, to_model_rgb
 from mri_cascade.labels import FAMILIES, TASKS
 from mri_cascade.runtime import export_onnx
@@ -45,8 +54,8 @@ from presets import PRESETS, efficientnet_lite, parse_size  # noqa: E402
 from regularisation import BatchMixer, MixingTrainer, WeightAverageCallback  # noqa: E402
 
 logger = logging.getLogger(__name__)
-DEFAULT_DATA = ("../shared/data/alzheimer", "../shared/data/brain_tumor")
-AUGMENTATIONS = ("standard", "robust")
+DEFAULT_DATA = ("../shared/data/alzheimer", "../shared/data/brain_tumor", "../shared/data/br35h")
+AUGMENTATIONS = ("standard", "robust", "multi-sequence")
 VALIDATIONS = ("fold", "cross-source", "none")
 
 
@@ -118,10 +127,29 @@ class RegularisationArguments:
     )
 
 
+class IntensityRemap(A.ImageOnlyTransform):
+    """Map grey levels through a random curve that keeps the background black: knots at fixed input levels take
+    random output levels, not necessarily in order, so dark fluid can turn bright as from T1 to T2 or FLAIR, and
+    tissue contrasts swap. Trained with it, a model cannot take one sequence's contrast for the disease."""
+
+    KNOTS = (0, 16, 60, 110, 160, 210, 255)  # input grey levels; 0 and 16 stay black-ish (the background)
+
+    def get_params(self) -> dict:
+        outputs = self.random_generator.uniform(0, 255, len(self.KNOTS))
+        outputs[:2] = (0, self.random_generator.uniform(0, 24))
+        return {"curve": np.interp(np.arange(256), self.KNOTS, outputs).astype(np.uint8)}
+
+    def apply(self, img: np.ndarray, curve: np.ndarray, **params) -> np.ndarray:
+        return curve[img]
+
+
 def build_augmentation(strength: str = "standard") -> A.Compose:
     """'standard': light affine and intensity jitter (the shipped Alzheimer-vs-tumor and severity models). 'robust' widens
     them and adds what tells one source's scans from another's (resolution, blur, sharpening, JPEG quality,
-    gamma, local contrast), so that a class cannot be recognised by the look of the source it came from."""
+    gamma, local contrast), so that a class cannot be recognised by the look of the source it came from.
+    'multi-sequence' is 'robust' plus what other scanners and sequences do: grey-level curves that span T1, T2
+    and FLAIR looks (``IntensityRemap``), and a field of view from a quarter of black border on each side to a
+    tighter crop."""
     if strength not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {strength!r}; expected one of {', '.join(AUGMENTATIONS)}")
     if strength == "standard":
@@ -133,10 +161,13 @@ def build_augmentation(strength: str = "standard") -> A.Compose:
                 A.GaussNoise(p=0.25),
             ]
         )
+    multi_sequence = strength == "multi-sequence"
     return A.Compose(
         [
             A.HorizontalFlip(p=0.5),
-            A.Affine(rotate=(-15, 15), scale=(0.8, 1.2), translate_percent=(-0.08, 0.08), p=0.8),
+            A.Affine(rotate=(-15, 15), scale=(0.65, 1.2) if multi_sequence else (0.8, 1.2),
+                     translate_percent=(-0.08, 0.08), p=0.8),
+            *([IntensityRemap(p=0.4)] if multi_sequence else []),
             A.OneOf([A.Downscale(scale_range=(0.3, 0.7)), A.GaussianBlur(sigma_limit=(0.3, 1.5)), A.Sharpen()],
                     p=0.5),
             A.ImageCompression(quality_range=(30, 95), p=0.5),
@@ -231,9 +262,10 @@ def main() -> None:
     output_root = Path(training_args.output_dir)
     output_root.mkdir(parents=True, exist_ok=True)
 
-    sources = load_sources(data_args.data)
+    everything = load_sources(data_args.data, non_mri=True)  # MRI only from here on
+    sources = DatasetDict({split: only_mri(dataset) for split, dataset in everything.items()})
     train_prints = fingerprint_dataset(sources["train"])
-    audit = audit_report(sources, train_prints, fingerprint_dataset(sources["test"]))
+    audit = audit_report(sources, train_prints, fingerprint_dataset(sources["test"]), modality_counts(everything))
     print_audit(audit)
     (output_root / "data_audit.json").write_text(json.dumps(audit, indent=2))
     if data_args.validation == "fold":
