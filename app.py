@@ -8,8 +8,9 @@ import sys
 import gradio as gr
 
 from mri_cascade import Cascade, ImageLoadError, ModelLoadError
-from mri_cascade.cascade import DEFAULT_MODELS, DEFAULT_OPERATING_POINT, MODELS_ENV, OPERATING_POINTS, check_operating_point
+from mri_cascade.decisions import DEFAULT_OPERATING_POINT, check_operating_point
 from mri_cascade.images import MAX_FILE_BYTES
+from mri_cascade.loading import DEFAULT_MODELS, MODELS_ENV
 from mri_cascade.service import (
     DISCLAIMER,
     OPERATING_POINT_HELP,
@@ -63,6 +64,13 @@ def panel_values(view: View, series: bool) -> list:
             gr.update(value=view.joint or None, visible=shown), *stage_updates]
 
 
+def file_path(file: gr.FileData | dict | str) -> str:
+    """The server path of a file an API caller sent (``handle_file``)."""
+    if isinstance(file, str):
+        return file
+    return file["path"] if isinstance(file, dict) else file.path
+
+
 def build_demo(cascade: Cascade) -> gr.Blocks:
     def refuse(message: str) -> gr.Error:
         # print_exception=False: the message names the user's file, and server logs must not
@@ -101,15 +109,24 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
             return [gr.skip()] * (len(series_outputs) + 1)
         return show_series(paths, operating_point)
 
-    def classify_api(image_path: str | None, operating_point: str | None = DEFAULT_OPERATING_POINT) -> dict:
-        if not image_path:
+    def classify_api(image: gr.FileData | None, operating_point: str = DEFAULT_OPERATING_POINT) -> dict:
+        """Classify one brain MRI slice (picture or single-frame DICOM), optionally at an operating point
+        ('balanced', the default, or 'screening'): {label, display_name, probabilities over all seven ids, stages,
+        refused, reason, unfamiliarity, operating_point}. Input that does not look like a brain MRI slice gets
+        refused: true, a reason and label null."""
+        if not image:
             raise refuse("No image was sent: pass one file, e.g. handle_file('scan.jpg').")
-        return guarded(classify, cascade, image_path, False, operating_point=operating_point).payload
+        return guarded(classify, cascade, file_path(image), False, operating_point=operating_point).payload
 
-    def classify_series_api(paths: list[str] | None, operating_point: str | None = DEFAULT_OPERATING_POINT) -> dict:
-        if not paths:
+    def classify_series_api(files: list[gr.FileData] | None, operating_point: str = DEFAULT_OPERATING_POINT) -> dict:
+        """Classify a patient's slices (files, a multi-frame DICOM or a NIfTI volume) together, optionally at an
+        operating point: {label, display_name, probabilities, stages, refused, reason, unfamiliarity,
+        operating_point, slices: [{index, label, refused, unfamiliarity, probabilities}]}. Refused slices are left
+        out of the answer."""
+        if not files:
             raise refuse("No files were sent: pass a list, e.g. [handle_file('a.dcm'), handle_file('b.dcm')].")
-        return guarded(classify_series, cascade, paths, False, operating_point=operating_point)[0].payload
+        return guarded(classify_series, cascade, [file_path(f) for f in files], False,
+                       operating_point=operating_point)[0].payload
 
     ttl = cache_ttl_seconds()
     with gr.Blocks(title="MRI Cascade", delete_cache=(ttl, ttl)) as demo:
@@ -150,26 +167,8 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
             gr.on([files.upload, series_button.click], show_series, [files, point], [*series_outputs, table],
                   api_name="show_series", concurrency_id=CONCURRENCY_ID,
                   api_description="What the page shows for a series: the patient answer and a per-slice table.")
-        api_image = gr.File(file_count="single", type="filepath", visible=False)
-        api_files = gr.File(file_count="multiple", type="filepath", visible=False)
-        api_point = gr.Radio(list(OPERATING_POINTS), value=DEFAULT_OPERATING_POINT, visible=False,
-                             label="operating_point")
-        api_result = gr.JSON(label="result", visible=False)
-        gr.Button(visible=False).click(
-            classify_api, [api_image, api_point], api_result, api_name="classify", concurrency_id=CONCURRENCY_ID,
-            api_description="Classify one brain MRI slice (picture or single-frame DICOM), optionally at an operating "
-            "point ('balanced', the default, or 'screening'): {label, display_name, probabilities over all seven ids, "
-            "stages, refused, reason, unfamiliarity, operating_point}. "
-            "Input that does not look like a brain MRI slice gets refused: true, a reason and label null.",
-        )
-        gr.Button(visible=False).click(
-            classify_series_api, [api_files, api_point], api_result, api_name="classify_series",
-            concurrency_id=CONCURRENCY_ID,
-            api_description="Classify a patient's slices (files, a multi-frame DICOM or a NIfTI volume) together, "
-            "optionally at an operating point: {label, display_name, probabilities, stages, refused, reason, "
-            "unfamiliarity, operating_point, slices: [{index, label, refused, unfamiliarity, probabilities}]}. "
-            "Refused slices are left out of the answer.",
-        )
+        gr.api(classify_api, api_name="classify", concurrency_id=CONCURRENCY_ID)
+        gr.api(classify_series_api, api_name="classify_series", concurrency_id=CONCURRENCY_ID)
     return demo
 
 

@@ -1,6 +1,6 @@
 """Speed of the shipped cascade against a seed-equivalent one, and against this machine's limit.
 
-    python benchmarks/bench_speed.py                 # prints the table, writes reports/benchmark.json
+    python -m benchmarks.bench_speed              # prints the table, writes reports/benchmark.json
 
 Measured in one run on the same images and threads: single-image latency, batched throughput, cold starts,
 training seconds per epoch, FLOPs per image against the machine's matmul peak, and label agreement between the
@@ -24,14 +24,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "train"))
+from mri_cascade import Cascade, load_image
+from mri_cascade.labels import TASKS
+from mri_cascade.loading import Stage
+from mri_cascade.torch_backend import TorchRunner
 
-from mri_cascade import Cascade, load_image  # noqa: E402
-from mri_cascade.cascade import Stage  # noqa: E402
-from mri_cascade.labels import TASKS  # noqa: E402
-from mri_cascade.runtime import TorchRunner  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 BATCH_SIZES = (1, 8, 16, 32)
 THROUGHPUT_TARGET_BATCH = 8
@@ -145,7 +143,7 @@ def cold_start_app(image: Path) -> float:
 
 def training_seconds_per_epoch(steps: int = 6) -> dict[str, float]:
     """Time a few optimizer steps per task at the shipped model's image size and batch, scaled to one epoch."""
-    from presets import efficientnet_lite, parse_size
+    from train.presets import efficientnet_lite, parse_size
 
     figures = {}
     for task in TASKS.values():

@@ -29,9 +29,9 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from mri_cascade import Cascade
-from mri_cascade.audit import duplicates_of_reference, fingerprint_dataset
-from mri_cascade.cascade import OPERATING_POINTS
-from mri_cascade.data import load_source
+from mri_cascade.decisions import OPERATING_POINTS
+from mri_cascade.research.audit import duplicates_of_reference, fingerprint_dataset
+from mri_cascade.research.data import load_source
 
 FOUR_CLASSES = ("no_tumor", "glioma", "meningioma", "pituitary")
 CASCADE_TO_FOUR = {"healthy": "no_tumor", "tumor_glioma": "glioma", "tumor_meningioma": "meningioma",

@@ -1,6 +1,6 @@
 """Which subjects and which slices a collection's test split holds, against its train split.
 
-    python benchmarks/test_split_subjects.py ../shared/data/alzheimer   # prints the figures, writes a JSON
+    python -m benchmarks.test_split_subjects ../shared/data/alzheimer   # prints the figures, writes a JSON
 
 Subjects are the near-duplicate groups of ``audit.near_duplicate_groups`` (thumbnail cosine similarity >= 0.99,
 linked in chains): on the Alzheimer collection each training group is one subject's slices, one label each.
@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from mri_cascade.research.audit import fingerprint_dataset, joint_groups, near_duplicate_groups
+from mri_cascade.research.data import load_source
 
-from mri_cascade.audit import fingerprint_dataset, joint_groups, near_duplicate_groups  # noqa: E402
-from mri_cascade.data import load_source  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 FOREGROUND = 20  # grey level (of 255) above which a pixel counts as head rather than background
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)

@@ -1,8 +1,10 @@
 """MRI Cascade: Alzheimer's disease and brain tumor classification of 2-D brain MRI slices."""
 
-from .cascade import Cascade, CascadeResult, ModelLoadError, SeriesResult, StageResult
+from .cascade import Cascade
 from .images import ImageLoadError, load_image, load_series
 from .labels import LABEL_IDS, LABELS, TASKS
+from .loading import ModelLoadError
+from .results import CascadeResult, SeriesResult, StageResult
 
 __all__ = [
     "Cascade", "CascadeResult", "SeriesResult", "StageResult", "ModelLoadError",

@@ -2,303 +2,26 @@
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
-from functools import cached_property
-from pathlib import Path
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
 from .calibration import TEMPERATURE_KEY, softmax
+from .decisions import DEFAULT_OPERATING_POINT, calls_healthy, check_operating_point, decide, pool_series, refuses, scan_families
 from .explain import Explanation, display_size, grad_cam, overlay_heatmap, uncrop
-from .familiarity import CT_REFUSAL_REASON, FAMILIARITY_FILE, REFUSAL_REASON, FamiliarityCheck
-from .images import ImageSource, crop_to_head, head_box, load_image, load_slices
-from .labels import ALZHEIMER_SEVERITY, ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, FAMILIES, LABELS, TASKS, TUMOR_TYPE
+from .familiarity import CT_REFUSAL_REASON, REFUSAL_REASON, FamiliarityCheck
+from .images import ImageSource, head_box, load_image, load_slices
+from .labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, TASKS
+from .loading import Stage, load_familiarity, load_stages, read_operating_points
 from .medical import NOT_BRAIN_MRI_KEY
 from .modality import bone_rim
-from .runtime import (
-    ONNX_FILE,
-    WEIGHTS_FILE,
-    GreyPreprocessor,
-    OnnxRunner,
-    TorchRunner,
-    file_sha256,
-    fresh_onnx_export,
-    model_workers,
-    onnx_model_pool,
-)
+from .results import REFUSED_DISPLAY_NAME, CascadeResult, SeriesResult
 
-DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "models"
-MODELS_ENV = "MRI_CASCADE_MODELS"
-"""Environment variable naming the models: a local directory or a Hub prefix (default: the shipped models/)."""
-
-
-OPERATING_POINTS = ("balanced", "screening")
-"""The named healthy-threshold settings in the disease detector's config (``operating_points``): ``balanced``, the
-best validation end-to-end accuracy, and ``screening``, >= 95 % validation disease recall in each scan family."""
-DEFAULT_OPERATING_POINT = "balanced"
-OPERATING_POINTS_KEY = "operating_points"
-TEST_TIME_FLIPS_KEY = "test_time_flips"
-"""A model config's switch (true/false): the cascade averages its logits over each image and its mirror image."""
-CROP_TO_HEAD_KEY = "crop_to_head"
-"""A model config's switch (true/false): the model reads each slice cropped to the head (``images.crop_to_head``)."""
-LEGACY_THRESHOLD_KEY, LEGACY_DEFAULT_THRESHOLD = "healthy_threshold", 0.5
-REFUSED_DISPLAY_NAME = "No answer: not a brain MRI slice"
 HEADER_REFUSAL = "MRI Cascade reads only 2-D brain MRI slices, so it gives no diagnosis."
-logger = logging.getLogger(__name__)
-
-
-class ModelLoadError(RuntimeError):
-    """A cascade model could not be loaded; the message names the model and where it was looked for."""
-
-
-@dataclass
-class StageResult:
-    name: str  # the task, e.g. "disease-detector"
-    title: str
-    probabilities: dict[str, float]  # the model's classes -> probability
-    decision: str
-
-
-@dataclass
-class CascadeResult:
-    label: str | None  # one of the seven label ids; None when refused
-    display_name: str
-    probabilities: dict[str, float]  # all seven label ids -> joint probability, summing to 1; empty when refused
-    stages: list[StageResult]  # the stages on the path taken, in order; empty when refused
-    refused: bool = False  # True when the input does not look like a brain MRI slice: no diagnosis
-    reason: str | None = None  # why it was refused, in plain words; for a series: also which slices were left out
-    # and how many answered slices on their own disagree with the patient answer
-    unfamiliarity: float | None = None  # how unlike the training scans the input is; above 1 is refused
-    operating_point: str = DEFAULT_OPERATING_POINT  # which healthy thresholds decided it
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class SeriesResult(CascadeResult):
-    """One answer for a patient's series (label, probabilities, stages) plus every slice's own result. Its
-    ``unfamiliarity`` is that of its least familiar answered slice."""
-
-    slices: list[CascadeResult] = field(default_factory=list)
-
-
-def pool_series(stage_probabilities: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Each model's class probabilities pooled over a series' slices: their plain mean (a linear opinion pool).
-    Every slice weighs 1/N, so one odd slice can move any probability by at most 1/N and cannot veto what the
-    others agree on (a geometric mean lets one near-zero slice do exactly that). A lesion seen on few slices is
-    diluted rather than lost: ``Cascade.predict_series`` names the slices that disagree."""
-    return {task: np.asarray(probabilities, dtype=float).mean(axis=0, keepdims=True)
-            for task, probabilities in stage_probabilities.items()}
-
-
-def scan_families(p_alzheimer_vs_tumor: np.ndarray) -> np.ndarray:
-    """Each scan's family as stage 2 names it, healthy or not: "alzheimer" when P(alzheimer) >= P(tumor)."""
-    p = np.asarray(p_alzheimer_vs_tumor).reshape(-1, 2)
-    return np.where(p[:, 0] >= p[:, 1], FAMILIES[0], FAMILIES[1])
-
-
-def calls_healthy(p_healthy: np.ndarray, families: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
-    """The cascade's one healthy rule: a scan is healthy iff P(healthy) is strictly above its family's threshold
-    (a tie counts as disease: missing a disease costs more than a false alarm)."""
-    limits = np.array([thresholds[family] for family in np.atleast_1d(families)], dtype=float)
-    return np.atleast_1d(np.asarray(p_healthy, dtype=float)) > limits
-
-
-def read_operating_points(config) -> dict[str, dict[str, float]]:
-    """Operating point -> family -> healthy threshold, from the disease detector's config. A config without
-    ``operating_points`` (models from before they existed) uses its single ``healthy_threshold`` everywhere."""
-    stored = getattr(config, OPERATING_POINTS_KEY, None)
-    if not stored:
-        legacy = float(getattr(config, LEGACY_THRESHOLD_KEY, LEGACY_DEFAULT_THRESHOLD))
-        return {point: dict.fromkeys(FAMILIES, legacy) for point in OPERATING_POINTS}
-    try:
-        points = {point: {family: float(stored[point][family]) for family in FAMILIES} for point in OPERATING_POINTS}
-    except (KeyError, TypeError, ValueError) as error:
-        raise ModelLoadError(f"the disease detector's {OPERATING_POINTS_KEY} must give a threshold for each of "
-                             f"{list(FAMILIES)} under each of {list(OPERATING_POINTS)}; found {stored!r}") from error
-    for point, thresholds in points.items():
-        if not all(0.0 <= value <= 1.0 for value in thresholds.values()):
-            raise ModelLoadError(f"the disease detector's {point} thresholds {thresholds} are not probabilities")
-    return points
-
-
-def check_operating_point(operating_point: str) -> str:
-    if operating_point not in OPERATING_POINTS:
-        raise ValueError(f"unknown operating point {operating_point!r}; choose one of {', '.join(OPERATING_POINTS)}")
-    return operating_point
-
-
-def model_location(source: str | os.PathLike | None, task: str) -> str:
-    """Where a task's model lives: ``<dir>/<task>`` for a local directory, else the Hub repo ``<prefix>-<task>``."""
-    if source is None:
-        source = os.environ.get(MODELS_ENV) or DEFAULT_MODELS
-    if os.path.isdir(source):
-        return str(Path(source) / task)
-    return f"{source}-{task}"
-
-
-@dataclass
-class Stage:
-    """One loaded model: its config (classes, threshold), image processor and a function giving logits and
-    embeddings."""
-
-    config: object
-    processor: object
-    run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # pixel_values (N, 3, H, W) -> logits, embedding
-    location: str
-    backend: str  # "onnx" or "torch"
-
-    def __post_init__(self) -> None:
-        self.resize_and_normalise: Callable[[list], np.ndarray] = GreyPreprocessor.for_processor(self.processor) or (
-            lambda images: self.processor(images, return_tensors="np")["pixel_values"]
-        )
-        self.test_time_flips = bool(getattr(self.config, TEST_TIME_FLIPS_KEY, False))
-        self.crop_to_head = bool(getattr(self.config, CROP_TO_HEAD_KEY, False))
-
-    @property
-    def preprocessing_key(self) -> str:
-        """Equal for stages whose inputs are prepared identically (they share one preprocessing pass)."""
-        return json.dumps([self.crop_to_head, self.processor.to_dict()], sort_keys=True, default=str)
-
-    def preprocess(self, images: list) -> np.ndarray:
-        """Loaded slices -> the model's pixel values: cropped to the head if its config says so, then resized and
-        normalised as its image processor does."""
-        return self.resize_and_normalise([crop_to_head(image) for image in images] if self.crop_to_head else images)
-
-    def model_inputs(self, pixel_values: np.ndarray) -> list[np.ndarray]:
-        """The model runs that one reading of these images takes: the images, and with test-time flips also
-        their left-right mirror images."""
-        return [pixel_values, np.ascontiguousarray(pixel_values[..., ::-1])] if self.test_time_flips else [pixel_values]
-
-    def start_runs(self, pixel_values: np.ndarray) -> list[list[Future]]:
-        """Start the runs of ``model_inputs``, for ``merge``. An ONNX model's go to ``onnx_model_pool``, each batch
-        split into one part per worker: the cascade's models then run side by side, a core each, and a large
-        batch still keeps every core busy to the end. A PyTorch model's run here and now, whole (PyTorch already
-        spreads one run over every core)."""
-        if self.backend == "onnx":
-            pool, workers = onnx_model_pool(), model_workers()
-            return [[pool.submit(self.run, part) for part in np.array_split(inputs, max(1, min(len(inputs), workers)))]
-                    for inputs in self.model_inputs(pixel_values)]
-        runs = []
-        for inputs in self.model_inputs(pixel_values):
-            runs.append([Future()])
-            runs[-1][0].set_result(self.run(inputs))
-        return runs
-
-    @staticmethod
-    def merge(runs: list[list[Future]]) -> tuple[np.ndarray, np.ndarray]:
-        """(logits, embedding) from the runs of ``start_runs``. With test-time flips, the logits are the mean over
-        each image and its mirror image; the embedding stays the image's own, which is what the refusal check was
-        fitted on."""
-        outputs = []
-        for parts in runs:
-            results = [part.result() for part in parts]
-            outputs.append([np.concatenate([result[index] for result in results]) for index in (0, 1)])
-        return np.mean([logits for logits, _ in outputs], axis=0), outputs[0][1]
-
-    def logits_and_embedding(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The model's logits and embeddings for these images (see ``merge``)."""
-        return self.merge(self.start_runs(pixel_values))
-
-    @cached_property
-    def torch_model(self):
-        """The PyTorch model (for gradients: heatmaps), loaded on first use when the stage runs on ONNX."""
-        if isinstance(self.run, TorchRunner):
-            return self.run.model
-        model = AutoModelForImageClassification.from_pretrained(self.location, use_safetensors=True,
-                                                                 trust_remote_code=False)
-        return model.eval()
-
-
-def resolve_file(location: str, filename: str) -> str | None:
-    """Local path of ``filename`` in a model directory or Hub repo (downloaded or cached), None if absent."""
-    if os.path.isdir(location):
-        path = os.path.join(location, filename)
-        return path if os.path.isfile(path) else None
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return hf_hub_download(location, filename)
-    except Exception:  # not on the Hub, offline without a cached copy, ...
-        return None
-
-
-def load_stage(location: str, task: str, backend: str = "auto") -> Stage:
-    """Load one task's model for inference: its ONNX export when present and fresh (``backend`` auto/onnx),
-    else PyTorch. Its config must name exactly the task's classes in ``id2label``."""
-    config = AutoConfig.from_pretrained(location, trust_remote_code=False)
-    expected, found = set(TASKS[task].classes), set(config.id2label.values())
-    if found != expected:
-        raise ModelLoadError(
-            f"the {task} model at {location} has classes {sorted(found)} in config.json (id2label), "
-            f"expected {sorted(expected)}"
-        )
-    processor = AutoImageProcessor.from_pretrained(location, trust_remote_code=False)
-    if backend in ("auto", "onnx"):
-        onnx_path, weights_path = resolve_file(location, ONNX_FILE), resolve_file(location, WEIGHTS_FILE)
-        if onnx_path and weights_path and fresh_onnx_export(onnx_path, weights_path):
-            try:
-                return Stage(config, processor, OnnxRunner(onnx_path), location, "onnx")
-            except Exception as error:  # onnxruntime raises its own types for a damaged graph
-                raise ModelLoadError(f"the ONNX export at {onnx_path} cannot be run: {error}") from error
-        if backend == "onnx":
-            raise ModelLoadError(f"no up-to-date ONNX export at {location}/{ONNX_FILE}")
-    model = AutoModelForImageClassification.from_pretrained(location, use_safetensors=True, trust_remote_code=False)
-    return Stage(model.config, processor, TorchRunner(model), location, "torch")
-
-
-def load_familiarity(source: str | os.PathLike | None) -> FamiliarityCheck | None:
-    """The refusal check stored beside the disease detector, None (with a warning) when there is none.
-    A check that exists but cannot be fetched stops the start rather than let the cascade answer everything.
-    A check fitted on other weights than the models' own is refused: it would measure the wrong thing."""
-    location = model_location(source, DISEASE_DETECTOR.name)
-    if os.path.isdir(location):
-        path = resolve_file(location, FAMILIARITY_FILE)
-    else:  # only a check that the Hub says is absent may be done without; a failed download must not fail open
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import RemoteEntryNotFoundError
-
-        try:
-            path = hf_hub_download(location, FAMILIARITY_FILE)
-        except RemoteEntryNotFoundError:
-            path = None
-        except Exception as error:
-            raise ModelLoadError(f"could not fetch the refusal check {location}/{FAMILIARITY_FILE}: {error}") from error
-    if path is None:
-        logger.warning("no %s beside the disease detector: the cascade will answer every input", FAMILIARITY_FILE)
-        return None
-    try:
-        check = FamiliarityCheck.load(path)
-    except Exception as error:
-        raise ModelLoadError(f"the refusal check at {path} cannot be read: {error}") from error
-    for task, expected in check.weights_sha256.items():
-        weights = resolve_file(model_location(source, task), WEIGHTS_FILE)
-        if weights is None or file_sha256(weights) != expected:
-            raise ModelLoadError(f"the refusal check at {path} was fitted on other {task} weights; "
-                                 "run `mri-cascade fit-familiarity` again")
-    return check
-
-
-def load_stages(source: str | os.PathLike | None, backend: str = "auto") -> dict[str, Stage]:
-    """The four models from ``source`` (see ``Cascade.from_pretrained``); any failure names the model and path."""
-    stages = {}
-    for task in TASKS:
-        location = model_location(source, task)
-        try:
-            stages[task] = load_stage(location, task, backend)
-        except ModelLoadError:
-            raise
-        except Exception as error:  # any failure to load (missing, corrupt, pickle-only ...) stops the start-up
-            raise ModelLoadError(f"could not load the {task} model from {location}: {error}") from error
-    return stages
 
 
 class Cascade:
@@ -395,36 +118,10 @@ class Cascade:
         healthy = calls_healthy(detector[:, 0], scan_families(stage_probabilities[ALZHEIMER_VS_TUMOR.name]),
                                 thresholds or self.operating_points[point])
         return [
-            self._combine_one({task: probabilities[i] for task, probabilities in stage_probabilities.items()},
+            decide({task: probabilities[i] for task, probabilities in stage_probabilities.items()},
                               bool(healthy[i]), point)
             for i in range(len(detector))
         ]
-
-    @staticmethod
-    def _combine_one(p: dict[str, np.ndarray], healthy: bool, operating_point: str) -> CascadeResult:
-        p_healthy, disease = p[DISEASE_DETECTOR.name]
-        alzheimer, tumor = p[ALZHEIMER_VS_TUMOR.name]
-        joint = {"healthy": float(p_healthy)}
-        for task, branch in ((ALZHEIMER_SEVERITY, alzheimer), (TUMOR_TYPE, tumor)):
-            for label, cls in task.class_of.items():
-                joint[label] = float(disease * branch * p[task.name][task.classes.index(cls)])
-        total = sum(joint.values())
-        joint = {label: joint[label] / total for label in LABELS}
-
-        def stage(task, decision_index: int) -> StageResult:
-            probabilities = {c: float(v) for c, v in zip(task.classes, p[task.name])}
-            return StageResult(task.name, task.title, probabilities, task.classes[decision_index])
-
-        if healthy:
-            stages = [stage(DISEASE_DETECTOR, 0)]
-            label = "healthy"
-        else:
-            branch_task = ALZHEIMER_SEVERITY if alzheimer >= tumor else TUMOR_TYPE
-            choice = int(np.argmax(p[branch_task.name]))
-            stages = [stage(DISEASE_DETECTOR, 1), stage(ALZHEIMER_VS_TUMOR, 0 if branch_task is ALZHEIMER_SEVERITY else 1),
-                      stage(branch_task, choice)]
-            label = next(k for k, v in branch_task.class_of.items() if v == branch_task.classes[choice])
-        return CascadeResult(label, LABELS[label], joint, stages, operating_point=operating_point)
 
     def unfamiliarity(self, embeddings: dict[str, np.ndarray]) -> np.ndarray | None:
         """Per image: how unlike the training scans it is (above 1: refused); None without a refusal check."""
@@ -434,7 +131,7 @@ class Cascade:
                       header_notes: Sequence[str | None] | None = None,
                       ct_looks: Sequence[bool] | None = None) -> list[CascadeResult]:
         """``results`` with every input that does not look like a brain MRI slice replaced by a refusal: too
-        unfamiliar to the refusal check, or looking like a head CT to it (``FamiliarityCheck.refuses``), or with a
+        unfamiliar to the refusal check, or looking like a head CT to it (``decisions.refuses``), or with a
         DICOM header note (``run_models``) that names another modality or body part, whose words then lead the
         reason. A refused image that looks like CT is told so."""
         if not results:
@@ -443,7 +140,7 @@ class Cascade:
         notes = header_notes or [None] * len(results)
         ct_looks = ct_looks or [False] * len(results)
         refused = (np.zeros(len(results), bool) if scores is None
-                   else self.familiarity.refuses(scores, np.asarray(ct_looks, dtype=bool)))
+                   else refuses(scores, ct_looks, self.familiarity.ct_floor))
         refined = []
         for index, result in enumerate(results):
             score = None if scores is None else float(scores[index])

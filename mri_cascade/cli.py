@@ -7,18 +7,29 @@ import json
 import sys
 from pathlib import Path
 
-from .cascade import ModelLoadError  # already imported with the package
+from .loading import ModelLoadError  # already imported with the package
+
+
+def local_models(given: str | None) -> Path:
+    """The models directory a research command reads and writes: ``--models``, else the checkout's models/."""
+    from .loading import DEFAULT_MODELS
+
+    path = Path(given or DEFAULT_MODELS)
+    if not path.is_dir():
+        raise SystemExit(f"mri-cascade: {path} is not a models directory; give --models DIR (a folder holding the "
+                         "four model folders)")
+    return path
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
     from datasets import DatasetDict
 
-    from .cards import render_model_card
-    from .cascade import DEFAULT_MODELS, Cascade
-    from .data import expand_sources, load_sources, only_mri, only_non_mri
-    from .evaluation import evaluate_cascade, report_name, test_results_of, write_report
-    from .fitting import stored_validation_figures, unseen_subject_cascades
+    from .cascade import Cascade
     from .labels import TASKS
+    from .research.cards import render_model_card
+    from .research.data import expand_sources, load_sources, only_mri, only_non_mri
+    from .research.evaluation import evaluate_cascade, report_name, test_results_of, write_report
+    from .research.fitting import stored_validation_figures, unseen_subject_cascades
 
     sources = expand_sources(args.data)
     cascade = Cascade.from_pretrained(args.models, backend=args.backend, operating_point=args.operating_point)
@@ -44,11 +55,53 @@ def evaluate_command(args: argparse.Namespace) -> int:
               + (f"; answered {row['answered']}" if row["answered"] else ""))
     print(f"-> {Path(args.out) / report_name(report['operating_point'])}")
     if args.update_model_cards:
-        models_dir = Path(args.models or DEFAULT_MODELS)
+        models_dir = local_models(args.models)
         for task in TASKS:
             (models_dir / task / "test_results.json").write_text(json.dumps(test_results_of(report, task), indent=2))
             render_model_card(models_dir / task)
     return 0
+
+
+def benchmark_command(args: argparse.Namespace) -> int:
+    from .research.benchmark import run_benchmark
+    from .research.data import expand_sources
+
+    models = str(args.models or local_models(None))
+    report = run_benchmark(models, expand_sources(args.data), args.batch_size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmark.json").write_text(json.dumps(report, indent=2))
+    print_benchmark(report)
+    print(f"-> {out / 'benchmark.json'}")
+    return 0
+
+
+def print_benchmark(report: dict) -> None:
+    def cell(figure: dict) -> str:
+        if figure["value"] is None:
+            return "-"
+        interval = f" ({100 * figure['low']:.1f}-{100 * figure['high']:.1f})" if figure["low"] is not None else ""
+        return f"{100 * figure['value']:.1f}{interval}"
+
+    print(f"benchmark: fold {report['held_out_fold']} held out by every model, {report['images']} scans in "
+          f"{report['clusters']} subjects or clusters; thresholds cross-fitted over two halves of them; % (95 % CI)")
+    for point in ("balanced", "screening"):
+        rows = [(f"slice, {name}", figures) for name, figures in report[point]["slice_level"].items()]
+        if report[point]["subject_level"]:
+            rows.append((f"subject ({report[point]['subject_level']['subjects']} Alzheimer subjects)",
+                         report[point]["subject_level"]))
+        rows += [(f"source {name}", figures) for name, figures in report[point]["per_source"].items()]
+        print(f"\n{point}: {'':<38}{'end to end':>22}{'disease recall':>22}{'healthy kept':>22}{'detector AUC':>22}")
+        for name, figures in rows:
+            print(f"  {name:<46}" + "".join(f"{cell(figures[key]):>22}" for key in
+                                            ("end_to_end", "disease_recall", "healthy_kept", "detector_auc")))
+    print("\ntumor type: " + ", ".join(f"{part} {cell(figure)} of {figure['images']}"
+                                        for part, figure in report["tumor_type"].items()))
+    framing = report["framing"]
+    for change in ("border", "mirrored"):
+        row = framing[change]
+        print(f"{change}: refused {row['refused']} of {framing['images']}; same answer as the original "
+              f"{row['same_answer']} of {row['originals_answered']}")
 
 
 def print_summary(report: dict) -> None:
@@ -84,60 +137,33 @@ def print_summary(report: dict) -> None:
     row("end-to-end calibration error (ECE, 15 bins)", lambda f: f["cascade"]["ece"])
 
 
-def collect_files(paths: list[str]) -> list[Path]:
-    """Files named directly, and every non-hidden file under named folders (recursively), in a stable order."""
-    files = []
-    for name in paths:
-        path = Path(name)
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and not any(
-                part.startswith(".") for part in p.relative_to(path).parts)))
-        else:
-            files.append(path)
-    return files
-
-
 def predict_command(args: argparse.Namespace) -> int:
+    from .batch import PREDICTION_COLUMNS, csv_cell, predict_unit, prediction_units
+
+    units = prediction_units(args.paths, args.series_by)
+    if args.engine == "ray":
+        from .ray_engine import predict_on_ray
+
+        summary = predict_on_ray(units, args.models, args.out, args.operating_point, args.address,
+                                 args.cpus_per_worker, args.batch_size)
+        print(f"{summary['answered']} of {summary['rows']} {'series' if args.series_by else 'files'} answered "
+              f"({summary['skipped']} already in {args.out}) -> {args.out}")
+        return 0 if summary["answered"] or not summary["rows"] else 1
     import csv
 
     from tqdm import tqdm
 
     from .cascade import Cascade
-    from .images import ImageLoadError, load_series
-    from .labels import LABEL_IDS
 
     cascade = Cascade.from_pretrained(args.models, operating_point=args.operating_point)
-    files = collect_files(args.paths)
-    if args.series_by == "folder":
-        groups: dict[Path, list[Path]] = {}
-        for path in files:
-            groups.setdefault(path.parent, []).append(path)
-        units = list(groups.items())
-    else:
-        units = [(path, [path]) for path in files]
-    columns = ["path", "label", *LABEL_IDS, "slices", "refused", "reason", "unfamiliarity", "operating_point"]
     answered = 0
     with open(args.out, "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=columns)
+        writer = csv.DictWriter(stream, fieldnames=PREDICTION_COLUMNS)
         writer.writeheader()
         for unit, members in tqdm(units, desc="classifying", unit="series" if args.series_by else "file"):
-            row = {"path": str(unit), "refused": False, "reason": "", "operating_point": cascade.operating_point}
-            slices, problems = [], []
-            for member in members:
-                try:
-                    slices.extend(load_series(member))
-                except ImageLoadError as error:
-                    problems.append(str(error))
-            if not slices:
-                row.update(refused=True, reason="; ".join(problems) or "no files")
-            else:
-                result = cascade.predict_series(slices) if len(slices) > 1 else cascade.predict(slices[0])
-                row.update(label=result.label, slices=len(slices), refused=result.refused,
-                           reason="; ".join(filter(None, [result.reason, *problems])),
-                           unfamiliarity="" if result.unfamiliarity is None else f"{result.unfamiliarity:.3f}",
-                           **{label: f"{result.probabilities[label]:.6f}" for label in result.probabilities})
-                answered += not result.refused
-            writer.writerow(row)
+            row = predict_unit(cascade, unit, members)
+            answered += not row["refused"]
+            writer.writerow({column: csv_cell(row[column]) for column in PREDICTION_COLUMNS})
     print(f"{answered} of {len(units)} {'series' if args.series_by else 'files'} answered -> {args.out}")
     return 0 if answered else 1
 
@@ -145,9 +171,9 @@ def predict_command(args: argparse.Namespace) -> int:
 def audit_command(args: argparse.Namespace) -> int:
     from datasets import DatasetDict
 
-    from .audit import fingerprint_dataset
-    from .data import expand_sources, load_sources, only_mri
-    from .evaluation import audit_report, modality_counts, print_audit
+    from .research.audit import fingerprint_dataset
+    from .research.data import expand_sources, load_sources, only_mri
+    from .research.evaluation import audit_report, modality_counts, print_audit
 
     everything = load_sources(expand_sources(args.data), non_mri=True)
     splits = DatasetDict({split: only_mri(dataset) for split, dataset in everything.items()})
@@ -160,11 +186,10 @@ def audit_command(args: argparse.Namespace) -> int:
 
 
 def push_command(args: argparse.Namespace) -> int:
-    from .cards import publish_model
-    from .cascade import DEFAULT_MODELS
     from .labels import TASKS
+    from .research.cards import publish_model
 
-    models_dir = Path(args.models or DEFAULT_MODELS)
+    models_dir = local_models(args.models)
     for task in TASKS:
         repo_id = publish_model(models_dir / task, f"{args.namespace}/{args.prefix}", private=args.private)
         print(f"pushed {models_dir / task} -> {repo_id}")
@@ -172,12 +197,11 @@ def push_command(args: argparse.Namespace) -> int:
 
 
 def calibrate_command(args: argparse.Namespace) -> int:
-    from .cascade import DEFAULT_MODELS
-    from .data import expand_sources, load_sources
-    from .fitting import calibrate_models
+    from .research.data import expand_sources, load_sources
+    from .research.fitting import calibrate_models
 
     splits = load_sources(expand_sources(args.data))
-    report = calibrate_models(Path(args.models or DEFAULT_MODELS), splits, Path(args.out),
+    report = calibrate_models(local_models(args.models), splits, Path(args.out),
                               args.validation_fraction, args.seed, args.test_time_flips, args.fold_models)
     # only held-out figures: the test ones (ECE, accuracy) stay in the JSON report, for the model cards; printing
     # them here would show them to whoever is still choosing a model (`mri-cascade evaluate` is for test figures)
@@ -194,12 +218,11 @@ def calibrate_command(args: argparse.Namespace) -> int:
 
 
 def familiarity_command(args: argparse.Namespace) -> int:
-    from .cascade import DEFAULT_MODELS
-    from .data import expand_sources, load_sources
-    from .familiarity import fit_and_report
+    from .research.data import expand_sources, load_sources
+    from .research.refusal_fit import fit_and_report
 
     splits = load_sources(expand_sources(args.data), non_mri=True)
-    report = fit_and_report(Path(args.models or DEFAULT_MODELS), splits, Path(args.out), args.validation_fraction,
+    report = fit_and_report(local_models(args.models), splits, Path(args.out), args.validation_fraction,
                             args.seed, args.components)
     print(f"limit {report['limit']:.4f} from {report['validation']['images']} validation scans")
     for name in ("validation", "test", "non_mri_development", "non_mri_held_out", "non_brain_medical_development",
@@ -212,18 +235,17 @@ def familiarity_command(args: argparse.Namespace) -> int:
 
 
 def export_onnx_command(args: argparse.Namespace) -> int:
-    from .cascade import DEFAULT_MODELS
     from .labels import TASKS
-    from .runtime import export_onnx
+    from .torch_backend import export_onnx
 
-    models_dir = Path(args.models or DEFAULT_MODELS)
+    models_dir = local_models(args.models)
     for task in TASKS:
         print(f"exported {export_onnx(models_dir / task)}")
     return 0
 
 
 def add_operating_point(command: argparse.ArgumentParser) -> None:
-    from .cascade import DEFAULT_OPERATING_POINT, OPERATING_POINTS
+    from .decisions import DEFAULT_OPERATING_POINT, OPERATING_POINTS
 
     command.add_argument("--operating-point", choices=OPERATING_POINTS, default=DEFAULT_OPERATING_POINT,
                          help="balanced: best end-to-end accuracy (default); screening: >= 95 %% disease recall in "
@@ -231,6 +253,8 @@ def add_operating_point(command: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .research.data import SPLIT_SEED, VALIDATION_FRACTION
+
     parser = argparse.ArgumentParser(prog="mri-cascade", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -248,10 +272,30 @@ def build_parser() -> argparse.ArgumentParser:
                           "the test scans of the subjects they never saw, for the unseen-subjects figures.")
     evaluate.set_defaults(run=evaluate_command)
 
+    benchmark = commands.add_parser(
+        "benchmark", help="What a new patient gets: every figure on the validation fold all four models held out, by "
+        "slice, by subject and by source, with 95 % intervals (the source of truth for model choices).")
+    benchmark.add_argument("data", nargs="+", help="Collection roots, a folder of them (../shared/data) or Hub ids.")
+    benchmark.add_argument("--models", default=None, help="Models directory or Hub prefix (default: the shipped models/).")
+    benchmark.add_argument("--out", default="reports", help="Where benchmark.json goes.")
+    benchmark.add_argument("--batch-size", type=int, default=16)
+    benchmark.set_defaults(run=benchmark_command)
+
     predict = commands.add_parser(
         "predict", help="Classify files and folders (recursively) into a CSV; exit code 1 when nothing got an answer.")
-    predict.add_argument("paths", nargs="+", help="Image, DICOM or NIfTI files, or folders of them.")
-    predict.add_argument("--out", default="results.csv")
+    predict.add_argument("paths", nargs="+", help="Image, DICOM or NIfTI files, folders of them, or a manifest "
+                         "(.csv or .parquet with a 'path' column).")
+    predict.add_argument("--out", default="results.csv", help="The plain engine writes CSV; the Ray engine a Parquet "
+                         "dataset (a folder; CSV when the name ends in .csv), which a restart with the same --out "
+                         "completes.")
+    predict.add_argument("--engine", choices=["local", "ray"], default="local",
+                         help="'ray': Ray Data over a local or remote cluster (pip install -r requirements-ray.txt).")
+    predict.add_argument("--address", default=None, help="Ray: a running cluster's address, or 'auto'; none starts "
+                         "a local instance.")
+    predict.add_argument("--cpus-per-worker", type=float, default=None,
+                         help="Ray: CPUs each model worker claims (default: a local instance's CPUs less half a "
+                         "core, so read tasks never wait; on a cluster 2).")
+    predict.add_argument("--batch-size", type=int, default=32, help="Ray: files per batch.")
     predict.add_argument("--models", default=None)
     predict.add_argument("--series-by", choices=["folder"], default=None,
                          help="'folder': one patient answer per folder, pooling its slices.")
@@ -268,8 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("data", nargs="+")
     calibrate.add_argument("--models", default=None)
     calibrate.add_argument("--out", default="reports")
-    calibrate.add_argument("--validation-fraction", type=float, default=0.15)
-    calibrate.add_argument("--seed", type=int, default=42, help="the folds' seed (run_train.py --split_seed)")
+    calibrate.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION)
+    calibrate.add_argument("--seed", type=int, default=SPLIT_SEED, help="the folds' seed (run_train.py --split_seed)")
     calibrate.add_argument("--test-time-flips", nargs="*", default=None, metavar="TASK",
                            help="Models whose logits the cascade averages over each image and its mirror image "
                            "(the others are switched off); not given: keep the configs' setting.")
@@ -283,8 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     familiarity.add_argument("data", nargs="+")
     familiarity.add_argument("--models", default=None)
     familiarity.add_argument("--out", default="reports")
-    familiarity.add_argument("--validation-fraction", type=float, default=0.15)
-    familiarity.add_argument("--seed", type=int, default=42, help="the folds' seed (run_train.py --split_seed)")
+    familiarity.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION)
+    familiarity.add_argument("--seed", type=int, default=SPLIT_SEED, help="the folds' seed (run_train.py --split_seed)")
     familiarity.add_argument("--components", type=int, default=128)
     familiarity.set_defaults(run=familiarity_command)
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 OVERLAY_STRENGTH = 0.6  # how much colour the hottest pixels take; cold pixels show the scan unchanged
 MAX_DISPLAY_SIDE = 1024  # larger pictures are explained on a copy this long: a heatmap is coarse anyway
@@ -25,6 +28,8 @@ def feature_layer(model: torch.nn.Module) -> torch.nn.Module:
 
     EfficientNet's is the activation after its top convolution; for other architectures, the last 2-D
     convolution."""
+    import torch
+
     encoder = getattr(model.base_model, "encoder", None)
     if encoder is not None and hasattr(encoder, "top_activation"):
         return encoder.top_activation
@@ -37,6 +42,7 @@ def feature_layer(model: torch.nn.Module) -> torch.nn.Module:
 def grad_cam(model: torch.nn.Module, pixel_values: np.ndarray, target_index: int) -> np.ndarray:
     """Grad-CAM for class ``target_index``: (N, H, W) maps at the model input's size, each scaled to [0, 1]
     (all zeros where no activation raises the class score)."""
+    import torch
     from captum.attr import LayerAttribution, LayerGradCam
 
     model.eval()

@@ -16,16 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .medical import (
-    MAX_SLICES,
-    NOT_BRAIN_MRI_KEY,
-    MedicalImageError,
-    is_dicom,
-    is_gzip,
-    is_nifti,
-    nifti_slices,
-    read_dicom,
-)
+from .medical import MAX_SLICES, NOT_BRAIN_MRI_KEY, MedicalImageError, is_dicom, is_gzip, is_nifti, nifti_slices, read_dicom
 
 ACCEPTED = "PNG, JPEG, TIFF, WebP, BMP, GIF, DICOM or NIfTI"
 ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray

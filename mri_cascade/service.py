@@ -9,10 +9,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from .cascade import Cascade, CascadeResult, SeriesResult
+from .cascade import Cascade
 from .images import MAX_FILE_BYTES, MAX_PIXELS, MIN_SIDE, ImageSource, load_image, load_slices
 from .labels import LABELS, TASKS, label_id_from_source
 from .medical import MAX_SLICES
+from .results import CascadeResult, SeriesResult
 
 EXAMPLES_ENV = "MRI_CASCADE_EXAMPLES"
 """Environment variable naming another folder of example scans for the Space (default: the project's examples/)."""

@@ -237,8 +237,9 @@ def odd_but_valid_corpus() -> list[tuple[str, bytes]]:
 def fit_tiny_familiarity(root: Path, components: int = 8) -> Path:
     """Fit and store the refusal check of the tiny models in ``root`` on synthetic slices."""
     from mri_cascade import Cascade
-    from mri_cascade.familiarity import FAMILIARITY_FILE, fit_familiarity, weights_sha256
+    from mri_cascade.familiarity import FAMILIARITY_FILE
     from mri_cascade.modality import bone_rim
+    from mri_cascade.research.refusal_fit import fit_familiarity, weights_sha256
 
     cascade = Cascade.from_pretrained(root)
     train = [synthetic_slice(seed, lesion=seed % 2 == 1) for seed in range(80)]

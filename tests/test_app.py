@@ -131,7 +131,7 @@ def test_another_examples_folder_overrides_the_committed_one(monkeypatch, tmp_pa
 
 def test_a_refusal_hides_the_heatmap_and_bars_and_says_what_to_upload(guarded_cascade):
     from app import panel_values
-    from mri_cascade.probes import non_mri_images
+    from mri_cascade.research.probes import non_mri_images
     from mri_cascade.service import REFUSAL_ADVICE, classify
 
     letter = next(image for kind, image in non_mri_images() if kind == "document")

@@ -77,7 +77,7 @@ def test_an_example_answers_on_click_and_the_operating_point_switches(browser, a
 def test_a_refusal_shows_its_reason_and_no_empty_panels(browser, guarded_cascade, tmp_path):
     from playwright.sync_api import expect
 
-    from mri_cascade.probes import non_mri_images
+    from mri_cascade.research.probes import non_mri_images
 
     letter = tmp_path / "letter.png"
     next(image for kind, image in non_mri_images() if kind == "document").save(letter)

@@ -7,7 +7,8 @@ import pytest
 from conftest import save_tiny_models, synthetic_slice
 
 from mri_cascade import Cascade
-from mri_cascade.calibration import expected_calibration_error, fit_temperature, softmax
+from mri_cascade.calibration import softmax
+from mri_cascade.research.calibration_fit import expected_calibration_error, fit_temperature
 
 
 def test_fit_temperature_recovers_the_temperature_that_generated_the_labels():

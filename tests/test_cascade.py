@@ -3,8 +3,9 @@ import pytest
 from conftest import jpeg_bytes, save_tiny_models, synthetic_slice
 
 from mri_cascade import LABEL_IDS, Cascade, ModelLoadError
-from mri_cascade.cascade import OPERATING_POINTS, calls_healthy, model_location
+from mri_cascade.decisions import OPERATING_POINTS, calls_healthy
 from mri_cascade.images import ImageLoadError
+from mri_cascade.loading import model_location
 
 
 def test_predict_returns_label_joint_probabilities_and_path(tiny_cascade):
@@ -188,7 +189,7 @@ def test_models_come_from_the_environment_variable(tmp_path, monkeypatch):
 def test_test_time_flips_average_each_image_with_its_mirror_image(tmp_path):
     from PIL import ImageOps
 
-    from mri_cascade.fitting import set_test_time_flips
+    from mri_cascade.research.fitting import set_test_time_flips
 
     models = save_tiny_models(tmp_path / "models", seed=4)
     plain = Cascade.from_pretrained(models)

@@ -63,7 +63,7 @@ def test_exit_code_is_non_zero_only_when_nothing_got_an_answer(tiny_models, tmp_
 
 
 def test_predict_refuses_what_is_not_a_brain_mri(guarded_models, tmp_path):
-    from mri_cascade.probes import non_mri_images
+    from mri_cascade.research.probes import non_mri_images
 
     synthetic_slice(3002).save(tmp_path / "scan.png")
     next(image for kind, image in non_mri_images() if kind == "document").save(tmp_path / "letter.png")

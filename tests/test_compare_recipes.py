@@ -1,15 +1,12 @@
 """How train/compare_folds.py scores a classifier task's recipes out of fold, and both comparison scripts a
 recipe of several training runs."""
 
-import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
 from datasets import Dataset
 
-sys.path.insert(0, str(REPO_ROOT / "train"))
-from compare_folds import CLASSIFIER_METRICS, LABEL_METRICS, mean_over_runs, scoring_facts  # noqa: E402
+from train.compare_folds import CLASSIFIER_METRICS, LABEL_METRICS, mean_over_runs, scoring_facts
 
 
 def test_a_classifier_is_scored_by_its_most_probable_class():

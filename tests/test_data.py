@@ -4,7 +4,8 @@ from conftest import make_image_folder
 from datasets import Dataset
 from PIL import Image
 
-from mri_cascade.audit import (
+from mri_cascade.labels import TASKS
+from mri_cascade.research.audit import (
     NO_TRAINING_SUBJECT,
     SEVERAL_FOLDS,
     fingerprint_dataset,
@@ -13,7 +14,7 @@ from mri_cascade.audit import (
     subject_folds,
     subject_in_reference,
 )
-from mri_cascade.data import (
+from mri_cascade.research.data import (
     cross_source_split,
     expand_sources,
     fold_assignment,
@@ -23,7 +24,6 @@ from mri_cascade.data import (
     task_dataset,
     true_families,
 )
-from mri_cascade.labels import TASKS
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
-from mri_cascade.calibration import expected_calibration_error
-from mri_cascade.data import fold_assignment, load_sources
-from mri_cascade.evaluation import (
+from mri_cascade.labels import TASKS
+from mri_cascade.research.audit import fingerprint_dataset, near_duplicate_groups
+from mri_cascade.research.calibration_fit import expected_calibration_error
+from mri_cascade.research.data import fold_assignment, load_sources
+from mri_cascade.research.evaluation import (
     classification_metrics,
     evaluate_cascade,
     evaluate_predictions,
@@ -17,8 +18,7 @@ from mri_cascade.evaluation import (
     tune_healthy_threshold,
     write_report,
 )
-from mri_cascade.evaluation import test_results_of as card_results  # not collected as a test
-from mri_cascade.labels import TASKS
+from mri_cascade.research.evaluation import test_results_of as card_results  # not collected as a test
 
 
 def test_classification_metrics_on_a_known_case():

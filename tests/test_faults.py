@@ -11,7 +11,8 @@ from conftest import REPO_ROOT, save_tiny_models
 
 from mri_cascade import Cascade, ModelLoadError
 from mri_cascade.labels import TASKS
-from mri_cascade.runtime import ONNX_FILE, export_onnx
+from mri_cascade.runtime import ONNX_FILE
+from mri_cascade.torch_backend import export_onnx
 
 
 @pytest.fixture

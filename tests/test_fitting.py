@@ -7,10 +7,14 @@ import numpy as np
 import pytest
 from conftest import make_image_folder, save_tiny_models
 
-from mri_cascade import Cascade, audit
-from mri_cascade.cascade import calls_healthy, load_stage, load_stages, scan_families
-from mri_cascade.data import load_sources, split_validation
-from mri_cascade.fitting import (
+from mri_cascade import Cascade
+from mri_cascade.decisions import calls_healthy, scan_families
+from mri_cascade.images import load_image
+from mri_cascade.labels import TASKS
+from mri_cascade.loading import load_stage, load_stages
+from mri_cascade.research import audit
+from mri_cascade.research.data import load_sources, split_validation
+from mri_cascade.research.fitting import (
     SCREENING_DISEASE_RECALL,
     VALIDATION_FIGURES_FILE,
     best_accuracy_threshold,
@@ -22,8 +26,6 @@ from mri_cascade.fitting import (
     unseen_subject_cascades,
     update_config,
 )
-from mri_cascade.images import load_image
-from mri_cascade.labels import TASKS
 
 
 def test_best_accuracy_threshold_on_a_known_case():

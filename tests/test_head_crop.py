@@ -10,8 +10,9 @@ from conftest import save_tiny_models
 from PIL import Image
 
 from mri_cascade import Cascade
-from mri_cascade.cascade import CROP_TO_HEAD_KEY, StageResult
 from mri_cascade.images import HEAD_MARGIN, crop_to_head, head_box
+from mri_cascade.loading import CROP_TO_HEAD_KEY
+from mri_cascade.results import StageResult
 
 
 def small_head_in_a_wide_frame() -> Image.Image:
@@ -86,7 +87,7 @@ def test_the_heatmap_of_a_cropping_model_lies_over_the_head(cropping_cascade):
 def test_the_card_of_a_cropping_model_tells_pipeline_users_to_crop(cropping_cascade):
     from pathlib import Path
 
-    from mri_cascade.cards import render_model_card
+    from mri_cascade.research.cards import render_model_card
 
     location = Path(cropping_cascade.stages["tumor-type"].location)
     cropping = render_model_card(location).text

@@ -9,7 +9,7 @@ from conftest import PATIENT_ID, PATIENT_NAME, dicom_bytes, nifti_bytes, synthet
 from PIL import Image
 
 from mri_cascade import ImageLoadError, load_image, load_series
-from mri_cascade.cascade import pool_series
+from mri_cascade.decisions import pool_series
 
 
 def brain_12bit(seed: int = 0) -> np.ndarray:

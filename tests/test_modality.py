@@ -5,8 +5,9 @@ import pytest
 from conftest import make_image_folder, synthetic_slice
 from PIL import Image
 
-import mri_cascade.data as data
-from mri_cascade.familiarity import CT_REFUSAL_REASON, FamiliarityCheck
+import mri_cascade.research.data as data
+from mri_cascade.decisions import refuses
+from mri_cascade.familiarity import CT_REFUSAL_REASON
 from mri_cascade.modality import bone_rim
 
 
@@ -28,8 +29,7 @@ def test_the_rule_tells_a_ct_like_slice_from_an_mri_like_one():
 
 
 def test_a_ct_looking_picture_is_refused_from_the_ct_floor_on():
-    check = FamiliarityCheck(["t"], np.zeros(1), np.zeros((0, 1)), 1.0, {}, ct_floor=0.5)
-    refused = check.refuses(np.array([0.7, 0.7, 0.4, 1.2]), np.array([True, False, True, False]))
+    refused = refuses(np.array([0.7, 0.7, 0.4, 1.2]), np.array([True, False, True, False]), ct_floor=0.5)
     assert refused.tolist() == [True, False, False, True]
 
 

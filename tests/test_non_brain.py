@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, dicom_bytes, synthetic_slice
 
-from mri_cascade.cascade import REFUSED_DISPLAY_NAME, Cascade
+from mri_cascade.cascade import Cascade
 from mri_cascade.medical import dicom_kind_problem
-from mri_cascade.probes import NON_BRAIN_PARTS, NON_BRAIN_SOURCES, non_brain_medical_images
+from mri_cascade.research.probes import NON_BRAIN_PARTS, NON_BRAIN_SOURCES, non_brain_medical_images
+from mri_cascade.results import REFUSED_DISPLAY_NAME
 
 SCAN = np.asarray(synthetic_slice(40), dtype=np.uint16) * 16
 
@@ -80,7 +81,7 @@ def test_the_shipped_cascade_refuses_every_real_non_brain_medical_image(part):
 
 
 def test_the_abdominal_mr_from_the_outside_check_is_refused_as_dicom_and_as_png(tmp_path):
-    from mri_cascade.probes import non_brain_source_files
+    from mri_cascade.research.probes import non_brain_source_files
 
     cascade = Cascade.from_pretrained(SHIPPED)
     (path,) = non_brain_source_files("abdomen_mr")

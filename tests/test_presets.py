@@ -1,15 +1,11 @@
 """The offline EfficientNet-Lite presets: every ImageNet tensor in its own slot, the SE gates pinned open."""
 
-import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT
 
-from mri_cascade.cards import base_model_name
-
-sys.path.insert(0, str(REPO_ROOT / "train"))
-from presets import LITE_STAGES, efficientnet_lite, weights_file  # noqa: E402
+from mri_cascade.research.cards import base_model_name
+from train.presets import LITE_STAGES, efficientnet_lite, weights_file
 
 
 @pytest.mark.parametrize("preset", list(LITE_STAGES))

@@ -1,15 +1,12 @@
 """The training script's regularisers: mixup/cutmix targets match the pixels, and the weight average is what the
 Trainer evaluates and exports."""
 
-import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
-sys.path.insert(0, str(REPO_ROOT / "train"))
-from regularisation import BatchMixer, MixingTrainer, WeightAverageCallback, ema_with_warmup  # noqa: E402
+from train.regularisation import BatchMixer, MixingTrainer, WeightAverageCallback, ema_with_warmup
 
 
 def constant_batch(num_images: int = 4, size: tuple[int, int] = (8, 10)) -> torch.Tensor:

@@ -9,7 +9,8 @@ from conftest import save_tiny_models, synthetic_slice
 
 from mri_cascade import Cascade, ModelLoadError, load_image
 from mri_cascade.labels import TASKS
-from mri_cascade.runtime import ONNX_FILE, GreyPreprocessor, export_onnx, fresh_onnx_export, onnx_model_pool
+from mri_cascade.runtime import ONNX_FILE, GreyPreprocessor, fresh_onnx_export, onnx_model_pool
+from mri_cascade.torch_backend import export_onnx
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,7 @@ def test_each_shipped_onnx_export_matches_pytorch(task):
     import numpy as np
     from conftest import synthetic_slice
 
-    from mri_cascade.cascade import load_stage
+    from mri_cascade.loading import load_stage
 
     onnx, torch = load_stage(str(MODELS / task), task, "onnx"), load_stage(str(MODELS / task), task, "torch")
     assert (onnx.backend, torch.backend) == ("onnx", "torch")
@@ -89,7 +89,7 @@ def test_the_shipped_cascade_reads_real_test_scans_above_the_floor():
 
 
 def test_the_shipped_cascade_refuses_every_held_out_non_mri_picture():
-    from mri_cascade.probes import non_mri_images, other_brain_mri
+    from mri_cascade.research.probes import non_mri_images, other_brain_mri
 
     cascade = Cascade.from_pretrained()
     probes = non_mri_images(seed=1, scale=2)  # the held-out set of reports/familiarity.json: 332 of 332 refused

@@ -81,7 +81,7 @@ def test_audit_is_printed_and_saved(trained):
 def test_model_card_metadata_is_valid(trained, tmp_path):
     import shutil
 
-    from mri_cascade.cards import render_model_card
+    from mri_cascade.research.cards import render_model_card
 
     out, _ = trained
     card = ModelCard.load(out / "disease-detector" / "README.md")

@@ -6,7 +6,7 @@ from conftest import synthetic_slice
 
 from mri_cascade import Cascade, ModelLoadError
 from mri_cascade.familiarity import FAMILIARITY_FILE, REFUSAL_REASON, FamiliarityCheck
-from mri_cascade.probes import non_mri_images
+from mri_cascade.research.probes import non_mri_images
 from mri_cascade.service import classify, classify_series
 
 
@@ -187,7 +187,8 @@ def test_a_failing_heatmap_keeps_the_answer(tiny_cascade, monkeypatch):
 
 
 def test_the_second_test_learns_what_is_not_a_brain_scan_and_round_trips(tiny_models, probes, tmp_path):
-    from mri_cascade.familiarity import fit_familiarity, joined_features, weights_sha256
+    from mri_cascade.familiarity import joined_features
+    from mri_cascade.research.refusal_fit import fit_familiarity, weights_sha256
 
     cascade = Cascade.from_pretrained(tiny_models)
     embed = lambda images: cascade.run_models(images)[1]  # noqa: E731

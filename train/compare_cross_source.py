@@ -1,7 +1,7 @@
 """Compare training recipes of one task on scans from another source than the one they learned each class from.
 
-    python train/run_train.py --task tumor-type --validation cross-source --augmentation robust --output_dir runs/robust ...
-    python train/compare_cross_source.py ../shared/data --task tumor-type \
+    python -m train.run_train --task tumor-type --validation cross-source --augmentation robust --output_dir runs/robust ...
+    python -m train.compare_cross_source ../shared/data --task tumor-type \
         --recipe standard=runs/standard/tumor-type --recipe robust=runs/robust/tumor-type
 
 Every model must have been trained with ``--validation cross-source`` (``data.cross_source_split``), so that none
@@ -22,12 +22,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from compare_folds import LABEL_METRICS, mean_over_runs, stage_logits  # train/ is on the path when this script runs
 
-from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
-from mri_cascade.data import cross_source_split, expand_sources, load_sources, task_dataset
-from mri_cascade.evaluation import paired_cluster_bootstrap
 from mri_cascade.labels import TASKS
+from mri_cascade.research.audit import fingerprint_dataset, near_duplicate_groups
+from mri_cascade.research.data import cross_source_split, expand_sources, load_sources, task_dataset
+from mri_cascade.research.evaluation import paired_cluster_bootstrap
+from train.compare_folds import LABEL_METRICS, mean_over_runs, stage_logits
 
 
 def main() -> None:

@@ -1,12 +1,12 @@
 """Compare training recipes of one cascade model on held-out subjects, pooled over several validation folds.
 
-    python train/compare_folds.py ../shared/data \
+    python -m train.compare_folds ../shared/data \
         --recipe shipped=models/disease-detector,runs/shipped_f1/disease-detector \
         --recipe native=runs/native_f0/disease-detector,runs/native_f1/disease-detector --flips
-    python train/compare_folds.py ../shared/data --task alzheimer-severity \
+    python -m train.compare_folds ../shared/data --task alzheimer-severity \
         --recipe shipped=models/alzheimer-severity,runs/severity_f1/alzheimer-severity \
         --recipe native=runs/native_f0/alzheimer-severity,runs/native_f1/alzheimer-severity
-    python train/compare_folds.py ../shared/data --task alzheimer-severity \
+    python -m train.compare_folds ../shared/data --task alzheimer-severity \
         --recipe shipped=runs/s42_f0/alzheimer-severity,runs/s43_f0/alzheimer-severity,runs/s42_f1/... --recipe ...
 
 Each model directory's ``training_args.json`` names the fold it was validated on (``--validation_fold`` of
@@ -32,14 +32,22 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
 from mri_cascade.calibration import softmax
-from mri_cascade.cascade import load_stage
-from mri_cascade.data import expand_sources, load_sources, split_validation, task_dataset, true_families
-from mri_cascade.evaluation import paired_cluster_bootstrap, tune_healthy_threshold
-from mri_cascade.fitting import held_out_fold
 from mri_cascade.images import load_image
 from mri_cascade.labels import DISEASE_DETECTOR, FAMILIES, TASKS
+from mri_cascade.loading import load_stage
+from mri_cascade.research.audit import fingerprint_dataset, near_duplicate_groups
+from mri_cascade.research.data import (
+    SPLIT_SEED,
+    VALIDATION_FRACTION,
+    expand_sources,
+    load_sources,
+    split_validation,
+    task_dataset,
+    true_families,
+)
+from mri_cascade.research.evaluation import paired_cluster_bootstrap, tune_healthy_threshold
+from mri_cascade.research.fitting import held_out_fold
 
 DISEASE_RECALL = 0.95
 
@@ -115,8 +123,8 @@ def main() -> None:
     parser.add_argument("--recipe", action="append", required=True,
                         help="name=model_dir[,model_dir...]: one or more runs per fold")
     parser.add_argument("--flips", action="store_true", help="also score each recipe with horizontal-flip averaging")
-    parser.add_argument("--validation-fraction", type=float, default=0.15)
-    parser.add_argument("--seed", type=int, default=42, help="the folds' seed (run_train.py --split_seed)")
+    parser.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION)
+    parser.add_argument("--seed", type=int, default=SPLIT_SEED, help="the folds' seed (run_train.py --split_seed)")
     parser.add_argument("--baseline", default=None,
                         help="the variant every other is compared with, e.g. 'shipped+flips' (default: the first recipe)")
     parser.add_argument("--out", default="reports/detector_comparison.json")

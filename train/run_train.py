@@ -1,7 +1,7 @@
 """Fine-tune the cascade's image classifiers with the transformers Trainer.
 
-    python train/run_train.py --task all --model efficientnet-lite0 --output_dir models
-    accelerate launch train/run_train.py --task tumor-type --model facebook/convnext-tiny-224 --output_dir out
+    python -m train.run_train --task all --model efficientnet-lite0 --output_dir models
+    accelerate launch -m train.run_train --task tumor-type --model facebook/convnext-tiny-224 --output_dir out
 
 Each task is exported in Hub layout to ``<output_dir>/<task>`` (config with id2label, model.safetensors,
 preprocessor_config.json, README.md model card). Temperatures and the disease detector's operating points
@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +31,14 @@ from transformers import (
     set_seed,
 )
 
-from mri_cascade.audit import fingerprint_dataset, near_duplicate_groups
-from mri_cascade.cards import publish_model, render_model_card
-from mri_cascade.cascade import CROP_TO_HEAD_KEY
-from mri_cascade.data import (
+from mri_cascade.images import crop_to_head, to_model_rgb
+from mri_cascade.labels import FAMILIES, TASKS
+from mri_cascade.loading import CROP_TO_HEAD_KEY
+from mri_cascade.research.audit import fingerprint_dataset, near_duplicate_groups
+from mri_cascade.research.cards import publish_model, render_model_card
+from mri_cascade.research.data import (
+    SPLIT_SEED,
+    VALIDATION_FRACTION,
     carve_validation,
     cross_source_split,
     label_counts,
@@ -44,14 +47,11 @@ from mri_cascade.data import (
     task_dataset,
     true_families,
 )
-from mri_cascade.evaluation import audit_report, classification_metrics, modality_counts, print_audit
-from mri_cascade.images import crop_to_head, to_model_rgb
-from mri_cascade.labels import FAMILIES, TASKS
-from mri_cascade.runtime import export_onnx
-
-sys.path.insert(0, str(Path(__file__).parent))
-from presets import PRESETS, efficientnet_lite, parse_size  # noqa: E402
-from regularisation import BatchMixer, MixingTrainer, WeightAverageCallback  # noqa: E402
+from mri_cascade.research.evaluation import audit_report, classification_metrics, modality_counts, print_audit
+from mri_cascade.torch_backend import export_onnx
+from train.dinov2 import dinov2_small
+from train.presets import DINOV2_PRESET, PRESETS, efficientnet_lite, parse_size
+from train.regularisation import BatchMixer, MixingTrainer, WeightAverageCallback
 
 logger = logging.getLogger(__name__)
 DEFAULT_DATA = ("../shared/data/alzheimer", "../shared/data/brain_tumor", "../shared/data/br35h")
@@ -66,7 +66,8 @@ class DataArguments:
         metadata={"help": "Image-folder roots or Hub dataset ids "
                   "(Falah/Alzheimer_MRI, sartajbhuvaji/Brain-Tumor-Classification)."},
     )
-    validation_fraction: float = field(default=0.15, metadata={"help": "Share of train held out, by near-duplicate group."})
+    validation_fraction: float = field(
+        default=VALIDATION_FRACTION, metadata={"help": "Share of train held out, by near-duplicate group."})
     validation_fold: int = field(
         default=0,
         metadata={"help": "Which of the round(1 / validation_fraction) grouped folds is held out. 0 is the split the "
@@ -74,7 +75,7 @@ class DataArguments:
                   "train a recipe on other folds too to compare recipes on more held-out subjects."},
     )
     split_seed: int = field(
-        default=42,
+        default=SPLIT_SEED,
         metadata={"help": "Seed of the grouped folds. Kept apart from --seed so that a recipe can be retrained with "
                   "another seed on the same held-out subjects."},
     )
@@ -203,6 +204,8 @@ def pixel_transform(processor, augment: A.Compose | None = None):
 
 def load_backbone(model_args: ModelArguments, image_size: tuple[int, int], classes: tuple[str, ...]):
     id2label = dict(enumerate(classes))
+    if model_args.model == DINOV2_PRESET:
+        return dinov2_small(image_size, id2label)
     if model_args.model in PRESETS:
         return efficientnet_lite(model_args.model, image_size, id2label)
     processor = AutoImageProcessor.from_pretrained(model_args.model)

@@ -16,24 +16,22 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from .calibration import TEMPERATURE_KEY, expected_calibration_error, fit_temperature, reliability_diagram, softmax
-from .cascade import (
-    FAMILIES,
+from ..calibration import TEMPERATURE_KEY, softmax
+from ..cascade import Cascade
+from ..decisions import OPERATING_POINTS, calls_healthy, scan_families
+from ..labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, FAMILIES, TASKS, answers_match
+from ..loading import (
     LEGACY_THRESHOLD_KEY,
-    OPERATING_POINTS,
     OPERATING_POINTS_KEY,
     TEST_TIME_FLIPS_KEY,
-    Cascade,
     Stage,
-    calls_healthy,
     load_stage,
     load_stages,
     resolve_file,
-    scan_families,
 )
-from .data import split_validation
+from .calibration_fit import expected_calibration_error, fit_temperature, reliability_diagram
+from .data import SPLIT_SEED, VALIDATION_FRACTION, split_validation
 from .evaluation import cascade_figures, decision_figures, tune_healthy_threshold
-from .labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, TASKS, answers_match
 
 SCREENING_DISEASE_RECALL = 0.95
 OPERATING_POINTS_FILE = "operating_points.json"
@@ -124,7 +122,7 @@ class HeldOut:
     out_of_fold: set[str]  # the tasks whose model never trained on this fold
 
 
-def held_out_fold(location: str, validation_fraction: float = 0.15, seed: int = 42) -> int | None:
+def held_out_fold(location: str, validation_fraction: float = VALIDATION_FRACTION, seed: int = SPLIT_SEED) -> int | None:
     """The grouped fold of this split (``data.split_validation``) that a model's training held out, read from the
     ``training_args.json`` that ``run_train.py`` writes beside it: None when it held out none of them (trained on
     every scan, ``--validation none``, or validated another way, or on another split). A model without that record
@@ -148,8 +146,9 @@ class FoldModels:
     out_of_fold: set[str]  # the tasks whose model never trained on this fold
 
 
-def fold_models_by_fold(shipped: dict[str, Stage], fold_models: Sequence[Path] = (), validation_fraction: float = 0.15,
-                        seed: int = 42) -> dict[int, FoldModels]:
+def fold_models_by_fold(shipped: dict[str, Stage], fold_models: Sequence[Path] = (),
+                        validation_fraction: float = VALIDATION_FRACTION,
+                        seed: int = SPLIT_SEED) -> dict[int, FoldModels]:
     """Every fold of the grouped split that some model held out, with the ``shipped`` stages and that fold's
     models from ``fold_models`` (``run_train.py --validation_fold K`` output folders) swapped in. A shipped model
     is out of fold on the fold its own training held out (``held_out_fold``; none if it trained on every scan), a
@@ -176,7 +175,7 @@ def fold_models_by_fold(shipped: dict[str, Stage], fold_models: Sequence[Path] =
 
 
 def held_out_logits(shipped: dict[str, Stage], train, fold_models: Sequence[Path] = (),
-                    validation_fraction: float = 0.15, seed: int = 42) -> list[HeldOut]:
+                    validation_fraction: float = VALIDATION_FRACTION, seed: int = SPLIT_SEED) -> list[HeldOut]:
     """Every validation fold that some model never trained on, through that fold's models
     (``fold_models_by_fold``)."""
     from .audit import fingerprint_dataset, near_duplicate_groups
@@ -194,7 +193,8 @@ def held_out_logits(shipped: dict[str, Stage], train, fold_models: Sequence[Path
 
 
 def unseen_subject_cascades(cascade: Cascade, sources: Sequence[str], fold_models: Sequence[Path] = (),
-                            validation_fraction: float = 0.15, seed: int = 42) -> dict[int, tuple[Cascade, set[str]]]:
+                            validation_fraction: float = VALIDATION_FRACTION, seed: int = SPLIT_SEED) -> dict[int,
+    tuple[Cascade, set[str]]]:
     """For ``evaluation.evaluate_cascade``'s test figures on unseen subjects: each held-out fold's cascade
     (``fold_models_by_fold``; ``cascade`` itself for the fold its own models held out) and the tasks whose model
     never trained on that fold. Empty unless every model
@@ -211,8 +211,8 @@ def unseen_subject_cascades(cascade: Cascade, sources: Sequence[str], fold_model
             for fold, models in by_fold.items()}
 
 
-def stored_validation_figures(cascade: Cascade, operating_point: str, validation_fraction: float = 0.15,
-                              seed: int = 42) -> dict | None:
+def stored_validation_figures(cascade: Cascade, operating_point: str, validation_fraction: float = VALIDATION_FRACTION,
+                              seed: int = SPLIT_SEED) -> dict | None:
     """The validation figures ``calibrate_models`` stored at ``operating_point`` (on the folds no model trained on,
     with the final temperatures and thresholds), so that evaluation need not score those folds again. Without
     them: None when every model held out fold 0 (fold 0 through the cascade is then its validation, as
@@ -227,7 +227,8 @@ def stored_validation_figures(cascade: Cascade, operating_point: str, validation
                      "with models of their recipes that held out folds")
 
 
-def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fraction: float = 0.15, seed: int = 42,
+def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fraction: float = VALIDATION_FRACTION,
+                     seed: int = SPLIT_SEED,
                      test_time_flips: Sequence[str] | None = None, fold_models: Sequence[Path] = ()) -> dict:
     """Fit every model's temperature on held-out predictions, then both operating points on the calibrated
     probabilities; store them in the configs (and the operating points' validation figures in

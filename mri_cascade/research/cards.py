@@ -7,8 +7,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .cascade import CROP_TO_HEAD_KEY, TEST_TIME_FLIPS_KEY
-from .labels import LABELS, TASKS
+from ..labels import LABELS, TASKS
+from ..loading import CROP_TO_HEAD_KEY, TEST_TIME_FLIPS_KEY
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "model_card.md"
 DEFAULT_NAMESPACE = "mri-cascade"

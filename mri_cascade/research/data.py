@@ -13,9 +13,13 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, concatenate_datasets, load_dataset
 from sklearn.model_selection import StratifiedGroupKFold
 
-from .labels import ALZHEIMER_VS_TUMOR, LABEL_IDS, PARTIAL_LABELS, Task, label_id_from_source
+from ..labels import ALZHEIMER_VS_TUMOR, LABEL_IDS, PARTIAL_LABELS, Task, label_id_from_source
 
 logger = logging.getLogger(__name__)
+VALIDATION_FRACTION = 0.15
+"""Share of train held out as one grouped validation fold: round(1 / 0.15) = 7 folds."""
+SPLIT_SEED = 42
+"""Seed of the grouped folds (``run_train.py --split_seed``), kept apart from any training seed."""
 FEATURES = Features({"image": Image(), "label_id": Value("string"), "source": Value("string"), "file": Value("string"),
                      "modality": Value("string")})
 NON_MRI_LIST = Path(__file__).with_name("non_mri.csv")
@@ -119,7 +123,7 @@ def only_non_mri(dataset: Dataset) -> Dataset:
 
 
 def split_validation(
-    train: Dataset, groups: Sequence[int], fraction: float = 0.15, seed: int = 42, fold: int = 0
+    train: Dataset, groups: Sequence[int], fraction: float = VALIDATION_FRACTION, seed: int = SPLIT_SEED, fold: int = 0
 ) -> tuple[Dataset, Dataset]:
     """Carve a stratified validation split out of ``train`` that keeps each group on one side.
 
@@ -135,7 +139,8 @@ def split_validation(
     return train.select(np.flatnonzero(~in_fold)), train.select(np.flatnonzero(in_fold))
 
 
-def fold_assignment(labels: Sequence[int], groups: Sequence[int], fraction: float = 0.15, seed: int = 42) -> np.ndarray:
+def fold_assignment(labels: Sequence[int], groups: Sequence[int], fraction: float = VALIDATION_FRACTION,
+                    seed: int = SPLIT_SEED) -> np.ndarray:
     """The grouped fold (``split_validation``) each image falls in: scikit-learn's ``StratifiedGroupKFold`` into
     ``round(1 / fraction)`` folds."""
     folds = StratifiedGroupKFold(n_splits=round(1 / fraction), shuffle=True, random_state=seed)
@@ -145,7 +150,8 @@ def fold_assignment(labels: Sequence[int], groups: Sequence[int], fraction: floa
     return assignment
 
 
-def carve_validation(train: Dataset, fraction: float = 0.15, seed: int = 42, thumbnails: np.ndarray | None = None,
+def carve_validation(train: Dataset, fraction: float = VALIDATION_FRACTION, seed: int = SPLIT_SEED,
+                     thumbnails: np.ndarray | None = None,
                      fold: int = 0):
     """The training script's validation split: near-duplicate groups of ``train``, then ``split_validation``.
 

@@ -17,17 +17,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from .audit import (
-    NO_TRAINING_SUBJECT,
-    Fingerprints,
-    audit_table,
-    duplicates_of_reference,
-    subject_folds,
-    subject_in_reference,
-    within_split_duplicates,
-)
-from .calibration import expected_calibration_error
-from .labels import (
+from ..labels import (
     ALZHEIMER_SEVERITY,
     ALZHEIMER_VS_TUMOR,
     DISEASE_DETECTOR,
@@ -39,6 +29,17 @@ from .labels import (
     answers_match,
     typed_truth,
 )
+from .audit import (
+    NO_TRAINING_SUBJECT,
+    Fingerprints,
+    audit_table,
+    duplicates_of_reference,
+    subject_folds,
+    subject_in_reference,
+    within_split_duplicates,
+)
+from .calibration_fit import expected_calibration_error
+from .data import SPLIT_SEED, VALIDATION_FRACTION
 
 
 def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
@@ -187,7 +188,7 @@ def cascade_figures(cascade, probabilities: dict[str, np.ndarray], truth: np.nda
                     thresholds: dict[str, float] | None = None) -> dict:
     """``evaluate_predictions`` of the cascade's answers on calibrated stage probabilities, at ``operating_point``
     or with ``thresholds`` (as ``Cascade.combine`` takes them), each scan's family as stage 2 names it."""
-    from .cascade import scan_families
+    from ..decisions import scan_families
 
     return evaluate_predictions(list(truth), probabilities, cascade.combine(probabilities, operating_point, thresholds),
                                 scan_families(probabilities[ALZHEIMER_VS_TUMOR.name]))
@@ -202,7 +203,7 @@ def tasks_deciding(label_id: str) -> set[str]:
 
 
 def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str | None = None,
-                     validation_fraction: float = 0.15, seed: int = 42, validation: dict | None = None,
+                     validation_fraction: float = VALIDATION_FRACTION, seed: int = SPLIT_SEED, validation: dict | None = None,
                      held_out: Mapping[int, tuple] | None = None, non_mri_test=None) -> dict:
     """Every figure at ``operating_point`` (default: the cascade's own) on the test split: all of it, without the
     images that duplicate a training image, and on the test images of subjects that the models answering them

@@ -214,7 +214,7 @@ def non_brain_source_files(source: str) -> list[Path]:
 
 def _frames(path: Path) -> list[Image.Image]:
     """A DICOM file through the project's own loader; a PAR/REC volume as the middle slice of each of its volumes."""
-    from .images import load_series
+    from ..images import load_series
 
     if path.suffix != ".PAR":
         return load_series(path)

@@ -1,0 +1,242 @@
+"""Finding and loading the four models and the refusal check: a local directory or a Hub prefix."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from .decisions import OPERATING_POINTS
+from .familiarity import FAMILIARITY_FILE, FamiliarityCheck
+from .images import crop_to_head
+from .labels import DISEASE_DETECTOR, FAMILIES, TASKS
+from .runtime import (
+    ONNX_FILE,
+    WEIGHTS_FILE,
+    GreyPreprocessor,
+    OnnxRunner,
+    file_sha256,
+    fresh_onnx_export,
+    model_workers,
+    onnx_model_pool,
+)
+
+HUB_PREFIX = "mri-cascade/mri"
+"""The Hub prefix of the published models (``mri-cascade/mri-disease-detector``, ...)."""
+CHECKOUT_MODELS = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODELS: str | Path = CHECKOUT_MODELS if (CHECKOUT_MODELS / DISEASE_DETECTOR.name).is_dir() else HUB_PREFIX
+"""The shipped models of a checkout (``models/`` beside the package) when there are some, else the Hub prefix."""
+MODELS_ENV = "MRI_CASCADE_MODELS"
+"""Environment variable naming the models: a local directory or a Hub prefix (default: ``DEFAULT_MODELS``)."""
+OPERATING_POINTS_KEY = "operating_points"
+TEST_TIME_FLIPS_KEY = "test_time_flips"
+"""A model config's switch (true/false): the cascade averages its logits over each image and its mirror image."""
+CROP_TO_HEAD_KEY = "crop_to_head"
+"""A model config's switch (true/false): the model reads each slice cropped to the head (``images.crop_to_head``)."""
+LEGACY_THRESHOLD_KEY, LEGACY_DEFAULT_THRESHOLD = "healthy_threshold", 0.5
+logger = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """A cascade model could not be loaded; the message names the model and where it was looked for."""
+
+
+def read_operating_points(config) -> dict[str, dict[str, float]]:
+    """Operating point -> family -> healthy threshold, from the disease detector's config. A config without
+    ``operating_points`` (models from before they existed) uses its single ``healthy_threshold`` everywhere."""
+    stored = getattr(config, OPERATING_POINTS_KEY, None)
+    if not stored:
+        legacy = float(getattr(config, LEGACY_THRESHOLD_KEY, LEGACY_DEFAULT_THRESHOLD))
+        return {point: dict.fromkeys(FAMILIES, legacy) for point in OPERATING_POINTS}
+    try:
+        points = {point: {family: float(stored[point][family]) for family in FAMILIES} for point in OPERATING_POINTS}
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelLoadError(f"the disease detector's {OPERATING_POINTS_KEY} must give a threshold for each of "
+                             f"{list(FAMILIES)} under each of {list(OPERATING_POINTS)}; found {stored!r}") from error
+    for point, thresholds in points.items():
+        if not all(0.0 <= value <= 1.0 for value in thresholds.values()):
+            raise ModelLoadError(f"the disease detector's {point} thresholds {thresholds} are not probabilities")
+    return points
+
+
+def model_location(source: str | os.PathLike | None, task: str) -> str:
+    """Where a task's model lives: ``<dir>/<task>`` for a local directory, else the Hub repo ``<prefix>-<task>``."""
+    if source is None:
+        source = os.environ.get(MODELS_ENV) or DEFAULT_MODELS
+    if os.path.isdir(source):
+        return str(Path(source) / task)
+    return f"{source}-{task}"
+
+
+@dataclass
+class Stage:
+    """One loaded model: its config (classes, threshold), image processor and a function giving logits and
+    embeddings."""
+
+    config: object
+    processor: object
+    run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # pixel_values (N, 3, H, W) -> logits, embedding
+    location: str
+    backend: str  # "onnx" or "torch"
+
+    def __post_init__(self) -> None:
+        self.resize_and_normalise: Callable[[list], np.ndarray] = GreyPreprocessor.for_processor(self.processor) or (
+            lambda images: self.processor(images, return_tensors="np")["pixel_values"]
+        )
+        self.test_time_flips = bool(getattr(self.config, TEST_TIME_FLIPS_KEY, False))
+        self.crop_to_head = bool(getattr(self.config, CROP_TO_HEAD_KEY, False))
+
+    @property
+    def preprocessing_key(self) -> str:
+        """Equal for stages whose inputs are prepared identically (they share one preprocessing pass)."""
+        return json.dumps([self.crop_to_head, self.processor.to_dict()], sort_keys=True, default=str)
+
+    def preprocess(self, images: list) -> np.ndarray:
+        """Loaded slices -> the model's pixel values: cropped to the head if its config says so, then resized and
+        normalised as its image processor does."""
+        return self.resize_and_normalise([crop_to_head(image) for image in images] if self.crop_to_head else images)
+
+    def model_inputs(self, pixel_values: np.ndarray) -> list[np.ndarray]:
+        """The model runs that one reading of these images takes: the images, and with test-time flips also
+        their left-right mirror images."""
+        return [pixel_values, np.ascontiguousarray(pixel_values[..., ::-1])] if self.test_time_flips else [pixel_values]
+
+    def start_runs(self, pixel_values: np.ndarray) -> list[list[Future]]:
+        """Start the runs of ``model_inputs``, for ``merge``. An ONNX model's go to ``onnx_model_pool``, each batch
+        split into one part per worker: the cascade's models then run side by side, a core each, and a large
+        batch still keeps every core busy to the end. A PyTorch model's run here and now, whole (PyTorch already
+        spreads one run over every core)."""
+        if self.backend == "onnx":
+            pool, workers = onnx_model_pool(), model_workers()
+            return [[pool.submit(self.run, part) for part in np.array_split(inputs, max(1, min(len(inputs), workers)))]
+                    for inputs in self.model_inputs(pixel_values)]
+        runs = []
+        for inputs in self.model_inputs(pixel_values):
+            runs.append([Future()])
+            runs[-1][0].set_result(self.run(inputs))
+        return runs
+
+    @staticmethod
+    def merge(runs: list[list[Future]]) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, embedding) from the runs of ``start_runs``. With test-time flips, the logits are the mean over
+        each image and its mirror image; the embedding stays the image's own, which is what the refusal check was
+        fitted on."""
+        outputs = []
+        for parts in runs:
+            results = [part.result() for part in parts]
+            outputs.append([np.concatenate([result[index] for result in results]) for index in (0, 1)])
+        return np.mean([logits for logits, _ in outputs], axis=0), outputs[0][1]
+
+    def logits_and_embedding(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The model's logits and embeddings for these images (see ``merge``)."""
+        return self.merge(self.start_runs(pixel_values))
+
+    @cached_property
+    def torch_model(self):
+        """The PyTorch model (for gradients: heatmaps), loaded on first use when the stage runs on ONNX."""
+        from transformers import AutoModelForImageClassification
+
+        if self.backend == "torch":
+            return self.run.model
+        model = AutoModelForImageClassification.from_pretrained(self.location, use_safetensors=True,
+                                                                 trust_remote_code=False)
+        return model.eval()
+
+
+def resolve_file(location: str, filename: str) -> str | None:
+    """Local path of ``filename`` in a model directory or Hub repo (downloaded or cached), None if absent."""
+    if os.path.isdir(location):
+        path = os.path.join(location, filename)
+        return path if os.path.isfile(path) else None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(location, filename)
+    except Exception:  # not on the Hub, offline without a cached copy, ...
+        return None
+
+
+def load_stage(location: str, task: str, backend: str = "auto") -> Stage:
+    """Load one task's model for inference: its ONNX export when present and fresh (``backend`` auto/onnx),
+    else PyTorch. Its config must name exactly the task's classes in ``id2label``."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+
+    config = AutoConfig.from_pretrained(location, trust_remote_code=False)
+    expected, found = set(TASKS[task].classes), set(config.id2label.values())
+    if found != expected:
+        raise ModelLoadError(
+            f"the {task} model at {location} has classes {sorted(found)} in config.json (id2label), "
+            f"expected {sorted(expected)}"
+        )
+    processor = AutoImageProcessor.from_pretrained(location, trust_remote_code=False)
+    if backend in ("auto", "onnx"):
+        onnx_path, weights_path = resolve_file(location, ONNX_FILE), resolve_file(location, WEIGHTS_FILE)
+        if onnx_path and weights_path and fresh_onnx_export(onnx_path, weights_path):
+            try:
+                return Stage(config, processor, OnnxRunner(onnx_path), location, "onnx")
+            except Exception as error:  # onnxruntime raises its own types for a damaged graph
+                raise ModelLoadError(f"the ONNX export at {onnx_path} cannot be run: {error}") from error
+        if backend == "onnx":
+            raise ModelLoadError(f"no up-to-date ONNX export at {location}/{ONNX_FILE}")
+    from .torch_backend import TorchRunner
+
+    model = AutoModelForImageClassification.from_pretrained(location, use_safetensors=True, trust_remote_code=False)
+    return Stage(model.config, processor, TorchRunner(model), location, "torch")
+
+
+def load_familiarity(source: str | os.PathLike | None) -> FamiliarityCheck | None:
+    """The refusal check stored beside the disease detector, None (with a warning) when there is none.
+    A check that exists but cannot be fetched stops the start rather than let the cascade answer everything.
+    A check fitted on other weights than the models' own is refused: it would measure the wrong thing."""
+    location = model_location(source, DISEASE_DETECTOR.name)
+    if os.path.isdir(location):
+        path = resolve_file(location, FAMILIARITY_FILE)
+    else:  # only a check that the Hub says is absent may be done without; a failed download must not fail open
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import RemoteEntryNotFoundError
+
+        try:
+            path = hf_hub_download(location, FAMILIARITY_FILE)
+        except RemoteEntryNotFoundError:
+            path = None
+        except Exception as error:
+            raise ModelLoadError(f"could not fetch the refusal check {location}/{FAMILIARITY_FILE}: {error}") from error
+    if path is None:
+        logger.warning("no %s beside the disease detector: the cascade will answer every input", FAMILIARITY_FILE)
+        return None
+    try:
+        check = FamiliarityCheck.load(path)
+    except Exception as error:
+        raise ModelLoadError(f"the refusal check at {path} cannot be read: {error}") from error
+    for task, expected in check.weights_sha256.items():
+        weights = resolve_file(model_location(source, task), WEIGHTS_FILE)
+        if weights is None or file_sha256(weights) != expected:
+            raise ModelLoadError(f"the refusal check at {path} was fitted on other {task} weights; "
+                                 "run `mri-cascade fit-familiarity` again")
+    return check
+
+
+def load_stages(source: str | os.PathLike | None, backend: str = "auto") -> dict[str, Stage]:
+    """The four models from ``source`` (see ``Cascade.from_pretrained``); any failure names the model and path."""
+    stages = {}
+    for task in TASKS:
+        location = model_location(source, task)
+        try:
+            stages[task] = load_stage(location, task, backend)
+        except ModelLoadError:
+            raise
+        except Exception as error:  # any failure to load (missing, corrupt, pickle-only ...) stops the start-up
+            hint = ""
+            if not os.path.isdir(location):
+                hint = (f" (no local models given, so the Hub prefix {source or os.environ.get(MODELS_ENV) or DEFAULT_MODELS} "
+                        f"was tried; offline or without the Hub, set {MODELS_ENV} to a directory that holds the four "
+                        "model folders, e.g. a checkout's models/)")
+            raise ModelLoadError(f"could not load the {task} model from {location}: {error}{hint}") from error
+    return stages

@@ -1,0 +1,260 @@
+"""The benchmark: what a new patient gets, on scans that no model of the cascade trained on.
+
+Its scans are the validation fold that every model held out (``run_train.py --validation_fold``, fold 0 by
+default): a fixed grouped fold, drawn by subject on the Alzheimer collection (every subject there is one chain of
+near-duplicate slices, ``subjects.csv`` names it) and by near-duplicate cluster elsewhere, so no subject or cluster
+has scans on both sides. The published ``test/`` splits are not used: their Alzheimer slices belong to training
+subjects.
+
+The healthy thresholds that ``calibrate`` fits come from the same fold, so taking them as they are would flatter
+the end-to-end figures. They are cross-fitted instead: the fold's clusters fall into two halves, each half is
+answered with the thresholds fitted on the other (``fitting.fit_operating_points``, the same rule as shipped).
+
+Three levels, each figure with a 95 % interval from a bootstrap over clusters (``scipy.stats.bootstrap``):
+- slice level: every scan on its own;
+- subject level: an Alzheimer subject's held-out slices pooled as one series (``decisions.pool_series``), the
+  answer the Space gives to a subject's upload;
+- per source: the Alzheimer collection, the tumor collection's main (512 px figshare) and other sources, Br35H.
+It also measures framing: real held-out slices with a black border of a quarter of their side on each side, and
+mirrored, against the answers to the slices as given.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+from scipy.stats import bootstrap
+from sklearn.metrics import roc_auc_score
+
+from ..cascade import Cascade
+from ..decisions import OPERATING_POINTS, calls_healthy, decide, pool_series, scan_families
+from ..labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, TASKS, TUMOR_TYPE, answers_match
+from ..loading import model_location, resolve_file
+from .audit import fingerprint_dataset, near_duplicate_groups
+from .data import SPLIT_SEED, VALIDATION_FRACTION, fold_assignment, true_families
+from .fitting import NEVER_HEALTHY, TRAINING_RECORD, fit_operating_points, held_out_fold
+
+SUBJECTS_FILE = "subjects.csv"
+BOOTSTRAP_RESAMPLES = 1000
+BORDER_SHARE = 0.25  # the framing check's black border, as a share of the slice's side, on each side
+FRAMING_SCANS_PER_CLASS = 8
+
+
+def held_out_fold_of(models: str, sources: list[str]) -> int:
+    """The one validation fold that all four models held out of ``sources``; an error when they did not hold out
+    the same one, or were trained on other collections (whose folds are drawn over other scans)."""
+    folds = {task: held_out_fold(model_location(models, task)) for task in TASKS}
+    if len(set(folds.values())) != 1 or None in folds.values():
+        raise ValueError(f"the four models must hold out one and the same validation fold to be benchmarked; "
+                         f"their training records say {folds}")
+    wanted = sorted(Path(source).name for source in sources)
+    for task in TASKS:
+        record = resolve_file(model_location(models, task), TRAINING_RECORD)
+        trained_on = sorted(Path(source).name for source in json.loads(Path(record).read_text())["data"]) if record else None
+        if trained_on != wanted:
+            raise ValueError(f"the {task} model was trained on {trained_on}, not on {wanted}: its held-out fold is "
+                             "drawn over other scans, so the benchmark cannot tell which of these it never saw")
+    return next(iter(folds.values()))
+
+
+def subject_of(dataset, data_roots: dict[str, Path]) -> np.ndarray:
+    """Each scan's subject where its collection names them (``subjects.csv``), else ''."""
+    named: dict[tuple[str, str], str] = {}
+    for source, root in data_roots.items():
+        path = root / SUBJECTS_FILE
+        if path.is_file():
+            with path.open(newline="") as rows:
+                named.update({(source, row["path"]): row["subject"] for row in csv.DictReader(rows)})
+    return np.array([named.get((source, file), "") for source, file in zip(dataset["source"], dataset["file"])])
+
+
+def source_parts(dataset, sizes: list[tuple[int, int]]) -> np.ndarray:
+    """Each scan's part for the per-source figures: its collection, with the tumor collection split into its main
+    source (its most common image size, the figshare T1 contrast slices) and the rest."""
+    sources = np.asarray(dataset["source"])
+    sizes = np.array([f"{w}x{h}" for w, h in sizes])
+    parts = sources.astype(object).copy()
+    for source in ("brain_tumor",):
+        members = sources == source
+        if members.any():
+            values, counts = np.unique(sizes[members], return_counts=True)
+            main = members & (sizes == values[counts.argmax()])
+            parts[main], parts[members & ~main] = f"{source} (main source)", f"{source} (other sources)"
+    return parts.astype(str)
+
+
+def with_interval(statistic: Callable[[np.ndarray], float], members: np.ndarray, clusters: np.ndarray,
+                  seed: int = 0) -> dict:
+    """``statistic(indices)`` over the scans ``members``, and its 95 % percentile interval from resampling their
+    clusters with replacement. None when there is nothing to measure."""
+    indices = np.flatnonzero(members)
+    if not len(indices):
+        return {"value": None, "low": None, "high": None, "clusters": 0, "images": 0}
+    value = statistic(indices)
+    cluster_ids = np.unique(clusters[indices])
+    by_cluster = {c: indices[clusters[indices] == c] for c in cluster_ids}
+    result = {"value": value, "low": None, "high": None, "clusters": len(cluster_ids), "images": len(indices)}
+    if value is None or len(cluster_ids) < 2:
+        return result
+
+    def resampled(drawn: np.ndarray) -> float:
+        picked = np.concatenate([by_cluster[cluster_ids[int(k)]] for k in drawn])
+        value = statistic(picked)
+        return np.nan if value is None else value
+
+    interval = bootstrap((np.arange(len(cluster_ids)),), resampled, n_resamples=BOOTSTRAP_RESAMPLES,
+                         method="percentile", vectorized=False, random_state=seed).confidence_interval
+    result.update(low=float(interval.low), high=float(interval.high))
+    return result
+
+
+def accuracy_of(right: np.ndarray) -> Callable[[np.ndarray], float | None]:
+    return lambda i: float(right[i].mean()) if len(i) else None
+
+
+def auc_of(positive: np.ndarray, score: np.ndarray) -> Callable[[np.ndarray], float | None]:
+    def auc(i: np.ndarray) -> float | None:
+        return float(roc_auc_score(positive[i], score[i])) if len(set(positive[i].tolist())) == 2 else None
+    return auc
+
+
+def cluster_halves(clusters: np.ndarray, seed: int = SPLIT_SEED) -> np.ndarray:
+    """True for the scans of a random half of the clusters (a subject's scans stay together)."""
+    cluster_ids = np.unique(clusters)
+    return np.isin(clusters, np.random.default_rng(seed).permutation(cluster_ids)[: len(cluster_ids) // 2])
+
+
+def cross_fitted_answers(cascade: Cascade, probabilities: dict[str, np.ndarray], truth: np.ndarray,
+                         first_half: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
+    """Per operating point, every scan's answer under the healthy thresholds fitted on the other half of the
+    clusters; and those thresholds, by the half they answer ("first half": fitted on the second)."""
+    families = scan_families(probabilities[ALZHEIMER_VS_TUMOR.name])
+    p_healthy = probabilities[DISEASE_DETECTOR.name][:, 0]
+    disease_answers = np.array([r.label for r in cascade.combine(probabilities, thresholds=NEVER_HEALTHY)], dtype=object)
+    answers = {point: disease_answers.copy() for point in OPERATING_POINTS}
+    thresholds = {}
+    for half, answered in (("first half", first_half), ("second half", ~first_half)):
+        fitted = fit_operating_points(cascade, {t: p[~answered] for t, p in probabilities.items()}, truth[~answered])
+        thresholds[half] = fitted["operating_points"]
+        for point in OPERATING_POINTS:
+            healthy = calls_healthy(p_healthy[answered], families[answered], thresholds[half][point])
+            answers[point][np.flatnonzero(answered)[healthy]] = "healthy"
+    return answers, thresholds
+
+
+def level_figures(answers: np.ndarray, truth: np.ndarray, p_healthy: np.ndarray, clusters: np.ndarray,
+                  members: np.ndarray) -> dict:
+    """End to end, disease recall, healthy kept and the detector's AUC, over ``members``, with intervals."""
+    right = answers_match(answers, truth)
+    diseased, called_healthy = truth != "healthy", answers == "healthy"
+    figures = {"end_to_end": with_interval(accuracy_of(right), members, clusters),
+               "disease_recall": with_interval(accuracy_of(~called_healthy), members & diseased, clusters),
+               "healthy_kept": with_interval(accuracy_of(called_healthy), members & ~diseased, clusters),
+               "detector_auc": with_interval(auc_of(diseased, -p_healthy), members, clusters)}
+    figures["images"] = int(members.sum())
+    return figures
+
+
+def framed(image: Image.Image, share: float = BORDER_SHARE) -> Image.Image:
+    """The slice with a black border of ``share`` of its side on each side."""
+    border = (round(image.width * share), round(image.height * share))
+    return ImageOps.expand(image.convert("RGB"), border=border + border, fill=0)
+
+
+def framing_figures(cascade: Cascade, dataset, point: str, per_class: int = FRAMING_SCANS_PER_CLASS,
+                    seed: int = SPLIT_SEED) -> dict:
+    """Real held-out slices (``per_class`` of each label) as given, with a border, and mirrored: how many of the
+    changed ones are refused, and how many get the same answer as the original."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(dataset["label_id"])
+    chosen = np.concatenate([rng.permutation(np.flatnonzero(labels == label))[:per_class] for label in np.unique(labels)])
+    originals = [dataset[int(i)]["image"].convert("RGB") for i in chosen]
+    given = cascade.predict_batch(originals, operating_point=point)
+    figures = {"images": len(originals), "border_share": BORDER_SHARE}
+    for name, change in (("border", framed), ("mirrored", ImageOps.mirror)):
+        changed = cascade.predict_batch([change(image) for image in originals], operating_point=point)
+        figures[name] = {"refused": sum(r.refused for r in changed),
+                         "same_answer": sum(r.label == g.label for r, g in zip(changed, given) if not g.refused),
+                         "originals_answered": sum(not g.refused for g in given)}
+    figures["originals_refused"] = sum(g.refused for g in given)
+    return figures
+
+
+def run_benchmark(models: str, sources: list[str], batch_size: int = 16) -> dict:
+    """Every figure of the benchmark (see the module's docstring) for the models at ``models``."""
+    from .data import carve_validation, load_sources
+
+    fold = held_out_fold_of(models, sources)
+    cascade = Cascade.from_pretrained(models)
+    train = load_sources(sources)["train"]
+    prints = fingerprint_dataset(train)
+    groups = near_duplicate_groups(prints.thumbnails)
+    in_fold = fold_assignment(train["label_id"], groups, VALIDATION_FRACTION, SPLIT_SEED) == fold
+    held_out = train.select(np.flatnonzero(in_fold))
+    _, check = carve_validation(train, VALIDATION_FRACTION, SPLIT_SEED, prints.thumbnails, fold)
+    if sorted(check["file"]) != sorted(held_out["file"]):
+        raise RuntimeError("the benchmark's fold is not the training script's validation split")
+    roots = {Path(source).name: Path(source) for source in sources}
+    subjects = subject_of(held_out, roots)
+    clusters = np.where(subjects != "", subjects, np.char.add("cluster-", groups[in_fold].astype(str)))
+    parts = source_parts(held_out, [size for size, keep in zip(prints.sizes, in_fold) if keep])
+    truth = np.asarray(held_out["label_id"], dtype=object)
+    true_family = true_families(held_out)
+
+    probabilities = cascade.stage_probabilities(held_out["image"], batch_size=batch_size)
+    first_half = cluster_halves(clusters)
+    answers, thresholds = cross_fitted_answers(cascade, probabilities, truth, first_half)
+    p_healthy = probabilities[DISEASE_DETECTOR.name][:, 0]
+    report = {"models": models, "data": sources, "held_out_fold": fold, "images": len(truth),
+              "clusters": int(len(np.unique(clusters))), "cross_fitted_thresholds": thresholds}
+    everything = np.ones(len(truth), dtype=bool)
+    for point in OPERATING_POINTS:
+        slice_level = {"all": level_figures(answers[point], truth, p_healthy, clusters, everything)}
+        for family in ("alzheimer", "tumor"):
+            slice_level[family] = level_figures(answers[point], truth, p_healthy, clusters, true_family == family)
+        per_source = {part: level_figures(answers[point], truth, p_healthy, clusters, parts == part)
+                      for part in np.unique(parts)}
+        report[point] = {"slice_level": slice_level, "per_source": per_source,
+                         "subject_level": subject_figures(probabilities, truth, subjects, answers[point], thresholds,
+                                                          first_half, point)}
+    typed = np.isin(truth, TUMOR_TYPE.members())
+    type_right = np.array([TUMOR_TYPE.classes[int(i)] for i in probabilities[TUMOR_TYPE.name].argmax(axis=1)]) == \
+        np.array([TUMOR_TYPE.class_of.get(label, "") for label in truth])
+    report["tumor_type"] = {part: with_interval(accuracy_of(type_right), typed & (parts == part), clusters)
+                            for part in np.unique(parts[typed])}
+    report["framing"] = framing_figures(cascade, held_out, "balanced")
+    return report
+
+
+def subject_figures(probabilities: dict[str, np.ndarray], truth: np.ndarray, subjects: np.ndarray,
+                    slice_answers: np.ndarray, thresholds: dict, first_half: np.ndarray, point: str) -> dict:
+    """Each named subject's held-out slices pooled into one answer (``pool_series``, as the Space's series tab
+    does), with the thresholds its slices were answered with; and, as the baseline, the majority of its slices'
+    own answers."""
+    named = np.unique(subjects[subjects != ""])
+    if not len(named):
+        return {}
+    pooled_answers, pooled_truth, pooled_p_healthy, majority = [], [], [], []
+    for subject in named:
+        members = np.flatnonzero(subjects == subject)
+        pooled = pool_series({task: p[members] for task, p in probabilities.items()})
+        family = scan_families(pooled[ALZHEIMER_VS_TUMOR.name])
+        half = "first half" if first_half[members[0]] else "second half"
+        healthy = bool(calls_healthy(pooled[DISEASE_DETECTOR.name][:, 0], family, thresholds[half][point])[0])
+        pooled_answers.append(decide({task: p[0] for task, p in pooled.items()}, healthy, point).label)
+        pooled_truth.append(truth[members[0]])
+        pooled_p_healthy.append(float(pooled[DISEASE_DETECTOR.name][0, 0]))
+        values, counts = np.unique(slice_answers[members].astype(str), return_counts=True)
+        majority.append(values[counts.argmax()])
+    pooled_answers, pooled_truth = np.array(pooled_answers, dtype=object), np.array(pooled_truth, dtype=object)
+    everyone = np.ones(len(named), dtype=bool)
+    figures = level_figures(pooled_answers, pooled_truth, np.array(pooled_p_healthy), named, everyone)
+    figures["majority_of_slices_end_to_end"] = with_interval(
+        accuracy_of(answers_match(np.array(majority, dtype=object), pooled_truth)), everyone, named)
+    figures["subjects"] = len(named)
+    return figures
