@@ -16,6 +16,7 @@ from mri_cascade.service import (
     OPERATING_POINT_HELP,
     OPERATING_POINT_NAMES,
     SLICE_COLUMNS,
+    WHAT_TO_UPLOAD,
     View,
     cache_ttl_seconds,
     classify,
@@ -132,6 +133,7 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
     with gr.Blocks(title="MRI Cascade", delete_cache=(ttl, ttl)) as demo:
         gr.Markdown("# MRI Cascade\nAlzheimer's disease, brain tumor, or neither — from a 2-D brain MRI slice or a series.")
         gr.Markdown(DISCLAIMER)
+        gr.Markdown(WHAT_TO_UPLOAD, elem_id="what-to-upload")
         gr.Markdown(limits_text(), elem_id="limits")
         point = gr.Radio([(name, key) for key, name in OPERATING_POINT_NAMES.items()], value=DEFAULT_OPERATING_POINT,
                          label="Operating point", info=OPERATING_POINT_HELP, elem_id="operating-point")

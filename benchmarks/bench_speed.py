@@ -1,6 +1,6 @@
 """Speed of the shipped cascade against a seed-equivalent one, and against this machine's limit.
 
-    python -m benchmarks.bench_speed              # prints the table, writes reports/benchmark.json
+    python -m benchmarks.bench_speed              # prints the table, writes reports/speed.json
 
 Measured in one run on the same images and threads: single-image latency, batched throughput, cold starts,
 training seconds per epoch, FLOPs per image against the machine's matmul peak, and label agreement between the
@@ -179,7 +179,7 @@ def agreement(optimised: Cascade, reference: Cascade, data: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--out", type=Path, default=REPO / "reports" / "benchmark.json")
+    parser.add_argument("--out", type=Path, default=REPO / "reports" / "speed.json")
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--skip-agreement", action="store_true")
     args = parser.parse_args()

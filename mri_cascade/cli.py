@@ -72,6 +72,14 @@ def benchmark_command(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.json").write_text(json.dumps(report, indent=2))
     print_benchmark(report)
+    if args.update_model_cards:
+        from .labels import TASKS
+        from .research.cards import BENCHMARK_FILE, render_model_card
+
+        models_dir = local_models(args.models)
+        for task in TASKS:
+            (models_dir / task / BENCHMARK_FILE).write_text(json.dumps(report, indent=2))
+            render_model_card(models_dir / task)
     print(f"-> {out / 'benchmark.json'}")
     return 0
 
@@ -279,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--models", default=None, help="Models directory or Hub prefix (default: the shipped models/).")
     benchmark.add_argument("--out", default="reports", help="Where benchmark.json goes.")
     benchmark.add_argument("--batch-size", type=int, default=16)
+    benchmark.add_argument("--update-model-cards", action="store_true",
+                           help="Copy the figures beside each model and render its card with them.")
     benchmark.set_defaults(run=benchmark_command)
 
     predict = commands.add_parser(

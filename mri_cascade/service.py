@@ -36,6 +36,11 @@ CACHE_TTL_ENV = "MRI_CASCADE_CACHE_TTL"
 the moment a request ends because Gradio stores identical uploads once: a concurrent request may still need it."""
 EXAMPLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 logger = logging.getLogger(__name__)
+WHAT_TO_UPLOAD = (
+    "**What to upload.** For Alzheimer's disease, upload the patient's series or volume in the *Patient series* tab "
+    "(several axial slices, a DICOM series or a NIfTI file): one slice says little about it, the series says more. "
+    "For a tumor, one axial slice through the lesion is enough. CT, X-ray and ultrasound are not read."
+)
 DISCLAIMER = (
     "**Research demo — not a medical device.** MRI Cascade has not been clinically validated. "
     "Do not use it to diagnose, treat or triage anyone; its answers are no substitute for a radiologist."

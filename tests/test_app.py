@@ -141,3 +141,16 @@ def test_a_refusal_hides_the_heatmap_and_bars_and_says_what_to_upload(guarded_ca
     assert all(stage["visible"] is False for stage in stages)
     answered = panel_values(classify(guarded_cascade, synthetic_slice(3001)), series=False)
     assert answered[2]["visible"] is True and answered[3]["visible"] is True
+
+
+def test_the_page_tells_users_to_upload_the_series_for_alzheimers(app_url):
+    """The page's own text, as the browser receives it, says what to upload for which question."""
+    import json
+    import urllib.request
+
+    from mri_cascade.service import WHAT_TO_UPLOAD
+
+    with urllib.request.urlopen(f"{app_url}/config") as response:
+        config = json.loads(response.read())
+    texts = [c.get("props", {}).get("value") for c in config["components"] if c.get("type") == "markdown"]
+    assert WHAT_TO_UPLOAD in texts and "series" in WHAT_TO_UPLOAD and "Alzheimer" in WHAT_TO_UPLOAD

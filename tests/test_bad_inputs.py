@@ -61,8 +61,10 @@ def test_random_bytes_yield_an_image_or_a_clear_error(data):
 def test_random_bytes_behind_real_magic_numbers_yield_an_image_or_a_clear_error(magic, tail):
     try:
         load_series(magic + tail)
-    except ImageLoadError as error:
-        assert str(error)
+    except ImageLoadError as error:  # a sentence for a person, never a bare exception's repr or a traceback
+        message = str(error)
+        assert message[:1].isalpha() and len(message.split()) >= 3
+        assert "Traceback" not in message and "Error(" not in message
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,22 @@ from mri_cascade.images import ImageLoadError
 from mri_cascade.loading import model_location
 
 
-def test_predict_returns_label_joint_probabilities_and_path(tiny_cascade):
-    result = tiny_cascade.predict(synthetic_slice(0))
-    assert result.label in LABEL_IDS
+@pytest.mark.parametrize(("threshold", "path"), [
+    (0.0, ["disease-detector"]),  # P(healthy) > 0: every scan is healthy
+    (1.0, ["disease-detector", "alzheimer-vs-tumor", None]),  # never healthy: the disease path to a leaf
+])
+def test_predict_returns_label_joint_probabilities_and_path(tiny_cascade, threshold, path):
+    probabilities = tiny_cascade.stage_probabilities([synthetic_slice(0)])
+    (result,) = tiny_cascade.combine(probabilities, thresholds={"alzheimer": threshold, "tumor": threshold})
     assert list(result.probabilities) == list(LABEL_IDS)
     assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
     names = [stage.name for stage in result.stages]
-    if result.label == "healthy":
-        assert names == ["disease-detector"]
+    if threshold == 0.0:
+        assert result.label == "healthy" and names == path
     else:
-        expected_leaf = "alzheimer-severity" if result.label.startswith("alzheimer") else "tumor-type"
-        assert names == ["disease-detector", "alzheimer-vs-tumor", expected_leaf]
+        leaf = "alzheimer-severity" if probabilities["alzheimer-vs-tumor"][0, 0] >= 0.5 else "tumor-type"
+        assert names == [*path[:2], leaf] and result.label != "healthy"
+        assert result.label.startswith("alzheimer" if leaf == "alzheimer-severity" else "tumor")
     for stage in result.stages:
         assert sum(stage.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
         assert stage.decision in stage.probabilities

@@ -11,8 +11,8 @@ near-duplicate clusters.
 
 A recipe may name several training runs, one per seed (``--recipe robust=runs/s42/tumor-type,runs/s43/tumor-type``):
 it is then scored by the mean of its runs' figures. On these ~150 clusters a change of seed alone moved accuracy by
-12 points (reports/accuracy_experiments.md, row 23), and the bootstrap resamples scans, not training runs, so one
-run per recipe compares two models rather than two recipes.
+12 points (reports/history/accuracy_experiments.md, the seed repeats of robust augmentation), and the bootstrap
+resamples scans, not training runs, so one run per recipe compares two models rather than two recipes.
 """
 
 from __future__ import annotations

