@@ -1,6 +1,6 @@
 import pytest
 
-from mri_cascade.labels import LABEL_IDS, LABELS, TASKS, label_id_from_source
+from mri_cascade.labels import LABEL_IDS, LABELS, TASKS, UNTYPED_TUMOR, answers_match, label_id_from_source
 
 
 @pytest.mark.parametrize(
@@ -35,9 +35,17 @@ def test_seven_labels_with_display_names():
 
 def test_tasks_cover_the_taxonomy_along_every_path():
     assert list(TASKS) == ["disease-detector", "alzheimer-vs-tumor", "alzheimer-severity", "tumor-type"]
-    assert set(TASKS["disease-detector"].members()) == set(LABEL_IDS)
-    assert set(TASKS["alzheimer-vs-tumor"].members()) == set(LABEL_IDS) - {"healthy"}
+    # a tumor of unknown type (Br35H) teaches stages 1 and 2 only; no answer is ever that label
+    assert set(TASKS["disease-detector"].members()) == set(LABEL_IDS) | {UNTYPED_TUMOR}
+    assert set(TASKS["alzheimer-vs-tumor"].members()) == (set(LABEL_IDS) - {"healthy"}) | {UNTYPED_TUMOR}
     leaves = set(TASKS["alzheimer-severity"].members()) | set(TASKS["tumor-type"].members()) | {"healthy"}
     assert leaves == set(LABEL_IDS)
     for task in TASKS.values():
         assert set(task.class_of.values()) == set(task.classes)
+
+
+def test_br35h_folders_and_an_untyped_tumor_answered_by_any_tumor_type():
+    assert label_id_from_source("yes") == UNTYPED_TUMOR and label_id_from_source("no") == "healthy"
+    answers = ["tumor_glioma", "healthy", None, "tumor_meningioma", "alzheimer_mild"]
+    truth = [UNTYPED_TUMOR, UNTYPED_TUMOR, UNTYPED_TUMOR, "tumor_glioma", "alzheimer_mild"]
+    assert answers_match(answers, truth).tolist() == [True, False, False, False, True]

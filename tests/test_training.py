@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
     }, seed=4)
     out = root / "models"
     command = [
-        sys.executable, str(REPO_ROOT / "train" / "run_train.py"), "--task", "disease-detector",
+        sys.executable, "-m", "train.run_train", "--task", "disease-detector",
         "--model", "efficientnet-lite0", "--image_size", "64x48", "--output_dir", str(out),
         "--data", str(root / "data" / "alzheimer"), str(root / "data" / "brain_tumor"),
         "--validation_fraction", "0.25", "--max_steps", "2", "--per_device_train_batch_size", "4",
@@ -35,7 +35,7 @@ def trained(tmp_path_factory):
         "--crop_to_head",  # and the crop, which the saved config must carry to the cascade
         "--seed", "5",  # a training seed that is not the split's
     ]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
     assert completed.returncode == 0, completed.stderr[-3000:]
     return out, completed
 
@@ -114,9 +114,9 @@ def test_model_card_metadata_is_valid(trained, tmp_path):
     ("--validation", "none", "--validation none leaves nothing to evaluate on"),  # with the default --eval_strategy
 ])
 def test_a_bad_setting_is_refused_before_any_work(tmp_path, flag, value, message):
-    command = [sys.executable, str(REPO_ROOT / "train" / "run_train.py"), "--output_dir", str(tmp_path),
+    command = [sys.executable, "-m", "train.run_train", "--output_dir", str(tmp_path),
                flag, value, "--use_cpu", "--report_to", "none", "--eval_strategy", "epoch"]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert completed.returncode == 2
     assert message in completed.stderr and "Traceback" not in completed.stderr
     assert not any(tmp_path.iterdir())  # refused before the data audit is written
@@ -126,10 +126,10 @@ def test_a_validation_with_no_scans_for_a_task_is_refused(tmp_path):
     """Synthetic scans all have one size, so the cross-source validation is empty: a usage error, not a crash
     inside the Trainer."""
     make_image_folder(tmp_path / "alzheimer", {"train": {"NonDemented": 4, "MildDemented": 4}, "test": {"NonDemented": 1}})
-    command = [sys.executable, str(REPO_ROOT / "train" / "run_train.py"), "--output_dir", str(tmp_path / "out"),
+    command = [sys.executable, "-m", "train.run_train", "--output_dir", str(tmp_path / "out"),
                "--data", str(tmp_path / "alzheimer"), "--task", "alzheimer-severity", "--validation", "cross-source",
                "--use_cpu", "--report_to", "none"]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert completed.returncode == 2, completed.stderr[-2000:]
     assert "no validation scans for alzheimer-severity with --validation cross-source" in completed.stderr
     assert "Traceback" not in completed.stderr
@@ -141,12 +141,12 @@ def test_validation_none_trains_on_every_scan(tmp_path):
     make_image_folder(tmp_path / "alzheimer", {
         "train": {"NonDemented": 6, "VeryMildDemented": 3, "MildDemented": 3}, "test": {"NonDemented": 1},
     })
-    command = [sys.executable, str(REPO_ROOT / "train" / "run_train.py"), "--output_dir", str(tmp_path / "out"),
+    command = [sys.executable, "-m", "train.run_train", "--output_dir", str(tmp_path / "out"),
                "--data", str(tmp_path / "alzheimer"), "--task", "alzheimer-severity", "--validation", "none",
                "--families", "alzheimer",  # the family filter has no validation split to filter
                "--model", "efficientnet-lite0", "--image_size", "48", "--max_steps", "1",
                "--per_device_train_batch_size", "4", "--save_strategy", "no", "--use_cpu", "--report_to", "none"]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
     assert completed.returncode == 0, completed.stderr[-3000:]
     folder = tmp_path / "out" / "alzheimer-severity"
     results = json.loads((folder / "validation_results.json").read_text())
