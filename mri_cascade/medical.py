@@ -88,6 +88,25 @@ def dicom_kind_problem(dataset) -> str | None:
     return None
 
 
+def header_window(values: np.ndarray, dataset) -> np.ndarray | None:
+    """The rescaled frames through the VOI LUT or window that the header gives (pydicom's ``apply_voi_lut``:
+    linear, linear-exact or sigmoid windows, or a VOI LUT sequence), as 8-bit grey; None when it gives neither.
+
+    pydicom maps into the output range of the stored bits; two sentinel values far outside any window, run through
+    with the pixels, give that range's ends, which become 0 and 255."""
+    from pydicom.pixels import apply_voi_lut
+
+    has_window = "WindowCenter" in dataset and "WindowWidth" in dataset and _first(dataset.WindowWidth) > 0
+    if "VOILUTSequence" not in dataset and not has_window:
+        return None
+    reach = float(np.abs(values).max()) * 4 + 1e6
+    out = np.asarray(apply_voi_lut(np.concatenate([values.ravel(), [-reach, reach]]), dataset), dtype=np.float64)
+    low, high = out[-2], out[-1]
+    if not high > low:
+        return None
+    return _to_uint8(out[:-2].reshape(values.shape), low, high)
+
+
 def read_dicom(data: bytes) -> tuple[list[np.ndarray], str | None]:
     """Every frame of a DICOM file as 8-bit grey, rescaled, windowed, MONOCHROME1 inverted, and what its header
     says against it being a brain MRI (``dicom_kind_problem``), from one parse of the file."""
@@ -117,12 +136,8 @@ def read_dicom(data: bytes) -> tuple[list[np.ndarray], str | None]:
     if len(pixels) > MAX_SLICES:
         raise MedicalImageError(f"has {len(pixels)} frames; at most {MAX_SLICES} are accepted")
     values = np.asarray(apply_rescale(pixels, dataset), dtype=np.float64) if samples == 1 else pixels.astype(float)
-    if "WindowCenter" in dataset and "WindowWidth" in dataset and _first(dataset.WindowWidth) > 0:
-        centre, width = _first(dataset.WindowCenter), _first(dataset.WindowWidth)
-        low, high = centre - width / 2, centre + width / 2
-    else:
-        low, high = robust_window(values)
-    slices = _to_uint8(values, low, high)
+    windowed = header_window(values, dataset) if samples == 1 else None
+    slices = windowed if windowed is not None else _to_uint8(values, *robust_window(values))
     if str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         slices = 255 - slices
     return list(slices), dicom_kind_problem(dataset)

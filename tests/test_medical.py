@@ -134,3 +134,21 @@ def test_patient_fields_never_reach_results_errors_or_logs(tiny_cascade, caplog,
     outputs += [caplog.text, captured.out, captured.err]
     for text in outputs:
         assert "Doe" not in text and "Jane" not in text and PATIENT_ID not in text
+
+
+def test_a_sigmoid_window_function_is_applied_as_the_header_says():
+    """The header's VOI LUT function counts (pydicom's apply_voi_lut), not only its centre and width: at the upper
+    edge of a sigmoid window a pixel is still short of white, where a linear window saturates it."""
+    import io
+
+    import pydicom
+
+    pixels = np.tile(np.arange(0, 4000, 4000 / 64, dtype=np.uint16), (64, 1))
+    linear = dicom_bytes(pixels, window=(2000, 1000))
+    dataset = pydicom.dcmread(io.BytesIO(linear))
+    dataset.VOILUTFunction = "SIGMOID"
+    stream = io.BytesIO()
+    dataset.save_as(stream)
+    column = int(np.argmin(np.abs(pixels[0].astype(float) - 2600)))  # just past centre + width / 2
+    assert grey(load_image(linear))[0, column] == 255
+    assert 200 < grey(load_image(stream.getvalue()))[0, column] < 250

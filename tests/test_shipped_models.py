@@ -16,6 +16,8 @@ SAMPLE_PER_CLASS = 12
 # before the severity model of rows 26-27); the floor sits three scans below (58/96). A broken preprocessing step,
 # model or threshold lands lower.
 ACCURACY_FLOOR = 0.60
+FRAMING_MAX_REFUSED = 0  # of 32
+FRAMING_SAME_ANSWER_FLOOR = 0.9
 
 
 @pytest.mark.parametrize("task", list(TASKS))
@@ -123,3 +125,22 @@ def test_a_real_scan_wrapped_as_dicom_gets_the_jpegs_answer(photometric):
         from_jpeg, from_dicom = cascade.predict(path), cascade.predict(wrapped)
         assert from_dicom.label == from_jpeg.label
         assert from_dicom.probabilities == pytest.approx(from_jpeg.probabilities, abs=1e-4)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "alzheimer" / "test").is_dir(), reason="real scans not present")
+def test_real_slices_with_a_wide_border_or_mirrored_are_answered_like_the_originals():
+    """A quarter of each side as black border, or a left-right mirror image, must not change the answer (the
+    cascade crops to the head, the models were trained on both) nor turn it into a refusal."""
+    from PIL import ImageOps
+
+    from mri_cascade.research.benchmark import framed
+
+    images = [Image.open(path).convert("RGB") for path, _ in fixed_test_sample()[::3]]  # 32 scans, 4 per folder
+    cascade = Cascade.from_pretrained()
+    given = cascade.predict_batch(images)
+    for change in (framed, ImageOps.mirror):
+        changed = cascade.predict_batch([change(image) for image in images])
+        assert sum(result.refused for result in changed) <= FRAMING_MAX_REFUSED
+        same = sum(a.label == b.label for a, b in zip(changed, given) if not b.refused)
+        print(f"{change.__name__}: {same} of {len(images)} answered as the original")
+        assert same / len(images) >= FRAMING_SAME_ANSWER_FLOOR
