@@ -30,9 +30,17 @@ from .runtime import (
 
 HUB_PREFIX = "mri-cascade/mri"
 """The Hub prefix of the published models (``mri-cascade/mri-disease-detector``, ...)."""
-CHECKOUT_MODELS = Path(__file__).resolve().parent.parent / "models"
-DEFAULT_MODELS: str | Path = CHECKOUT_MODELS if (CHECKOUT_MODELS / DISEASE_DETECTOR.name).is_dir() else HUB_PREFIX
-"""The shipped models of a checkout (``models/`` beside the package) when there are some, else the Hub prefix."""
+def checkout_models() -> Path | None:
+    """The shipped ``models/`` of a checkout: beside the package (an editable install, or running from the
+    checkout), else in the working directory (a plain ``pip install .`` used from the checkout); None outside one."""
+    for folder in (Path(__file__).resolve().parent.parent / "models", Path.cwd() / "models"):
+        if all((folder / task / "config.json").is_file() for task in TASKS):
+            return folder
+    return None
+
+
+DEFAULT_MODELS: str | Path = checkout_models() or HUB_PREFIX
+"""The shipped models of a checkout when there are some, else the Hub prefix."""
 MODELS_ENV = "MRI_CASCADE_MODELS"
 """Environment variable naming the models: a local directory or a Hub prefix (default: ``DEFAULT_MODELS``)."""
 OPERATING_POINTS_KEY = "operating_points"

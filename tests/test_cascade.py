@@ -215,3 +215,26 @@ def test_test_time_flips_average_each_image_with_its_mirror_image(tmp_path):
     assert embeddings[detector] == pytest.approx(plain.run_models([image])[1][detector], abs=1e-6)
     with pytest.raises(ValueError, match="unknown task"):
         set_test_time_flips(models, ["detector"])
+
+
+def test_a_hub_prefix_offline_says_which_variable_to_set():
+    """Outside a checkout the default is the Hub prefix; offline, the error must say so and name the variable."""
+    with pytest.raises(ModelLoadError, match=r"Hub prefix .*MRI_CASCADE_MODELS"):
+        Cascade.from_pretrained("nobody-here/mri")
+
+
+def test_an_installed_package_finds_the_checkouts_models_from_the_working_directory(tmp_path, monkeypatch):
+    """A plain ``pip install .`` puts the package in site-packages, away from ``models/``: run from the checkout it
+    still finds them; anywhere else there are none (and the Hub prefix is the default)."""
+    from mri_cascade import loading
+    from mri_cascade.labels import TASKS
+
+    monkeypatch.setattr(loading, "__file__", str(tmp_path / "site-packages" / "mri_cascade" / "loading.py"))
+    checkout = tmp_path / "checkout"
+    for task in TASKS:
+        (checkout / "models" / task).mkdir(parents=True)
+        (checkout / "models" / task / "config.json").write_text("{}")
+    monkeypatch.chdir(checkout)
+    assert loading.checkout_models() == checkout / "models"
+    monkeypatch.chdir(tmp_path)
+    assert loading.checkout_models() is None
