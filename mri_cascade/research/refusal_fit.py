@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..decisions import refuses
 from ..familiarity import DEFAULT_COMPONENTS, FAMILIARITY_FILE, LIMIT_TOLERANCE, FamiliarityCheck, joined_features
 from ..labels import TASKS
 from ..runtime import WEIGHTS_FILE, file_sha256
@@ -139,7 +140,7 @@ def fit_and_report(models_dir, splits, out_dir, validation_fraction: float = VAL
                             other_embeddings=development, ct_looking_mri=ct_looking_mri)
     check.save(models_dir / "disease-detector" / FAMILIARITY_FILE)
     scores = {name: check.unfamiliarity(embeddings[name]) for name in inputs}
-    refused = {name: check.refuses(scores[name], ct_looks[name]) for name in inputs}
+    refused = {name: refuses(scores[name], ct_looks[name], check.ct_floor) for name in inputs}
     groups = {"validation": np.asarray(validation["label_id"]), "test": np.asarray(test["label_id"]),
               **{name: np.array([group for group, _ in pairs]) for name, pairs in probes.items()}}
     report = {
