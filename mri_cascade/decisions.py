@@ -22,7 +22,7 @@ SCREENING_DISEASE_RECALL = 0.95
 REFUSAL_LIMIT = 1.0
 """Unfamiliarity above which an input is refused (the refusal check scales each of its tests to this limit)."""
 __all__ = ["DEFAULT_OPERATING_POINT", "OPERATING_POINTS", "calls_healthy", "check_operating_point", "decide",
-           "pool_series", "refuses", "scan_families"]
+           "healthy_above", "pool_series", "refuses", "scan_families"]
 
 
 def check_operating_point(operating_point: str) -> str:
@@ -37,11 +37,16 @@ def scan_families(p_alzheimer_vs_tumor: np.ndarray) -> np.ndarray:
     return np.where(p[:, 0] >= p[:, 1], FAMILIES[0], FAMILIES[1])
 
 
+def healthy_above(p_healthy, threshold) -> np.ndarray:
+    """The healthy rule itself: P(healthy) strictly above the threshold (a tie counts as disease: missing a
+    disease costs more than a false alarm). Broadcasts, e.g. over candidate thresholds when fitting them."""
+    return np.asarray(p_healthy, dtype=float) > np.asarray(threshold, dtype=float)
+
+
 def calls_healthy(p_healthy: np.ndarray, families: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
-    """The cascade's one healthy rule: a scan is healthy iff P(healthy) is strictly above its family's threshold
-    (a tie counts as disease: missing a disease costs more than a false alarm)."""
+    """The cascade's healthy decision: ``healthy_above`` the threshold of each scan's family."""
     limits = np.array([thresholds[family] for family in np.atleast_1d(families)], dtype=float)
-    return np.atleast_1d(np.asarray(p_healthy, dtype=float)) > limits
+    return healthy_above(np.atleast_1d(np.asarray(p_healthy, dtype=float)), limits)
 
 
 def pool_series(stage_probabilities: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -34,6 +34,7 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from mri_cascade.calibration import softmax
+from mri_cascade.decisions import SCREENING_DISEASE_RECALL, healthy_above
 from mri_cascade.images import load_image
 from mri_cascade.labels import DISEASE_DETECTOR, FAMILIES, TASKS
 from mri_cascade.loading import load_stage
@@ -50,13 +51,11 @@ from mri_cascade.research.data import (
 from mri_cascade.research.evaluation import paired_cluster_bootstrap, tune_healthy_threshold
 from mri_cascade.research.fitting import held_out_fold
 
-DISEASE_RECALL = 0.95
-
 
 def healthy_kept(is_healthy: np.ndarray, p_healthy: np.ndarray) -> float:
     """Share of healthy scans called healthy at the lowest threshold with >= 95 % disease recall."""
-    threshold = tune_healthy_threshold(p_healthy, is_healthy, DISEASE_RECALL)["threshold"]
-    return float((p_healthy[is_healthy] > threshold).mean())
+    threshold = tune_healthy_threshold(p_healthy, is_healthy, SCREENING_DISEASE_RECALL)["threshold"]
+    return float(healthy_above(p_healthy[is_healthy], threshold).mean())
 
 
 DETECTOR_METRICS = {"auc": lambda is_healthy, p: float(roc_auc_score(is_healthy, p)), "healthy_kept_at_95": healthy_kept}

@@ -17,6 +17,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from ..decisions import healthy_above
 from ..labels import (
     ALZHEIMER_SEVERITY,
     ALZHEIMER_VS_TUMOR,
@@ -69,7 +70,7 @@ def tune_healthy_threshold(p_healthy: np.ndarray, is_healthy: np.ndarray, target
     # at t = the (allowed_misses+1)-th highest disease score, only the allowed_misses above it are called healthy
     threshold = float(disease_scores[len(disease_scores) - allowed_misses - 1])
     threshold = min(max(threshold, 0.0), 1.0)
-    called_healthy = p_healthy > threshold
+    called_healthy = healthy_above(p_healthy, threshold)
     return {
         "threshold": threshold,
         "target_disease_recall": target_recall,

@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 
 from ..calibration import TEMPERATURE_KEY, softmax
 from ..cascade import Cascade
-from ..decisions import OPERATING_POINTS, calls_healthy, scan_families
+from ..decisions import OPERATING_POINTS, SCREENING_DISEASE_RECALL, calls_healthy, healthy_above, scan_families
 from ..labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, FAMILIES, TASKS, answers_match
 from ..loading import (
     LEGACY_THRESHOLD_KEY,
@@ -33,7 +33,6 @@ from .calibration_fit import expected_calibration_error, fit_temperature, reliab
 from .data import SPLIT_SEED, VALIDATION_FRACTION, split_validation
 from .evaluation import cascade_figures, decision_figures, tune_healthy_threshold
 
-SCREENING_DISEASE_RECALL = 0.95
 OPERATING_POINTS_FILE = "operating_points.json"
 """Validation figures of the fitted operating points, beside the disease detector's config."""
 VALIDATION_FIGURES_FILE = "validation_figures.json"
@@ -55,7 +54,7 @@ def best_accuracy_threshold(p_healthy: np.ndarray, is_healthy: np.ndarray, disea
         raise ValueError("no validation scans to fit a threshold on")
     scores = np.unique(p_healthy)
     candidates = np.concatenate([[0.0], (scores[:-1] + scores[1:]) / 2, [1.0]])
-    called_healthy = p_healthy[None, :] > candidates[:, None]
+    called_healthy = healthy_above(p_healthy[None, :], candidates[:, None])
     right = np.where(called_healthy, is_healthy[None, :], disease_answer_right[None, :]).sum(axis=1)
     best = np.flatnonzero(right == right.max())
     return float(candidates[best[-1]])
