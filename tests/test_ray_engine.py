@@ -60,7 +60,7 @@ def test_ray_rows_equal_the_plain_engine_and_a_bad_file_is_a_row(local_ray, scan
     expected, got = rows_by_path(pd.read_csv(plain)), rows_by_path(pd.read_parquet(distributed))
     assert set(got) == set(expected) and len(got) == len(pd.read_parquet(distributed))
     for path, row in expected.items():
-        assert (got[path]["label"] or None) == (None if pd.isna(row["label"]) else row["label"])
+        assert (None if pd.isna(got[path]["label"]) else got[path]["label"]) == (None if pd.isna(row["label"]) else row["label"])
         assert bool(got[path]["refused"]) == bool(row["refused"])
         assert got[path]["tumor_glioma"] == pytest.approx(row["tumor_glioma"], abs=1e-6, nan_ok=True)
     broken = got[str(scans / "broken.jpg")]

@@ -12,12 +12,13 @@ from mri_cascade.labels import TASKS, label_id_from_source
 
 MODELS = REPO_ROOT / "models"
 SAMPLE_PER_CLASS = 12
-# The shipped cascade scores 61/96 = 0.635 on this fixed sample (12 scans of each of the 8 test folders; 68/96
-# before the severity model of rows 26-27); the floor sits three scans below (58/96). A broken preprocessing step,
-# model or threshold lands lower.
-ACCURACY_FLOOR = 0.60
-FRAMING_MAX_REFUSED = 0  # of 32
-FRAMING_SAME_ANSWER_FLOOR = 0.9
+# The shipped cascade scores 54/96 = 0.5625 on this fixed sample (the first 12 MRI scans of each of the 8 test
+# folders), one of them refused; the floor sits three scans below (51/96). A broken preprocessing step, model or
+# threshold lands lower.
+ACCURACY_FLOOR = 0.53
+MAX_REFUSED = 1
+FRAMING_MAX_NEW_REFUSALS = 1  # of 32: measured 1 with the border (a healthy scan at unfamiliarity 1.04), 0 mirrored
+FRAMING_SAME_ANSWER_FLOOR = 0.9  # of the answered originals: measured 29 of 31 either way
 
 
 @pytest.mark.parametrize("task", list(TASKS))
@@ -82,10 +83,15 @@ def test_each_shipped_onnx_export_matches_pytorch(task):
 
 
 def fixed_test_sample() -> list[tuple[Path, str]]:
+    """The first MRI test files by name of each test folder (the audited CT slices are left out)."""
+    from mri_cascade.research.data import audited_non_mri
+
     sample = []
     for collection in ("alzheimer", "brain_tumor"):
+        non_mri = audited_non_mri().get(collection, {})
         for class_dir in sorted((SHARED_DATA / collection / "test").iterdir()):
-            files = sorted(class_dir.glob("*.jpg"))[:SAMPLE_PER_CLASS]
+            files = [path for path in sorted(class_dir.glob("*.jpg"))
+                     if f"test/{class_dir.name}/{path.name}" not in non_mri][:SAMPLE_PER_CLASS]
             sample.extend((path, label_id_from_source(class_dir.name)) for path in files)
     return sample
 
@@ -94,7 +100,8 @@ def fixed_test_sample() -> list[tuple[Path, str]]:
 def test_the_shipped_cascade_reads_real_test_scans_above_the_floor():
     sample = fixed_test_sample()
     results = Cascade.from_pretrained().predict_batch([path for path, _ in sample])
-    assert all(result.label in LABEL_IDS for result in results)  # none refused
+    assert sum(result.refused for result in results) <= MAX_REFUSED
+    assert all(result.label in LABEL_IDS for result in results if not result.refused)
     correct = sum(result.label == truth for result, (_, truth) in zip(results, sample))
     print(f"shipped cascade on {len(sample)} fixed test scans: {correct / len(sample):.3f}")
     assert correct / len(sample) >= ACCURACY_FLOOR
@@ -121,7 +128,7 @@ def test_a_real_scan_wrapped_as_dicom_gets_the_jpegs_answer(photometric):
     for path, _ in fixed_test_sample()[::12]:  # one scan from each test folder
         grey = np.asarray(Image.open(path).convert("L"), dtype=np.uint16)
         stored = 255 - grey if photometric == "MONOCHROME1" else grey
-        wrapped = dicom_bytes(stored, photometric=photometric, window=(127.5, 255), bits_stored=8)
+        wrapped = dicom_bytes(stored, photometric=photometric, window=(128, 256), bits_stored=8)  # DICOM's identity
         from_jpeg, from_dicom = cascade.predict(path), cascade.predict(wrapped)
         assert from_dicom.label == from_jpeg.label
         assert from_dicom.probabilities == pytest.approx(from_jpeg.probabilities, abs=1e-4)
@@ -138,9 +145,10 @@ def test_real_slices_with_a_wide_border_or_mirrored_are_answered_like_the_origin
     images = [Image.open(path).convert("RGB") for path, _ in fixed_test_sample()[::3]]  # 32 scans, 4 per folder
     cascade = Cascade.from_pretrained()
     given = cascade.predict_batch(images)
+    answered = [index for index, result in enumerate(given) if not result.refused]
     for change in (framed, ImageOps.mirror):
-        changed = cascade.predict_batch([change(image) for image in images])
-        assert sum(result.refused for result in changed) <= FRAMING_MAX_REFUSED
-        same = sum(a.label == b.label for a, b in zip(changed, given) if not b.refused)
-        print(f"{change.__name__}: {same} of {len(images)} answered as the original")
-        assert same / len(images) >= FRAMING_SAME_ANSWER_FLOOR
+        changed = cascade.predict_batch([change(images[index]) for index in answered])
+        assert sum(result.refused for result in changed) <= FRAMING_MAX_NEW_REFUSALS
+        same = sum(result.label == given[index].label for result, index in zip(changed, answered))
+        print(f"{change.__name__}: {same} of {len(answered)} answered as the original")
+        assert same / len(answered) >= FRAMING_SAME_ANSWER_FLOOR
