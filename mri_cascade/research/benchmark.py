@@ -109,7 +109,8 @@ def with_interval(statistic: Callable[[np.ndarray], float], members: np.ndarray,
 
     interval = bootstrap((np.arange(len(cluster_ids)),), resampled, n_resamples=BOOTSTRAP_RESAMPLES,
                          method="percentile", vectorized=False, random_state=seed).confidence_interval
-    result.update(low=float(interval.low), high=float(interval.high))
+    if np.isfinite(interval.low) and np.isfinite(interval.high):  # else too few resamples held both classes
+        result.update(low=float(interval.low), high=float(interval.high))
     return result
 
 
