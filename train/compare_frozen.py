@@ -76,7 +76,12 @@ def main() -> None:
     clusters = np.where(subjects != "", subjects, np.char.add("cluster-", groups.astype(str)))
     parts = source_parts(data, prints.sizes)
     truth = np.asarray(data["label_id"])
-    features = embed(data["image"])
+    cache = args.out.with_suffix(".features.npy")
+    if cache.is_file():
+        features = np.load(cache)
+    else:
+        features = embed(data["image"])
+        np.save(cache, features)
     fine_tuned = Cascade.from_pretrained(args.models).stage_probabilities(data.select(np.flatnonzero(held))["image"])
     report = {"held_out_fold": fold, "images": int(held.sum()), "comparisons": {}}
     rows = np.flatnonzero(held)
