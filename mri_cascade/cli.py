@@ -85,26 +85,17 @@ def benchmark_command(args: argparse.Namespace) -> int:
 
 
 def print_benchmark(report: dict) -> None:
-    def cell(figure: dict) -> str:
-        if figure["value"] is None:
-            return "-"
-        interval = f" ({100 * figure['low']:.1f}-{100 * figure['high']:.1f})" if figure["low"] is not None else ""
-        return f"{100 * figure['value']:.1f}{interval}"
+    from .research.cards import card_benchmark
 
     print(f"benchmark: fold {report['held_out_fold']} held out by every model, {report['images']} scans in "
-          f"{report['clusters']} subjects or clusters; thresholds cross-fitted over two halves of them; % (95 % CI)")
+          f"{report['clusters']} subjects or clusters; thresholds cross-fitted over two halves of them; 95 % CI")
+    columns = ("end_to_end", "disease_recall", "healthy_kept", "detector_auc")
     for point in ("balanced", "screening"):
-        rows = [(f"slice, {name}", figures) for name, figures in report[point]["slice_level"].items()]
-        if report[point]["subject_level"]:
-            rows.append((f"subject ({report[point]['subject_level']['subjects']} Alzheimer subjects)",
-                         report[point]["subject_level"]))
-        rows += [(f"source {name}", figures) for name, figures in report[point]["per_source"].items()]
-        print(f"\n{point}: {'':<38}{'end to end':>22}{'disease recall':>22}{'healthy kept':>22}{'detector AUC':>22}")
-        for name, figures in rows:
-            print(f"  {name:<46}" + "".join(f"{cell(figures[key]):>22}" for key in
-                                            ("end_to_end", "disease_recall", "healthy_kept", "detector_auc")))
-    print("\ntumor type: " + ", ".join(f"{part} {cell(figure)} of {figure['images']}"
-                                        for part, figure in report["tumor_type"].items()))
+        table = card_benchmark(report, point)
+        print(f"\n{point}: {'':<50}" + "".join(f"{column.replace('_', ' '):>24}" for column in columns))
+        for name, figures in table["rows"]:
+            print(f"  {name:<58}" + "".join(f"{figures[column]:>24}" for column in columns))
+    print(f"\ntumor type: {card_benchmark(report)['tumor_type']}")
     framing = report["framing"]
     for change in ("border", "mirrored"):
         row = framing[change]

@@ -52,11 +52,12 @@ def percent(figure: dict) -> str:
     return f"{100 * figure['value']:.1f} %{interval}"
 
 
-def card_benchmark(report: dict | None) -> dict | None:
-    """The rows a card shows of a benchmark report (``research.benchmark.run_benchmark``), formatted."""
+def card_benchmark(report: dict | None, point: str = "balanced") -> dict | None:
+    """The rows a card (or ``mri-cascade benchmark``) shows of a benchmark report
+    (``research.benchmark.run_benchmark``) at ``point``, formatted."""
     if report is None:
         return None
-    balanced = report["balanced"]
+    balanced = report[point]
     levels = [(f"slice, {name}", figures) for name, figures in balanced["slice_level"].items()]
     if balanced.get("subject_level"):
         levels.append((f"subject ({balanced['subject_level']['subjects']} Alzheimer subjects, slices pooled)",
