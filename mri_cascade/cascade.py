@@ -16,7 +16,7 @@ from .explain import Explanation, display_size, grad_cam, overlay_heatmap, uncro
 from .familiarity import CT_REFUSAL_REASON, REFUSAL_REASON, FamiliarityCheck
 from .images import ImageSource, head_box, load_image, load_slices
 from .labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, TASKS
-from .loading import Stage, load_familiarity, load_stages, read_operating_points
+from .loading import SERIES_OPERATING_POINTS_KEY, Stage, load_familiarity, load_stages, read_operating_points
 from .medical import NOT_BRAIN_MRI_KEY
 from .modality import bone_rim
 from .results import REFUSED_DISPLAY_NAME, CascadeResult, SeriesResult
@@ -32,7 +32,10 @@ class Cascade:
             raise ValueError(f"cascade needs all four models; missing {sorted(missing)}")
         self.stages = stages
         self.familiarity = familiarity
-        self.operating_points = read_operating_points(stages[DISEASE_DETECTOR.name].config)
+        detector_config = stages[DISEASE_DETECTOR.name].config
+        self.operating_points = read_operating_points(detector_config)
+        self.series_operating_points = (read_operating_points(detector_config, SERIES_OPERATING_POINTS_KEY)
+                                        or self.operating_points)
         self.operating_point = check_operating_point(operating_point)
         # tasks whose image processors agree share one preprocessing pass
         self.preprocessing_groups: dict[str, list[str]] = {}
@@ -104,9 +107,11 @@ class Cascade:
         return ({task: np.concatenate(parts) for task, parts in logits.items()},
                 {task: np.concatenate(parts) if parts else np.zeros((0, 0)) for task, parts in embeddings.items()})
 
-    def thresholds(self, operating_point: str | None = None) -> dict[str, float]:
-        """Family -> healthy threshold at ``operating_point`` (default: the cascade's own)."""
-        return self.operating_points[check_operating_point(operating_point or self.operating_point)]
+    def thresholds(self, operating_point: str | None = None, series: bool = False) -> dict[str, float]:
+        """Family -> healthy threshold at ``operating_point`` (default: the cascade's own), for one slice or, with
+        ``series``, for a patient's pooled series."""
+        points = self.series_operating_points if series else self.operating_points
+        return points[check_operating_point(operating_point or self.operating_point)]
 
     def combine(self, stage_probabilities: dict[str, np.ndarray], operating_point: str | None = None,
                 thresholds: dict[str, float] | None = None) -> list[CascadeResult]:
@@ -173,7 +178,7 @@ class Cascade:
                        refuse_unfamiliar: bool = True, operating_point: str | None = None) -> SeriesResult:
         """One answer for a patient from several slices: files, arrays, a multi-frame DICOM or a NIfTI volume
         (whose empty slices the loader skips). Each model's probabilities are pooled over the slices with
-        ``pool_series``, then routed through the cascade exactly as for one slice. Refused slices (not
+        ``pool_series``, then routed through the cascade as one slice is, with the series thresholds. Refused slices (not
         brain-MRI-like) are left out of the pool; when every slice is refused, so is the series. When answered
         slices on their own disagree with the patient answer, ``reason`` says how many and what they say."""
         point = check_operating_point(operating_point or self.operating_point)
@@ -192,7 +197,8 @@ class Cascade:
             scores = [result.unfamiliarity for result in per_slice]
             worst = None if None in scores else max(scores)
             return SeriesResult(None, REFUSED_DISPLAY_NAME, {}, [], True, reason, worst, point, slices=per_slice)
-        (patient,) = self.combine(pool_series({task: p[answered] for task, p in probabilities.items()}), point)
+        pooled = pool_series({task: p[answered] for task, p in probabilities.items()})
+        (patient,) = self.combine(pooled, point, thresholds=self.thresholds(point, series=True))
         remarks = []
         if len(answered) < len(slices):
             remarks.append(f"{len(slices) - len(answered)} of {len(slices)} slices did not look like brain MRI "

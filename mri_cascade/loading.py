@@ -44,6 +44,9 @@ DEFAULT_MODELS: str | Path = checkout_models() or HUB_PREFIX
 MODELS_ENV = "MRI_CASCADE_MODELS"
 """Environment variable naming the models: a local directory or a Hub prefix (default: ``DEFAULT_MODELS``)."""
 OPERATING_POINTS_KEY = "operating_points"
+SERIES_OPERATING_POINTS_KEY = "series_operating_points"
+"""The disease detector's thresholds for a patient's pooled series (same shape as ``operating_points``); without
+it, a series is answered with the slice thresholds."""
 TEST_TIME_FLIPS_KEY = "test_time_flips"
 """A model config's switch (true/false): the cascade averages its logits over each image and its mirror image."""
 CROP_TO_HEAD_KEY = "crop_to_head"
@@ -56,21 +59,24 @@ class ModelLoadError(RuntimeError):
     """A cascade model could not be loaded; the message names the model and where it was looked for."""
 
 
-def read_operating_points(config) -> dict[str, dict[str, float]]:
-    """Operating point -> family -> healthy threshold, from the disease detector's config. A config without
-    ``operating_points`` (models from before they existed) uses its single ``healthy_threshold`` everywhere."""
-    stored = getattr(config, OPERATING_POINTS_KEY, None)
+def read_operating_points(config, key: str = OPERATING_POINTS_KEY) -> dict[str, dict[str, float]] | None:
+    """Operating point -> family -> healthy threshold, from the disease detector's config under ``key``. Without
+    ``operating_points`` (models from before they existed) its single ``healthy_threshold`` holds everywhere;
+    without ``series_operating_points``: None."""
+    stored = getattr(config, key, None)
+    if not stored and key != OPERATING_POINTS_KEY:
+        return None
     if not stored:
         legacy = float(getattr(config, LEGACY_THRESHOLD_KEY, LEGACY_DEFAULT_THRESHOLD))
         return {point: dict.fromkeys(FAMILIES, legacy) for point in OPERATING_POINTS}
     try:
         points = {point: {family: float(stored[point][family]) for family in FAMILIES} for point in OPERATING_POINTS}
     except (KeyError, TypeError, ValueError) as error:
-        raise ModelLoadError(f"the disease detector's {OPERATING_POINTS_KEY} must give a threshold for each of "
+        raise ModelLoadError(f"the disease detector's {key} must give a threshold for each of "
                              f"{list(FAMILIES)} under each of {list(OPERATING_POINTS)}; found {stored!r}") from error
     for point, thresholds in points.items():
         if not all(0.0 <= value <= 1.0 for value in thresholds.values()):
-            raise ModelLoadError(f"the disease detector's {point} thresholds {thresholds} are not probabilities")
+            raise ModelLoadError(f"the disease detector's {key} {point} thresholds {thresholds} are not probabilities")
     return points
 
 

@@ -39,9 +39,10 @@ def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
 
 
 def save_tiny_models(root: Path, healthy_threshold: float | None = None, seed: int = 0,
-                     operating_points: dict | None = None) -> Path:
+                     operating_points: dict | None = None, series_operating_points: dict | None = None) -> Path:
     """Four randomly initialised, very small classifiers in the cascade's Hub layout. The disease detector's config
-    gets ``operating_points`` when given, else a legacy single ``healthy_threshold`` when given, else neither."""
+    gets ``operating_points`` when given, else a legacy single ``healthy_threshold`` when given, else neither;
+    and ``series_operating_points`` when given."""
     import torch
     from transformers import ConvNextConfig, ConvNextForImageClassification, EfficientNetImageProcessor
 
@@ -58,6 +59,8 @@ def save_tiny_models(root: Path, healthy_threshold: float | None = None, seed: i
             config.operating_points = operating_points
         elif task.name == "disease-detector" and healthy_threshold is not None:
             config.healthy_threshold = healthy_threshold
+        if task.name == "disease-detector" and series_operating_points is not None:
+            config.series_operating_points = series_operating_points
         model = ConvNextForImageClassification(config)
         processor = EfficientNetImageProcessor(
             size={"height": 32, "width": 32}, do_center_crop=False, image_mean=[0.5] * 3, image_std=[0.5] * 3,

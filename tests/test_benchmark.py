@@ -51,20 +51,33 @@ def test_the_interval_resamples_whole_clusters():
     assert figure["low"] == 0.0 and figure["high"] == 1.0
 
 
-def test_a_subjects_slices_pool_into_one_answer():
-    # three slices: two weakly demented, one confidently healthy; their mean P(healthy) is 0.53
-    p_healthy = np.array([0.4, 0.4, 0.8])
+def test_a_subject_is_answered_with_series_thresholds_fitted_on_the_other_half(monkeypatch, tiny_cascade):
+    """Two subjects, one per half. s1's slices pool to P(healthy) 0.53: healthy under the slice threshold 0.5, but
+    not under the series threshold 0.9 fitted on the other half's subject. Catches series thresholds fitted on
+    the subjects they answer, the slice thresholds used for a series, or slices answered one by one."""
+    p_healthy = np.array([0.4, 0.4, 0.8, 0.3, 0.3, 0.3])
     probabilities = {"disease-detector": np.c_[p_healthy, 1 - p_healthy],
-                     "alzheimer-vs-tumor": np.tile([0.9, 0.1], (3, 1)),
-                     "alzheimer-severity": np.tile([0.7, 0.2, 0.1], (3, 1)), "tumor-type": np.tile([0.4, 0.3, 0.3], (3, 1))}
+                     "alzheimer-vs-tumor": np.tile([0.9, 0.1], (6, 1)),
+                     "alzheimer-severity": np.tile([0.7, 0.2, 0.1], (6, 1)), "tumor-type": np.tile([0.4, 0.3, 0.3], (6, 1))}
+    subjects = np.array(["s1"] * 3 + ["s2"] * 3)
+    first_half = subjects == "s1"
     thresholds = {half: {"balanced": {"alzheimer": 0.5, "tumor": 0.5}} for half in ("first half", "second half")}
-    slice_answers = np.array(["alzheimer_very_mild", "alzheimer_very_mild", "healthy"], dtype=object)
-    figures = benchmark.subject_figures(probabilities, np.array(["alzheimer_very_mild"] * 3, object),
-                                        np.array(["NonDemented_s001"] * 3), slice_answers, thresholds,
-                                        np.ones(3, bool), "balanced")
-    assert figures["subjects"] == 1
-    assert figures["end_to_end"]["value"] == 0.0  # pooled: 0.53 > 0.5 -> healthy, wrong
-    assert figures["majority_of_slices_end_to_end"]["value"] == 1.0  # two of three slices say very mild
+    fitted_on = []
+
+    def fit_series(cascade, probs, truth, named, slice_points):
+        fitted_on.append(set(named))
+        return {"operating_points": {"balanced": {**slice_points["balanced"], "alzheimer": 0.9}}}
+
+    monkeypatch.setattr(benchmark, "fit_series_operating_points", fit_series)
+    slice_answers = np.array(["alzheimer_very_mild", "alzheimer_very_mild", "healthy"] + ["alzheimer_very_mild"] * 3,
+                             dtype=object)
+    figures = benchmark.subject_figures(tiny_cascade, probabilities, np.array(["alzheimer_very_mild"] * 6, object),
+                                        subjects, slice_answers, thresholds, first_half, "balanced")
+    assert fitted_on == [{"s2"}, {"s1"}]  # the first half's series thresholds come from the second half
+    assert figures["subjects"] == 2
+    assert figures["end_to_end"]["value"] == 1.0  # 0.53 and 0.3 are not above 0.9: both very mild, right
+    assert figures["with_slice_thresholds"]["end_to_end"]["value"] == 0.5  # s1: 0.53 > 0.5 -> healthy, wrong
+    assert figures["majority_of_slices_end_to_end"]["value"] == 1.0
 
 
 def test_models_trained_on_other_collections_cannot_be_benchmarked(tmp_path):

@@ -154,6 +154,27 @@ def test_malformed_operating_points_stop_the_load_with_a_clear_error(tmp_path):
         Cascade.from_pretrained(root)
 
 
+def test_a_series_is_answered_with_the_series_thresholds(tmp_path):
+    """Slices always healthy (threshold 0), series never (threshold 1): the two must not share thresholds. Models
+    without series thresholds answer a series with the slice ones."""
+    always, never = ({point: dict.fromkeys(("alzheimer", "tumor"), t) for point in OPERATING_POINTS} for t in (0.0, 1.0))
+    images = [synthetic_slice(6), synthetic_slice(7)]
+    split = Cascade.from_pretrained(save_tiny_models(tmp_path / "split", operating_points=always,
+                                                     series_operating_points=never))
+    assert [result.label for result in split.predict_batch(images)] == ["healthy", "healthy"]
+    assert split.predict_series(images).label != "healthy"
+    assert split.thresholds("screening", series=True) == never["screening"]
+    shared = Cascade.from_pretrained(save_tiny_models(tmp_path / "shared", operating_points=always))
+    assert shared.predict_series(images).label == "healthy"
+
+
+def test_malformed_series_thresholds_stop_the_load_with_a_clear_error(tmp_path):
+    root = save_tiny_models(tmp_path, series_operating_points={"balanced": {"alzheimer": 2.0, "tumor": 0.5},
+                                                               "screening": {"alzheimer": 0.5, "tumor": 0.5}})
+    with pytest.raises(ModelLoadError, match="series_operating_points balanced thresholds .* are not probabilities"):
+        Cascade.from_pretrained(root)
+
+
 def test_result_serialises_to_the_api_json(tiny_cascade):
     payload = tiny_cascade.predict(jpeg_bytes(synthetic_slice(7))).to_dict()
     assert set(payload) >= {"label", "probabilities", "stages"}

@@ -49,6 +49,19 @@ def test_a_collection_loads_with_label_ids(collections):
     assert set(splits["train"]["source"]) == {"alzheimer"}
 
 
+def test_subjects_come_from_the_collections_subject_list(collections, tmp_path):
+    import shutil
+
+    root = tmp_path / "alzheimer"
+    shutil.copytree(collections / "alzheimer", root)
+    (root / "subjects.csv").write_text("path,subject,entropy_rank\ntrain/MildDemented/0.jpg,MildDemented_s007,1\n")
+    train = load_source(str(root))["train"]
+    named = dict(zip(train["file"], train["subject"]))
+    assert named["train/MildDemented/0.jpg"] == "MildDemented_s007"
+    assert set(named.values()) == {"MildDemented_s007", ""}  # unlisted files have no subject
+    assert set(load_source(str(collections / "brain_tumor"))["train"]["subject"]) == {""}
+
+
 def test_hub_style_folders_and_split_names_are_understood(collections):
     splits = load_source(str(collections / "brain_tumor"))
     assert set(splits) == {"train", "test"}

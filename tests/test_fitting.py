@@ -20,6 +20,7 @@ from mri_cascade.research.fitting import (
     best_accuracy_threshold,
     calibrate_models,
     fit_operating_points,
+    fit_series_operating_points,
     held_out_fold,
     held_out_logits,
     stored_validation_figures,
@@ -96,6 +97,27 @@ def test_operating_points_are_fitted_per_family(tmp_path):
             labels = np.where(p_healthy[members] > t, "healthy", np.where(
                 families[members] == "alzheimer", "alzheimer_very_mild", "tumor_glioma"))
             assert best >= (labels == truth[members]).mean() - 1e-12
+
+
+def test_series_thresholds_are_fitted_on_pooled_subjects_for_alzheimers_only(tmp_path):
+    """Four Alzheimer subjects of two slices each. One slice of each healthy subject looks diseased, so no slice
+    threshold separates the classes (the best on slices is 0.675), but the subjects' means (0.65 healthy, 0.4
+    diseased) do. Catches fitting on
+    slices instead of pooled subjects, and fitting the tumor family without any tumor patients."""
+    cascade = Cascade.from_pretrained(save_tiny_models(tmp_path))
+    p_healthy = np.array([0.95, 0.35, 0.95, 0.35, 0.4, 0.4, 0.4, 0.4])
+    probabilities = {"disease-detector": np.c_[p_healthy, 1 - p_healthy],
+                     "alzheimer-vs-tumor": np.tile([0.9, 0.1], (8, 1)),
+                     "alzheimer-severity": np.tile([0.8, 0.1, 0.1], (8, 1)), "tumor-type": np.tile([0.4, 0.3, 0.3], (8, 1))}
+    truth = np.array(["healthy"] * 4 + ["alzheimer_very_mild"] * 4, dtype=object)
+    subjects = np.repeat(["h1", "h2", "d1", "d2"], 2)
+    slice_points = {"balanced": {"alzheimer": 0.3, "tumor": 0.61}, "screening": {"alzheimer": 0.3, "tumor": 0.62}}
+    fitted = fit_series_operating_points(cascade, probabilities, truth, subjects, slice_points)
+    points = fitted["operating_points"]
+    assert 0.4 < points["balanced"]["alzheimer"] < 0.65  # between the pooled classes: all four subjects right
+    assert points["balanced"]["tumor"] == 0.61 and points["screening"]["tumor"] == 0.62
+    assert fitted["validation_subjects"] == 4
+    assert fitted["validation"]["balanced"]["alzheimer"]["end_to_end_accuracy"] == 1.0
 
 
 def test_screening_never_misses_more_diseases_than_balanced(tmp_path):

@@ -29,7 +29,7 @@ from mri_cascade import Cascade
 from mri_cascade.images import crop_to_head, to_model_rgb
 from mri_cascade.labels import ALZHEIMER_SEVERITY, DISEASE_DETECTOR, TUMOR_TYPE
 from mri_cascade.research.audit import fingerprint_dataset, near_duplicate_groups
-from mri_cascade.research.benchmark import held_out_fold_of, source_parts, subject_of
+from mri_cascade.research.benchmark import held_out_fold_of, source_parts
 from mri_cascade.research.data import SPLIT_SEED, VALIDATION_FRACTION, expand_sources, fold_assignment, load_sources
 from mri_cascade.research.evaluation import paired_cluster_bootstrap
 from train.dinov2 import dinov2_small
@@ -72,7 +72,7 @@ def main() -> None:
     prints = fingerprint_dataset(data)
     groups = near_duplicate_groups(prints.thumbnails)
     held = fold_assignment(data["label_id"], groups, VALIDATION_FRACTION, SPLIT_SEED) == fold
-    subjects = subject_of(data, {Path(source).name: Path(source) for source in sources})
+    subjects = np.asarray(data["subject"])
     clusters = np.where(subjects != "", subjects, np.char.add("cluster-", groups.astype(str)))
     parts = source_parts(data, prints.sizes)
     truth = np.asarray(data["label_id"])

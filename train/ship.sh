@@ -2,26 +2,33 @@
 # The exact run that produces the shipped models/ (2 CPU cores, about 75 minutes; reports/ gives the timings).
 # Every model reads MRI only (the modality audit's CT slices are left out), each slice cropped to the head, and
 # trains on the three collections: Br35H's untyped tumors teach the detector and Alzheimer's vs tumor only.
+#
+# FOLD=K trains the same recipe with grouped fold K held out into folds/foldK (the out-of-fold benchmark's
+# models: `mri-cascade benchmark --fold-models folds/fold*`) and skips the fitting, which belongs to the shipped
+# models; TASKS="a b" trains only those tasks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-models}
-COMMON=(--output_dir "$OUT" --model efficientnet-lite0
+FOLD=${FOLD:-0}
+if [ "$FOLD" = 0 ]; then OUT=${OUT:-models}; else OUT=${OUT:-folds/fold$FOLD}; fi
+TASKS=${TASKS:-disease-detector alzheimer-vs-tumor alzheimer-severity tumor-type}
+COMMON=(--output_dir "$OUT" --model efficientnet-lite0 --validation_fold "$FOLD"
         --data ../shared/data/alzheimer ../shared/data/brain_tumor ../shared/data/br35h --crop_to_head
         --per_device_train_batch_size 32 --per_device_eval_batch_size 64
         --learning_rate 6e-4 --weight_decay 0.05 --lr_scheduler_type cosine --warmup_steps 30
         --eval_strategy epoch --logging_strategy epoch --report_to none --use_cpu --seed 42)
 BEST_EPOCH=(--save_strategy epoch --save_total_limit 1 --load_best_model_at_end --metric_for_best_model balanced_accuracy)
+train() {  # train TASK ARGS...: one run of run_train, when TASK is asked for
+  case " $TASKS " in *" $1 "*) python -m train.run_train "${COMMON[@]}" --task "$@" ;; esac
+}
 # grey-level curves spanning T1/T2/FLAIR looks, wide framing, and what tells one source's scans from another's
-python -m train.run_train "${COMMON[@]}" "${BEST_EPOCH[@]}" \
-  --task disease-detector --augmentation multi-sequence --image_size 160 --num_train_epochs 6 "$@"
-python -m train.run_train "${COMMON[@]}" "${BEST_EPOCH[@]}" \
-  --task alzheimer-vs-tumor --augmentation multi-sequence --image_size 128 --num_train_epochs 2 "$@"
+train disease-detector "${BEST_EPOCH[@]}" --augmentation multi-sequence --image_size 160 --num_train_epochs 6
+train alzheimer-vs-tumor "${BEST_EPOCH[@]}" --augmentation multi-sequence --image_size 128 --num_train_epochs 2
 # severity: timm's regularisers (mixup/cutmix and an EMA of the weights), compared over four folds and two seeds
-python -m train.run_train "${COMMON[@]}" "${BEST_EPOCH[@]}" \
-  --task alzheimer-severity --image_size 176 --num_train_epochs 10 --mixup_alpha 0.2 --cutmix_alpha 1.0 --ema_decay 0.998 "$@"
+train alzheimer-severity "${BEST_EPOCH[@]}" --image_size 176 --num_train_epochs 10 --mixup_alpha 0.2 \
+  --cutmix_alpha 1.0 --ema_decay 0.998
 # tumor type: 224 px and the last of 10 epochs (fold 0's few other-source tumors cannot choose an epoch)
-python -m train.run_train "${COMMON[@]}" \
-  --task tumor-type --augmentation multi-sequence --image_size 224 --num_train_epochs 10 --save_strategy no "$@"
+train tumor-type --augmentation multi-sequence --image_size 224 --num_train_epochs 10 --save_strategy no
+[ "$FOLD" = 0 ] || exit 0
 # temperatures and both operating points need all four models; the refusal check needs their final weights
 mri-cascade calibrate ../shared/data --models "$OUT" --out reports --test-time-flips disease-detector
 mri-cascade fit-familiarity ../shared/data --models "$OUT" --out reports

@@ -1,45 +1,57 @@
-"""The benchmark: what a new patient gets, on scans that no model of the cascade trained on.
+"""The benchmark: what a new patient gets, on scans that no model deciding their answer trained on.
 
-Its scans are the validation fold that every model held out (``run_train.py --validation_fold``, fold 0 by
-default): a fixed grouped fold, drawn by subject on the Alzheimer collection (every subject there is one chain of
-near-duplicate slices, ``subjects.csv`` names it) and by near-duplicate cluster elsewhere, so no subject or cluster
-has scans on both sides. The published ``test/`` splits are not used: their Alzheimer slices belong to training
-subjects.
+Its scans are out of fold. The training data falls into fixed grouped folds (``data.fold_assignment``), drawn by
+subject on the Alzheimer collection (``subjects.csv`` names them) and by near-duplicate cluster elsewhere, so no
+subject or cluster has scans on both sides. The shipped models held out one fold (``run_train.py
+--validation_fold``, fold 0); models of the same recipe that held out other folds (``train/ship.sh`` with
+``FOLD=K``, given as ``--fold-models``) answer those folds' scans, each where every model deciding its answer
+(``evaluation.tasks_deciding``) is out of fold. All logits go through the shipped temperatures. The published
+``test/`` splits are not used: their Alzheimer slices belong to training subjects.
 
-The healthy thresholds that ``calibrate`` fits come from the same fold, so taking them as they are would flatter
-the end-to-end figures. They are cross-fitted instead: the fold's clusters fall into two halves, each half is
-answered with the thresholds fitted on the other (``fitting.fit_operating_points``, the same rule as shipped).
+The healthy thresholds that ``calibrate`` fits come from the same folds, so taking them as they are would flatter
+the end-to-end figures. They are cross-fitted instead: the clusters fall into two halves, each half is answered
+with the thresholds fitted on the other (``fitting.fit_operating_points``, the same rule as shipped).
 
 Three levels, each figure with a 95 % interval from a bootstrap over clusters (``scipy.stats.bootstrap``):
 - slice level: every scan on its own;
-- subject level: an Alzheimer subject's held-out slices pooled as one series (``decisions.pool_series``), the
-  answer the Space gives to a subject's upload;
+- subject level: an Alzheimer subject's held-out slices pooled as one series (``decisions.pool_series``) under
+  cross-fitted series thresholds (``fitting.fit_series_operating_points``): the answer the Space gives to a
+  subject's upload;
 - per source: the Alzheimer collection, the tumor collection's main (512 px figshare) and other sources, Br35H.
-It also measures framing: real held-out slices with a black border of a quarter of their side on each side, and
-mirrored, against the answers to the slices as given.
+It also measures framing, on the shipped models' fold: real held-out slices with a black border of a quarter of
+their side on each side, and mirrored, against the answers to the slices as given.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from datasets import Dataset
 from PIL import Image, ImageOps
 from scipy.stats import bootstrap
 from sklearn.metrics import roc_auc_score
 
 from ..cascade import Cascade
-from ..decisions import OPERATING_POINTS, calls_healthy, decide, pool_series, scan_families
+from ..decisions import OPERATING_POINTS, calls_healthy, scan_families
 from ..labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, TASKS, TUMOR_TYPE, answers_match
 from ..loading import model_location, resolve_file
 from .audit import fingerprint_dataset, near_duplicate_groups
 from .data import SPLIT_SEED, VALIDATION_FRACTION, fold_assignment, true_families
-from .fitting import NEVER_HEALTHY, TRAINING_RECORD, fit_operating_points, held_out_fold
+from .evaluation import tasks_deciding
+from .fitting import (
+    NEVER_HEALTHY,
+    TRAINING_RECORD,
+    fit_operating_points,
+    fit_series_operating_points,
+    fold_models_by_fold,
+    held_out_fold,
+    pooled_subjects,
+)
 
-SUBJECTS_FILE = "subjects.csv"
 BOOTSTRAP_RESAMPLES = 1000
 BORDER_SHARE = 0.25  # the framing check's black border, as a share of the slice's side, on each side
 FRAMING_SCANS_PER_CLASS = 8
@@ -52,25 +64,20 @@ def held_out_fold_of(models: str, sources: list[str]) -> int:
     if len(set(folds.values())) != 1 or None in folds.values():
         raise ValueError(f"the four models must hold out one and the same validation fold to be benchmarked; "
                          f"their training records say {folds}")
-    wanted = sorted(Path(source).name for source in sources)
     for task in TASKS:
-        record = resolve_file(model_location(models, task), TRAINING_RECORD)
-        trained_on = sorted(Path(source).name for source in json.loads(Path(record).read_text())["data"]) if record else None
-        if trained_on != wanted:
-            raise ValueError(f"the {task} model was trained on {trained_on}, not on {wanted}: its held-out fold is "
-                             "drawn over other scans, so the benchmark cannot tell which of these it never saw")
+        check_trained_on(model_location(models, task), sources)
     return next(iter(folds.values()))
 
 
-def subject_of(dataset, data_roots: dict[str, Path]) -> np.ndarray:
-    """Each scan's subject where its collection names them (``subjects.csv``), else ''."""
-    named: dict[tuple[str, str], str] = {}
-    for source, root in data_roots.items():
-        path = root / SUBJECTS_FILE
-        if path.is_file():
-            with path.open(newline="") as rows:
-                named.update({(source, row["path"]): row["subject"] for row in csv.DictReader(rows)})
-    return np.array([named.get((source, file), "") for source, file in zip(dataset["source"], dataset["file"])])
+def check_trained_on(location: str, sources: list[str]) -> None:
+    """An error unless the model at ``location`` trained on the collections of ``sources``: its held-out fold is
+    otherwise drawn over other scans, and nothing tells which of these it never saw."""
+    wanted = sorted(Path(source).name for source in sources)
+    record = resolve_file(location, TRAINING_RECORD)
+    trained_on = sorted(Path(source).name for source in json.loads(Path(record).read_text())["data"]) if record else None
+    if trained_on != wanted:
+        raise ValueError(f"the model at {location} was trained on {trained_on}, not on {wanted}: its held-out fold "
+                         "is drawn over other scans, so the benchmark cannot tell which of these it never saw")
 
 
 def source_parts(dataset, sizes: list[tuple[int, int]]) -> np.ndarray:
@@ -186,33 +193,80 @@ def framing_figures(cascade: Cascade, dataset, point: str, per_class: int = FRAM
     return figures
 
 
-def run_benchmark(models: str, sources: list[str], batch_size: int = 16) -> dict:
-    """Every figure of the benchmark (see the module's docstring) for the models at ``models``."""
+@dataclass
+class OutOfFoldScans:
+    """The benchmark's scans and what the cascade makes of them: each scan's calibrated stage probabilities come
+    from the models that held its fold out, for every task deciding its answer."""
+
+    dataset: Dataset
+    probabilities: dict[str, np.ndarray]
+    truth: np.ndarray  # label ids
+    fold: np.ndarray  # each scan's grouped fold
+    subjects: np.ndarray  # '' where the collection names none
+    clusters: np.ndarray  # the subject, else the near-duplicate cluster: the bootstrap's unit
+    parts: np.ndarray  # source_parts
+    folds: dict[int, dict]  # fold -> its scan count and the tasks out of fold
+
+
+def out_of_fold_scans(cascade: Cascade, shipped_fold: int, sources: list[str], fold_models: Sequence[Path] = (),
+                      batch_size: int = 16) -> OutOfFoldScans:
+    """The scans of the fold the shipped models held out and of every fold that ``fold_models`` held out, each
+    kept where every task deciding its answer (``evaluation.tasks_deciding``) is out of fold, through that
+    fold's models (``fitting.fold_models_by_fold``) and the shipped temperatures."""
     from .data import carve_validation, load_sources
 
-    fold = held_out_fold_of(models, sources)
-    cascade = Cascade.from_pretrained(models)
+    for directory in fold_models:
+        for task in TASKS:
+            if (directory / task).is_dir():
+                check_trained_on(str(directory / task), sources)
+    by_fold = fold_models_by_fold(cascade.stages, fold_models)
     train = load_sources(sources)["train"]
     prints = fingerprint_dataset(train)
     groups = near_duplicate_groups(prints.thumbnails)
-    in_fold = fold_assignment(train["label_id"], groups, VALIDATION_FRACTION, SPLIT_SEED) == fold
-    held_out = train.select(np.flatnonzero(in_fold))
-    _, check = carve_validation(train, VALIDATION_FRACTION, SPLIT_SEED, prints.thumbnails, fold)
-    if sorted(check["file"]) != sorted(held_out["file"]):
+    assignment = fold_assignment(train["label_id"], groups, VALIDATION_FRACTION, SPLIT_SEED)
+    _, check = carve_validation(train, VALIDATION_FRACTION, SPLIT_SEED, prints.thumbnails, shipped_fold)
+    if sorted(check["file"]) != sorted(np.asarray(train["file"])[assignment == shipped_fold]):
         raise RuntimeError("the benchmark's fold is not the training script's validation split")
-    roots = {Path(source).name: Path(source) for source in sources}
-    subjects = subject_of(held_out, roots)
-    clusters = np.where(subjects != "", subjects, np.char.add("cluster-", groups[in_fold].astype(str)))
-    parts = source_parts(held_out, [size for size, keep in zip(prints.sizes, in_fold) if keep])
-    truth = np.asarray(held_out["label_id"], dtype=object)
-    true_family = true_families(held_out)
+    labels = np.asarray(train["label_id"], dtype=object)
+    chosen, logit_parts, folds = [], [], {}
+    for fold, swapped in by_fold.items():
+        answerable = np.array([tasks_deciding(label) <= swapped.out_of_fold for label in labels])
+        members = np.flatnonzero((assignment == fold) & answerable)
+        if not len(members):
+            continue
+        fold_cascade = cascade if fold == shipped_fold else Cascade(swapped.stages)
+        logit_parts.append(fold_cascade.stage_logits(train.select(members)["image"], batch_size))
+        chosen.append(members)
+        folds[fold] = {"images": len(members), "out_of_fold": sorted(swapped.out_of_fold)}
+    chosen = np.concatenate(chosen)
+    dataset = train.select(chosen)
+    subjects = np.asarray(dataset["subject"])
+    return OutOfFoldScans(
+        dataset=dataset,
+        probabilities=cascade.calibrated({task: np.concatenate([part[task] for part in logit_parts]) for task in TASKS}),
+        truth=np.asarray(dataset["label_id"], dtype=object), fold=assignment[chosen], subjects=subjects,
+        clusters=np.where(subjects != "", subjects, np.char.add("cluster-", groups[chosen].astype(str))),
+        parts=source_parts(dataset, [prints.sizes[i] for i in chosen]), folds=folds)
 
-    probabilities = cascade.stage_probabilities(held_out["image"], batch_size=batch_size)
+
+def run_benchmark(models: str, sources: list[str], batch_size: int = 16,
+                  fold_models: Sequence[str | Path] = ()) -> dict:
+    """Every figure of the benchmark (see the module's docstring) for the models at ``models``, out of fold over
+    the fold they held out and every fold that ``fold_models`` (``train/ship.sh`` with ``FOLD=K``) held out."""
+    shipped_fold = held_out_fold_of(models, sources)
+    cascade = Cascade.from_pretrained(models)
+    scans = out_of_fold_scans(cascade, shipped_fold, sources, [Path(d) for d in fold_models], batch_size)
+    probabilities, truth, clusters, parts = scans.probabilities, scans.truth, scans.clusters, scans.parts
+    true_family = true_families(scans.dataset)
     first_half = cluster_halves(clusters)
     answers, thresholds = cross_fitted_answers(cascade, probabilities, truth, first_half)
     p_healthy = probabilities[DISEASE_DETECTOR.name][:, 0]
-    report = {"models": models, "data": sources, "held_out_fold": fold, "images": len(truth),
-              "clusters": int(len(np.unique(clusters))), "cross_fitted_thresholds": thresholds}
+    alzheimer_fold = np.where(true_family == "alzheimer", scans.fold, -1)
+    report = {"models": models, "fold_models": [str(d) for d in fold_models], "data": sources,
+              "held_out_fold": shipped_fold, "folds": scans.folds, "images": len(truth),
+              "clusters": int(len(np.unique(clusters))), "cross_fitted_thresholds": thresholds,
+              "alzheimer_detector_auc_by_fold": {fold: auc_of(truth != "healthy", -p_healthy)(
+                  np.flatnonzero(alzheimer_fold == fold)) for fold in scans.folds}}
     everything = np.ones(len(truth), dtype=bool)
     for point in OPERATING_POINTS:
         slice_level = {"all": level_figures(answers[point], truth, p_healthy, clusters, everything)}
@@ -221,41 +275,50 @@ def run_benchmark(models: str, sources: list[str], batch_size: int = 16) -> dict
         per_source = {part: level_figures(answers[point], truth, p_healthy, clusters, parts == part)
                       for part in np.unique(parts)}
         report[point] = {"slice_level": slice_level, "per_source": per_source,
-                         "subject_level": subject_figures(probabilities, truth, subjects, answers[point], thresholds,
-                                                          first_half, point)}
+                         "subject_level": subject_figures(cascade, probabilities, truth, scans.subjects, answers[point],
+                                                          thresholds, first_half, point)}
     typed = np.isin(truth, TUMOR_TYPE.members())
     type_right = np.array([TUMOR_TYPE.classes[int(i)] for i in probabilities[TUMOR_TYPE.name].argmax(axis=1)]) == \
         np.array([TUMOR_TYPE.class_of.get(label, "") for label in truth])
     report["tumor_type"] = {part: with_interval(accuracy_of(type_right), typed & (parts == part), clusters)
                             for part in np.unique(parts[typed])}
-    report["framing"] = framing_figures(cascade, held_out, "balanced")
+    shipped_scans = scans.dataset.select(np.flatnonzero(scans.fold == shipped_fold))
+    report["framing"] = framing_figures(cascade, shipped_scans, "balanced")
     return report
 
 
-def subject_figures(probabilities: dict[str, np.ndarray], truth: np.ndarray, subjects: np.ndarray,
+def subject_figures(cascade: Cascade, probabilities: dict[str, np.ndarray], truth: np.ndarray, subjects: np.ndarray,
                     slice_answers: np.ndarray, thresholds: dict, first_half: np.ndarray, point: str) -> dict:
-    """Each named subject's held-out slices pooled into one answer (``pool_series``, as the Space's series tab
-    does), with the thresholds its slices were answered with; and, as the baseline, the majority of its slices'
-    own answers."""
-    named = np.unique(subjects[subjects != ""])
+    """Each named subject's held-out slices pooled into one answer (``fitting.pooled_subjects``, as the Space's
+    series tab does) under the series thresholds fitted on the other half of the subjects
+    (``fitting.fit_series_operating_points``, as ``calibrate`` fits them); and, as baselines, the pooled answer
+    under the slice thresholds its slices were answered with, and the majority of its slices' own answers."""
+    pooled, pooled_truth, named = pooled_subjects(probabilities, truth, subjects)
     if not len(named):
         return {}
-    pooled_answers, pooled_truth, pooled_p_healthy, majority = [], [], [], []
+    in_first_half = np.array([first_half[subjects == subject][0] for subject in named])
+    families = scan_families(pooled[ALZHEIMER_VS_TUMOR.name])
+    p_healthy = pooled[DISEASE_DETECTOR.name][:, 0]
+    disease_answers = np.array([r.label for r in cascade.combine(pooled, thresholds=NEVER_HEALTHY)], dtype=object)
+    answers = {"series": disease_answers.copy(), "slice": disease_answers.copy()}
+    series_thresholds = {}
+    for half, answered, fitted_on in (("first half", in_first_half, ~first_half),
+                                      ("second half", ~in_first_half, first_half)):
+        series_thresholds[half] = fit_series_operating_points(
+            cascade, {task: p[fitted_on] for task, p in probabilities.items()}, truth[fitted_on], subjects[fitted_on],
+            thresholds[half])["operating_points"][point]
+        for kind, limits in (("series", series_thresholds[half]), ("slice", thresholds[half][point])):
+            healthy = calls_healthy(p_healthy[answered], families[answered], limits)
+            answers[kind][np.flatnonzero(answered)[healthy]] = "healthy"
+    majority = []
     for subject in named:
-        members = np.flatnonzero(subjects == subject)
-        pooled = pool_series({task: p[members] for task, p in probabilities.items()})
-        family = scan_families(pooled[ALZHEIMER_VS_TUMOR.name])
-        half = "first half" if first_half[members[0]] else "second half"
-        healthy = bool(calls_healthy(pooled[DISEASE_DETECTOR.name][:, 0], family, thresholds[half][point])[0])
-        pooled_answers.append(decide({task: p[0] for task, p in pooled.items()}, healthy, point).label)
-        pooled_truth.append(truth[members[0]])
-        pooled_p_healthy.append(float(pooled[DISEASE_DETECTOR.name][0, 0]))
-        values, counts = np.unique(slice_answers[members].astype(str), return_counts=True)
+        values, counts = np.unique(slice_answers[subjects == subject].astype(str), return_counts=True)
         majority.append(values[counts.argmax()])
-    pooled_answers, pooled_truth = np.array(pooled_answers, dtype=object), np.array(pooled_truth, dtype=object)
     everyone = np.ones(len(named), dtype=bool)
-    figures = level_figures(pooled_answers, pooled_truth, np.array(pooled_p_healthy), named, everyone)
+    figures = level_figures(answers["series"], pooled_truth, p_healthy, named, everyone)
+    figures["with_slice_thresholds"] = level_figures(answers["slice"], pooled_truth, p_healthy, named, everyone)
     figures["majority_of_slices_end_to_end"] = with_interval(
         accuracy_of(answers_match(np.array(majority, dtype=object), pooled_truth)), everyone, named)
+    figures["cross_fitted_series_thresholds"] = series_thresholds
     figures["subjects"] = len(named)
     return figures

@@ -60,8 +60,10 @@ def card_benchmark(report: dict | None, point: str = "balanced") -> dict | None:
     balanced = report[point]
     levels = [(f"slice, {name}", figures) for name, figures in balanced["slice_level"].items()]
     if balanced.get("subject_level"):
-        levels.append((f"subject ({balanced['subject_level']['subjects']} Alzheimer subjects, slices pooled)",
-                       balanced["subject_level"]))
+        subjects = balanced["subject_level"]
+        levels.append((f"subject ({subjects['subjects']} Alzheimer subjects, slices pooled, series thresholds)", subjects))
+        if "with_slice_thresholds" in subjects:
+            levels.append(("subject, slices pooled, slice thresholds", subjects["with_slice_thresholds"]))
     levels += [(f"source: {name}", figures) for name, figures in balanced["per_source"].items()]
     rows = [(name, {key: percent(figures[key]) for key in ("end_to_end", "disease_recall", "healthy_kept")}
              | {"detector_auc": "–" if figures["detector_auc"]["value"] is None else
@@ -71,7 +73,9 @@ def card_benchmark(report: dict | None, point: str = "balanced") -> dict | None:
             for name, figures in levels]
     tumor_type = "; ".join(f"{part} {percent(figure)} of {figure['images']}"
                            for part, figure in report.get("tumor_type", {}).items())
-    return {"images": report["images"], "clusters": report["clusters"], "rows": rows, "tumor_type": tumor_type}
+    folds = ", ".join(map(str, report.get("folds", {report.get("held_out_fold", 0): None})))
+    return {"images": report["images"], "clusters": report["clusters"], "rows": rows, "tumor_type": tumor_type,
+            "folds": folds}
 
 
 def render_model_card(model_dir: Path, prefix: str = DEFAULT_PREFIX) -> ModelCard:

@@ -21,7 +21,9 @@ VALIDATION_FRACTION = 0.15
 SPLIT_SEED = 42
 """Seed of the grouped folds (``run_train.py --split_seed``), kept apart from any training seed."""
 FEATURES = Features({"image": Image(), "label_id": Value("string"), "source": Value("string"), "file": Value("string"),
-                     "modality": Value("string")})
+                     "modality": Value("string"), "subject": Value("string")})
+SUBJECTS_FILE = "subjects.csv"
+"""A collection root's list of the subject of each image (``path`` relative to the root, ``subject``)."""
 NON_MRI_LIST = Path(__file__).with_name("non_mri.csv")
 """The modality audit: every non-MRI image found in the collections (collection, file, modality, found_by)."""
 
@@ -56,11 +58,12 @@ def split_folders(root: str) -> dict[str, str]:
 
 
 def load_source(source: str) -> DatasetDict:
-    """One collection, as splits of (image, label_id, source, file, modality).
+    """One collection, as splits of (image, label_id, source, file, modality, subject).
 
     ``source`` is a local image-folder root (``<root>/<split>/<class>/*``) or a Hub dataset id
     such as ``Falah/Alzheimer_MRI`` or ``sartajbhuvaji/Brain-Tumor-Classification``. ``file`` is the image's path
-    relative to the root; ``modality`` is what the modality audit (``NON_MRI_LIST``) lists for it, else "MRI". A
+    relative to the root; ``modality`` is what the modality audit (``NON_MRI_LIST``) lists for it, else "MRI";
+    ``subject`` the patient it shows where the root's ``SUBJECTS_FILE`` names one, else ''. A
     local collection that holds some but not all of the files listed for its name fails loudly: it changed since
     the audit.
     """
@@ -77,6 +80,7 @@ def load_source(source: str) -> DatasetDict:
     name = os.path.basename(os.path.normpath(source)) if local else source
     root = os.path.abspath(source) if local else None
     non_mri = audited_non_mri().get(name, {})
+    subject_of = subjects_listed(Path(root) / SUBJECTS_FILE) if root else {}
     splits = {}
     files_seen: set[str] = set()
     for split, dataset in raw.items():
@@ -90,6 +94,7 @@ def load_source(source: str) -> DatasetDict:
         dataset = dataset.select_columns(["image"]).add_column("label_id", label_ids)
         dataset = dataset.add_column("source", [name] * len(dataset)).add_column("file", files)
         dataset = dataset.add_column("modality", [non_mri.get(file, "MRI") for file in files])
+        dataset = dataset.add_column("subject", [subject_of.get(file, "") for file in files])
         splits[split] = dataset.cast(FEATURES)
     missing = sorted(set(non_mri) - files_seen) if local else []
     if missing and len(missing) == len(non_mri):  # none of them: another collection of that name
@@ -99,6 +104,14 @@ def load_source(source: str) -> DatasetDict:
         raise ValueError(f"the modality audit ({NON_MRI_LIST.name}) lists {len(missing)} file(s) of {name} that "
                          f"{source} does not hold, e.g. {missing[0]}: the collection changed; audit it again")
     return DatasetDict(splits)
+
+
+def subjects_listed(path: Path) -> dict[str, str]:
+    """File (relative to the collection root) -> subject, from a ``SUBJECTS_FILE``; empty when there is none."""
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as rows:
+        return {row["path"]: row["subject"] for row in csv.DictReader(rows)}
 
 
 def load_sources(sources: Sequence[str], non_mri: bool = False) -> DatasetDict:

@@ -18,11 +18,19 @@ from sklearn.metrics import roc_auc_score
 
 from ..calibration import TEMPERATURE_KEY, softmax
 from ..cascade import Cascade
-from ..decisions import OPERATING_POINTS, SCREENING_DISEASE_RECALL, calls_healthy, healthy_above, scan_families
+from ..decisions import (
+    OPERATING_POINTS,
+    SCREENING_DISEASE_RECALL,
+    calls_healthy,
+    healthy_above,
+    pool_series,
+    scan_families,
+)
 from ..labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, FAMILIES, TASKS, answers_match
 from ..loading import (
     LEGACY_THRESHOLD_KEY,
     OPERATING_POINTS_KEY,
+    SERIES_OPERATING_POINTS_KEY,
     TEST_TIME_FLIPS_KEY,
     Stage,
     load_stage,
@@ -60,36 +68,75 @@ def best_accuracy_threshold(p_healthy: np.ndarray, is_healthy: np.ndarray, disea
     return float(candidates[best[-1]])
 
 
-def fit_operating_points(cascade: Cascade, stage_probabilities: dict[str, np.ndarray], truth: np.ndarray) -> dict:
+def family_thresholds(p_healthy: np.ndarray, is_healthy: np.ndarray, disease_answer_right: np.ndarray) -> dict[str, float]:
+    """One family's two thresholds (see ``fit_operating_points``) from its scans' P(healthy), which of them are
+    healthy, and whether the cascade's disease answer to each is right."""
+    balanced = best_accuracy_threshold(p_healthy, is_healthy, disease_answer_right)
+    screening = tune_healthy_threshold(p_healthy, is_healthy, SCREENING_DISEASE_RECALL)["threshold"]
+    return {"balanced": balanced, "screening": max(balanced, screening)}
+
+
+def fit_operating_points(cascade: Cascade, stage_probabilities: dict[str, np.ndarray], truth: np.ndarray,
+                         families: Sequence[str] = FAMILIES) -> dict:
     """Both operating points from calibrated validation probabilities and the true label ids.
 
     A scan's family is what stage 2 says, as in the cascade. ``balanced`` takes, per family, the threshold with
     the best end-to-end accuracy; ``screening`` the lowest threshold with >= 95 % disease recall, so that as many
     healthy scans as possible stay healthy, but never one below ``balanced``: screening must not miss more
-    diseases than the default. Returns the thresholds and their validation figures.
+    diseases than the default. Only ``families`` are fitted (each must hold diseased scans). Returns the
+    thresholds and their validation figures.
     """
     truth = np.asarray(truth)
-    families = scan_families(stage_probabilities[ALZHEIMER_VS_TUMOR.name])
+    scan_family = scan_families(stage_probabilities[ALZHEIMER_VS_TUMOR.name])
     p_healthy = stage_probabilities[DISEASE_DETECTOR.name][:, 0]
     disease_answers = np.array([r.label for r in cascade.combine(stage_probabilities, thresholds=NEVER_HEALTHY)])
     is_healthy = truth == "healthy"
     points: dict[str, dict[str, float]] = {point: {} for point in OPERATING_POINTS}
-    for family in FAMILIES:
-        members = families == family
+    for family in families:
+        members = scan_family == family
         if not (~is_healthy[members]).any():
             raise ValueError(f"the validation data holds no diseased scans that stage 2 calls {family}")
-        points["balanced"][family] = best_accuracy_threshold(
-            p_healthy[members], is_healthy[members], answers_match(disease_answers[members], truth[members]))
-        points["screening"][family] = max(points["balanced"][family], tune_healthy_threshold(
-            p_healthy[members], is_healthy[members], SCREENING_DISEASE_RECALL)["threshold"])
+        fitted = family_thresholds(p_healthy[members], is_healthy[members],
+                                   answers_match(disease_answers[members], truth[members]))
+        for point in OPERATING_POINTS:
+            points[point][family] = fitted[point]
     validation = {}
+    fitted_scans = np.isin(scan_family, list(families))
     for point, thresholds in points.items():
-        labels = np.where(calls_healthy(p_healthy, families, thresholds), "healthy", disease_answers)
-        validation[point] = decision_figures(truth, labels, families)
-    detector_auc = {family: float(roc_auc_score(~is_healthy[families == family], -p_healthy[families == family]))
-                    for family in FAMILIES if len(set(is_healthy[families == family])) == 2}
+        labels = np.where(calls_healthy(p_healthy[fitted_scans], scan_family[fitted_scans], thresholds), "healthy",
+                          disease_answers[fitted_scans])
+        validation[point] = decision_figures(truth[fitted_scans], labels, scan_family[fitted_scans])
+    detector_auc = {family: float(roc_auc_score(~is_healthy[scan_family == family], -p_healthy[scan_family == family]))
+                    for family in families if len(set(is_healthy[scan_family == family])) == 2}
     return {"operating_points": points, "screening_disease_recall": SCREENING_DISEASE_RECALL,
             "validation": validation, "validation_detector_auc": detector_auc, "validation_images": int(len(truth))}
+
+
+def pooled_subjects(stage_probabilities: dict[str, np.ndarray], truth: np.ndarray,
+                    subjects: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Each named subject's slices pooled as one series (``decisions.pool_series``): their probabilities (one row
+    per subject), true labels and names."""
+    named = np.unique(subjects[subjects != ""])
+    pooled = [pool_series({task: p[subjects == subject] for task, p in stage_probabilities.items()}) for subject in named]
+    probabilities = {task: np.concatenate([p[task] for p in pooled]) if pooled else np.zeros((0, 0))
+                     for task in stage_probabilities}
+    return probabilities, np.array([truth[subjects == subject][0] for subject in named], dtype=object), named
+
+
+def fit_series_operating_points(cascade: Cascade, stage_probabilities: dict[str, np.ndarray], truth: np.ndarray,
+                                subjects: np.ndarray, slice_points: dict[str, dict[str, float]]) -> dict:
+    """Both operating points for a patient's series, fitted as ``fit_operating_points`` does on the subjects'
+    pooled probabilities (``pooled_subjects``): a mean over slices is less extreme than one slice, so the
+    slice thresholds call too many series diseased. Only the Alzheimer collection names its subjects, so the
+    Alzheimer family's thresholds are fitted and the tumor family's are the slice ones, ``slice_points``."""
+    probabilities, pooled_truth, named = pooled_subjects(stage_probabilities, truth, subjects)
+    alzheimer = scan_families(probabilities[ALZHEIMER_VS_TUMOR.name]) == FAMILIES[0]
+    fitted = fit_operating_points(cascade, {task: p[alzheimer] for task, p in probabilities.items()},
+                                  pooled_truth[alzheimer], families=FAMILIES[:1])
+    fitted["operating_points"] = {point: {**slice_points[point], **thresholds}
+                                  for point, thresholds in fitted["operating_points"].items()}
+    fitted["validation_subjects"] = int(alzheimer.sum())
+    return fitted
 
 
 def update_config(model_dir: Path, changes: dict, remove: Sequence[str] = ()) -> None:
@@ -119,6 +166,7 @@ class HeldOut:
     logits: dict[str, np.ndarray]
     truth: np.ndarray  # label ids
     out_of_fold: set[str]  # the tasks whose model never trained on this fold
+    subjects: np.ndarray  # each scan's subject, '' where its collection names none
 
 
 def held_out_fold(location: str, validation_fraction: float = VALIDATION_FRACTION, seed: int = SPLIT_SEED) -> int | None:
@@ -187,7 +235,8 @@ def held_out_logits(shipped: dict[str, Stage], train, fold_models: Sequence[Path
         print(f"fold {fold}: {len(validation)} validation images, out of fold: "
               f"{', '.join(task for task in TASKS if task in models.out_of_fold)}", flush=True)
         logits = Cascade(models.stages).stage_logits(validation["image"])
-        held.append(HeldOut(fold, logits, np.asarray(validation["label_id"]), models.out_of_fold))
+        held.append(HeldOut(fold, logits, np.asarray(validation["label_id"]), models.out_of_fold,
+                            np.asarray(validation["subject"])))
     return held
 
 
@@ -279,6 +328,7 @@ def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fractio
                 probabilities.max(axis=1), probabilities.argmax(axis=1) == test_labels)
     detector_folds = [part for part in held if DISEASE_DETECTOR.name in part.out_of_fold]
     validation_truth = np.concatenate([part.truth for part in detector_folds])
+    validation_subjects = np.concatenate([part.subjects for part in detector_folds])
     curves, end_to_end = {}, {}
     for when in ("before", "after"):
         temperatures = {name: figures[name]["temperature"] if when == "after" else 1.0 for name in TASKS}
@@ -286,6 +336,8 @@ def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fractio
                       for name in TASKS}
         fitted = fit_operating_points(cascade, validation, validation_truth)
         fitted["validation_folds"] = [part.fold for part in detector_folds]
+        series = fit_series_operating_points(cascade, validation, validation_truth, validation_subjects,
+                                             fitted["operating_points"])
         test = {name: softmax(test_logits[name], temperatures[name]) for name in TASKS}
         results = cascade.combine(test, thresholds=fitted["operating_points"]["balanced"])
         confidence = np.array([result.probabilities[result.label] for result in results])
@@ -297,8 +349,9 @@ def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fractio
         update_config(models_dir / name, {TEMPERATURE_KEY: figures[name]["temperature"]})
         (models_dir / name / "calibration.json").write_text(json.dumps(figures[name], indent=2))
     detector = models_dir / DISEASE_DETECTOR.name
-    update_config(detector, {OPERATING_POINTS_KEY: fitted["operating_points"]}, remove=[LEGACY_THRESHOLD_KEY])
-    (detector / OPERATING_POINTS_FILE).write_text(json.dumps(fitted, indent=2))
+    update_config(detector, {OPERATING_POINTS_KEY: fitted["operating_points"],
+                             SERIES_OPERATING_POINTS_KEY: series["operating_points"]}, remove=[LEGACY_THRESHOLD_KEY])
+    (detector / OPERATING_POINTS_FILE).write_text(json.dumps({**fitted, "series": series}, indent=2))
     (detector / VALIDATION_FIGURES_FILE).unlink(missing_ok=True)
     unseen = [part for part in held if part.out_of_fold == set(TASKS)]
     if unseen:
@@ -312,6 +365,7 @@ def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fractio
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     reliability_diagram(curves, out_dir / "reliability_cascade.png")
-    report = {"models": figures, "cascade_end_to_end": end_to_end, "operating_points": fitted}
+    report = {"models": figures, "cascade_end_to_end": end_to_end, "operating_points": fitted,
+              "series_operating_points": series}
     (out_dir / "calibration.json").write_text(json.dumps(report, indent=2))
     return report
