@@ -216,7 +216,7 @@ def calibrate_command(args: argparse.Namespace) -> int:
         print(f"{point:<10} healthy iff P(healthy) > " + ", ".join(f"{f} {t:.4f}" for f, t in thresholds.items())
               + f"; validation end to end {100 * figures['all']['end_to_end_accuracy']:.1f} %, disease recall "
               + ", ".join(f"{f} {100 * figures[f]['disease_recall']:.1f} %" for f in thresholds))
-    series = report["series_operating_points"]
+    series = report["series_operating_points"] or {"operating_points": {}}
     for point, thresholds in series["operating_points"].items():
         figures = series["validation"][point]["alzheimer"]
         print(f"{point:<10} series of Alzheimer's family: healthy iff pooled P(healthy) > {thresholds['alzheimer']:.4f}; "

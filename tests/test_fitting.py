@@ -245,6 +245,33 @@ def test_calibrating_a_model_trained_on_every_fold_needs_its_fold_models(fold_se
         calibrate_models(models, {"train": train, "test": train.select(range(4))}, tmp_path / "reports")
 
 
+def test_operating_points_are_fitted_on_the_scans_whose_deciding_models_held_them_out(fold_setup, tmp_path,
+                                                                                     monkeypatch):
+    """Fold 1 has only its own detector: its diseased scans were named by models that trained on them, so only its
+    healthy scans join fold 0's. Without named subjects there are no series thresholds, and stale ones go."""
+    from mri_cascade.research import fitting
+
+    shipped, fold_models, train = fold_setup
+    models = shutil.copytree(shipped, tmp_path / "models")
+    stale = {point: {"alzheimer": 0.5, "tumor": 0.5} for point in ("balanced", "screening")}
+    update_config(models / "disease-detector", {"series_operating_points": stale})
+    monkeypatch.setattr(audit, "near_duplicate_groups", lambda thumbnails: np.arange(len(thumbnails)))
+    fitted_on = []
+
+    def fixed_points(cascade, probabilities, truth, families=("alzheimer", "tumor")):
+        fitted_on.append(list(truth))
+        return {"operating_points": stale, "validation": {}}
+
+    monkeypatch.setattr(fitting, "fit_operating_points", fixed_points)
+    calibrate_models(models, {"train": train, "test": train.select(range(4))}, tmp_path / "reports",
+                     fold_models=[fold_models])
+    groups = np.arange(len(train))
+    fold_0, fold_1 = (split_validation(train, groups, fold=fold)[1] for fold in (0, 1))
+    healthy_of_fold_1 = [label for label in fold_1["label_id"] if label == "healthy"]
+    assert sorted(fitted_on[-1]) == sorted(list(fold_0["label_id"]) + healthy_of_fold_1)
+    assert "series_operating_points" not in json.loads((models / "disease-detector" / "config.json").read_text())
+
+
 def test_evaluation_reads_the_validation_figures_calibrate_stored(fold_setup, refit, tmp_path):
     shipped, _, _ = fold_setup
     models, _ = refit

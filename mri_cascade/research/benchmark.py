@@ -304,9 +304,9 @@ def subject_figures(cascade: Cascade, probabilities: dict[str, np.ndarray], trut
     series_thresholds = {}
     for half, answered, fitted_on in (("first half", in_first_half, ~first_half),
                                       ("second half", ~in_first_half, first_half)):
-        series_thresholds[half] = fit_series_operating_points(
-            cascade, {task: p[fitted_on] for task, p in probabilities.items()}, truth[fitted_on], subjects[fitted_on],
-            thresholds[half])["operating_points"][point]
+        fitted = fit_series_operating_points(cascade, {task: p[fitted_on] for task, p in probabilities.items()},
+                                             truth[fitted_on], subjects[fitted_on], thresholds[half])
+        series_thresholds[half] = (fitted["operating_points"] if fitted else thresholds[half])[point]
         for kind, limits in (("series", series_thresholds[half]), ("slice", thresholds[half][point])):
             healthy = calls_healthy(p_healthy[answered], families[answered], limits)
             answers[kind][np.flatnonzero(answered)[healthy]] = "healthy"

@@ -39,7 +39,7 @@ from ..loading import (
 )
 from .calibration_fit import expected_calibration_error, fit_temperature, reliability_diagram
 from .data import SPLIT_SEED, VALIDATION_FRACTION, split_validation
-from .evaluation import cascade_figures, decision_figures, tune_healthy_threshold
+from .evaluation import cascade_figures, decision_figures, tasks_deciding, tune_healthy_threshold
 
 OPERATING_POINTS_FILE = "operating_points.json"
 """Validation figures of the fitted operating points, beside the disease detector's config."""
@@ -124,13 +124,18 @@ def pooled_subjects(stage_probabilities: dict[str, np.ndarray], truth: np.ndarra
 
 
 def fit_series_operating_points(cascade: Cascade, stage_probabilities: dict[str, np.ndarray], truth: np.ndarray,
-                                subjects: np.ndarray, slice_points: dict[str, dict[str, float]]) -> dict:
+                                subjects: np.ndarray, slice_points: dict[str, dict[str, float]]) -> dict | None:
     """Both operating points for a patient's series, fitted as ``fit_operating_points`` does on the subjects'
     pooled probabilities (``pooled_subjects``): a mean over slices is less extreme than one slice, so the
     slice thresholds call too many series diseased. Only the Alzheimer collection names its subjects, so the
-    Alzheimer family's thresholds are fitted and the tumor family's are the slice ones, ``slice_points``."""
+    Alzheimer family's thresholds are fitted and the tumor family's are the slice ones, ``slice_points``. None
+    when no diseased subject is named: a series is then answered with the slice thresholds."""
     probabilities, pooled_truth, named = pooled_subjects(stage_probabilities, truth, subjects)
+    if not len(named):
+        return None
     alzheimer = scan_families(probabilities[ALZHEIMER_VS_TUMOR.name]) == FAMILIES[0]
+    if not (pooled_truth[alzheimer] != "healthy").any():
+        return None
     fitted = fit_operating_points(cascade, {task: p[alzheimer] for task, p in probabilities.items()},
                                   pooled_truth[alzheimer], families=FAMILIES[:1])
     fitted["operating_points"] = {point: {**slice_points[point], **thresholds}
@@ -279,14 +284,16 @@ def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fractio
                      seed: int = SPLIT_SEED,
                      test_time_flips: Sequence[str] | None = None, fold_models: Sequence[Path] = ()) -> dict:
     """Fit every model's temperature on held-out predictions, then both operating points on the calibrated
-    probabilities; store them in the configs (and the operating points' validation figures in
-    ``disease-detector/operating_points.json``); report test ECE before and after, at the balanced point.
+    probabilities, for slices and for a patient's series (``fit_series_operating_points``); store them in the
+    configs (and their validation figures in ``disease-detector/operating_points.json``); report test ECE before
+    and after, at the balanced point.
 
     Held out means the fold each shipped model's training held out (the training script's default is fold 0)
     and every fold a model in ``fold_models`` held out (see ``held_out_logits``): each temperature is fitted on
-    every fold its task's model was not trained on, the operating points on every fold the disease detector was
-    not trained on. More folds mean more held-out subjects than fold 0's ~28 Alzheimer clusters; a shipped model
-    trained on every fold (``run_train.py --validation none``) is calibrated entirely on its fold models' folds,
+    every fold its task's model was not trained on, the operating points on the scans of every fold the disease
+    detector was not trained on whose every deciding model (``evaluation.tasks_deciding``) held it out. More
+    folds mean more held-out subjects than fold 0's 22 Alzheimer subjects; a shipped model trained on every fold
+    (``run_train.py --validation none``) is calibrated entirely on its fold models' folds,
     as scikit-learn's ``CalibratedClassifierCV(ensemble=False)`` calibrates a refit. Every evaluation figure on
     the folds no model trained on is stored beside the disease detector (``VALIDATION_FIGURES_FILE``).
 
@@ -327,13 +334,16 @@ def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fractio
             figures[name][f"test_ece_{when}"] = expected_calibration_error(
                 probabilities.max(axis=1), probabilities.argmax(axis=1) == test_labels)
     detector_folds = [part for part in held if DISEASE_DETECTOR.name in part.out_of_fold]
-    validation_truth = np.concatenate([part.truth for part in detector_folds])
-    validation_subjects = np.concatenate([part.subjects for part in detector_folds])
+    # the scans of those folds whose every deciding model is out of fold (a tumor of a fold whose tumor-type model
+    # trained on it would flatter the disease path)
+    answerable = [np.array([tasks_deciding(label) <= part.out_of_fold for label in part.truth]) for part in detector_folds]
+    validation_truth = np.concatenate([part.truth[keep] for part, keep in zip(detector_folds, answerable)])
+    validation_subjects = np.concatenate([part.subjects[keep] for part, keep in zip(detector_folds, answerable)])
     curves, end_to_end = {}, {}
     for when in ("before", "after"):
         temperatures = {name: figures[name]["temperature"] if when == "after" else 1.0 for name in TASKS}
-        validation = {name: np.concatenate([softmax(part.logits[name], temperatures[name]) for part in detector_folds])
-                      for name in TASKS}
+        validation = {name: np.concatenate([softmax(part.logits[name][keep], temperatures[name])
+                                            for part, keep in zip(detector_folds, answerable)]) for name in TASKS}
         fitted = fit_operating_points(cascade, validation, validation_truth)
         fitted["validation_folds"] = [part.fold for part in detector_folds]
         series = fit_series_operating_points(cascade, validation, validation_truth, validation_subjects,
@@ -349,8 +359,9 @@ def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fractio
         update_config(models_dir / name, {TEMPERATURE_KEY: figures[name]["temperature"]})
         (models_dir / name / "calibration.json").write_text(json.dumps(figures[name], indent=2))
     detector = models_dir / DISEASE_DETECTOR.name
-    update_config(detector, {OPERATING_POINTS_KEY: fitted["operating_points"],
-                             SERIES_OPERATING_POINTS_KEY: series["operating_points"]}, remove=[LEGACY_THRESHOLD_KEY])
+    update_config(detector, {OPERATING_POINTS_KEY: fitted["operating_points"]}
+                  | ({SERIES_OPERATING_POINTS_KEY: series["operating_points"]} if series else {}),
+                  remove=[LEGACY_THRESHOLD_KEY] + ([] if series else [SERIES_OPERATING_POINTS_KEY]))
     (detector / OPERATING_POINTS_FILE).write_text(json.dumps({**fitted, "series": series}, indent=2))
     (detector / VALIDATION_FIGURES_FILE).unlink(missing_ok=True)
     unseen = [part for part in held if part.out_of_fold == set(TASKS)]
