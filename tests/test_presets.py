@@ -41,3 +41,25 @@ def test_every_preset_and_a_hub_id_get_their_card_name():
     assert "DINOv2 ViT-S/14 (Meta, Apache-2.0)" in base_model_name("dinov2-small")
     assert base_model_name("efficientnet-lite0").startswith("EfficientNet-Lite0 with ImageNet weights")
     assert base_model_name("facebook/convnext-tiny-224") == "facebook/convnext-tiny-224"
+
+
+def test_trainable_blocks_freeze_the_embedding_and_the_earlier_blocks(monkeypatch):
+    """Catches freezing the wrong end of the backbone, or the head."""
+    from transformers import Dinov2Config, Dinov2ForImageClassification
+
+    from train import run_train
+
+    def tiny_dinov2(image_size, id2label):
+        config = Dinov2Config(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
+                              patch_size=8, image_size=32, num_labels=len(id2label))
+        return Dinov2ForImageClassification(config), None
+
+    monkeypatch.setattr(run_train, "dinov2_small", tiny_dinov2)
+    model, _ = run_train.load_backbone(run_train.ModelArguments(model="dinov2-small", trainable_blocks=1), (32, 32),
+                                       ("healthy", "disease"))
+    trainable = {name.split(".")[0] if name.startswith("classifier") else ".".join(name.split(".")[:4])
+                 for name, parameter in model.named_parameters() if parameter.requires_grad}
+    assert trainable == {"dinov2.encoder.layer.2", "dinov2.layernorm.weight", "dinov2.layernorm.bias", "classifier"}
+    with pytest.raises(ValueError, match="dinov2-small only"):
+        run_train.load_backbone(run_train.ModelArguments(model="efficientnet-lite0", trainable_blocks=1), (32, 32),
+                                ("healthy", "disease"))

@@ -111,6 +111,11 @@ class ModelArguments:
         metadata={"help": "Crop every slice to the head before resizing, in training and (through the saved config) "
                   "in the cascade, so that sources framing the head differently look alike."},
     )
+    trainable_blocks: int = field(
+        default=-1,
+        metadata={"help": f"{DINOV2_PRESET} only: fine-tune the last N transformer blocks, the final norm and the "
+                  "head, the patch embedding and earlier blocks frozen (0: a frozen backbone); -1: every weight."},
+    )
 
 
 @dataclass
@@ -205,7 +210,15 @@ def pixel_transform(processor, augment: A.Compose | None = None):
 def load_backbone(model_args: ModelArguments, image_size: tuple[int, int], classes: tuple[str, ...]):
     id2label = dict(enumerate(classes))
     if model_args.model == DINOV2_PRESET:
-        return dinov2_small(image_size, id2label)
+        model, processor = dinov2_small(image_size, id2label)
+        if model_args.trainable_blocks >= 0:
+            frozen = [model.dinov2.embeddings, *model.dinov2.encoder.layer[: len(model.dinov2.encoder.layer)
+                                                                            - model_args.trainable_blocks]]
+            for module in frozen:
+                module.requires_grad_(False)
+        return model, processor
+    if model_args.trainable_blocks >= 0:
+        raise ValueError(f"--trainable_blocks applies to {DINOV2_PRESET} only")
     if model_args.model in PRESETS:
         return efficientnet_lite(model_args.model, image_size, id2label)
     processor = AutoImageProcessor.from_pretrained(model_args.model)
@@ -365,6 +378,7 @@ def main() -> None:
                         "validation_fold": data_args.validation_fold,
                         "augmentation": model_args.augmentation,
                         "crop_to_head": model_args.crop_to_head,
+                        "trainable_blocks": model_args.trainable_blocks,
                         "families": data_args.families or ",".join(FAMILIES),
                         **dataclasses.asdict(regularisation)}, indent=2)
         )
