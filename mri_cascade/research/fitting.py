@@ -346,8 +346,6 @@ def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fractio
                                             for part, keep in zip(detector_folds, answerable)]) for name in TASKS}
         fitted = fit_operating_points(cascade, validation, validation_truth)
         fitted["validation_folds"] = [part.fold for part in detector_folds]
-        series = fit_series_operating_points(cascade, validation, validation_truth, validation_subjects,
-                                             fitted["operating_points"])
         test = {name: softmax(test_logits[name], temperatures[name]) for name in TASKS}
         results = cascade.combine(test, thresholds=fitted["operating_points"]["balanced"])
         confidence = np.array([result.probabilities[result.label] for result in results])
@@ -355,6 +353,9 @@ def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fractio
         curves[f"{when} scaling"] = (confidence, correct)
         end_to_end[when] = {"ece": expected_calibration_error(confidence, correct), "accuracy": float(correct.mean()),
                             "balanced_thresholds": fitted["operating_points"]["balanced"]}
+    # the series thresholds from the calibrated probabilities of the last pass only
+    series = fit_series_operating_points(cascade, validation, validation_truth, validation_subjects,
+                                         fitted["operating_points"])
     for name in TASKS:
         update_config(models_dir / name, {TEMPERATURE_KEY: figures[name]["temperature"]})
         (models_dir / name / "calibration.json").write_text(json.dumps(figures[name], indent=2))
