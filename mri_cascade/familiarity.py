@@ -44,7 +44,10 @@ CT_REFUSAL_REASON = (
 
 @cache
 def blas_controller() -> ThreadpoolController:
-    """The process's BLAS thread pools (found once: a lookup per call would cost ~0.3 ms)."""
+    """The process's BLAS thread pools, found once (a lookup per call costs ~1 ms with torch loaded).
+
+    numpy's own BLAS, the one the check's matrix products run on, is loaded with numpy and so is always among
+    them; a BLAS loaded later (scipy's, on first import) is not, and is left alone."""
     return ThreadpoolController()
 
 

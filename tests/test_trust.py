@@ -92,8 +92,13 @@ def test_the_refusal_check_round_trips_through_its_file(guarded_models, guarded_
 
 def test_the_refusal_check_runs_on_one_blas_thread(guarded_cascade, monkeypatch):
     """Catches the check's matrix products running on every core: OpenBLAS's threads then spin-wait afterwards and
-    starve the next scan's models."""
+    starve the next scan's models. The products run on numpy's BLAS (scipy's, loaded later, is not used)."""
+    import scipy.linalg  # noqa: F401  (loads scipy's BLAS after the check's thread pools were first looked up)
     from threadpoolctl import threadpool_info, threadpool_limits
+
+    def numpy_blas_threads() -> set[int]:
+        return {pool["num_threads"] for pool in threadpool_info()
+                if pool["user_api"] == "blas" and "numpy" in pool["filepath"]}
 
     check = guarded_cascade.familiarity
     features = guarded_cascade.run_models([synthetic_slice(9)])[1]
@@ -101,13 +106,13 @@ def test_the_refusal_check_runs_on_one_blas_thread(guarded_cascade, monkeypatch)
     residual_ratio = type(check).residual_ratio
 
     def spying(self, joined):
-        seen.append({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
+        seen.append(numpy_blas_threads())
         return residual_ratio(self, joined)
 
     monkeypatch.setattr(type(check), "residual_ratio", spying)
     with threadpool_limits(limits=2, user_api="blas"):
         check.unfamiliarity(features)
-        outside = {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+        outside = numpy_blas_threads()
     assert seen == [{1}] and outside == {2}  # limited inside the check only
 
 
