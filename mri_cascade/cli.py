@@ -29,7 +29,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from .research.cards import render_model_card
     from .research.data import expand_sources, load_sources, only_mri, only_non_mri
     from .research.evaluation import evaluate_cascade, report_name, test_results_of, write_report
-    from .research.fitting import stored_validation_figures, unseen_subject_cascades
+    from .research.fitting import stored_validation_figures, unseen_subject_models
 
     sources = expand_sources(args.data)
     cascade = Cascade.from_pretrained(args.models, backend=args.backend, operating_point=args.operating_point)
@@ -37,7 +37,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     everything = load_sources(sources, non_mri=True)
     report = evaluate_cascade(cascade, DatasetDict({split: only_mri(d) for split, d in everything.items()}),
                               args.batch_size, validation=validation,
-                              held_out=unseen_subject_cascades(cascade, sources, args.fold_models),
+                              held_out=unseen_subject_models(cascade, sources, args.fold_models),
                               non_mri_test=only_non_mri(everything["test"]))
     report.update(models=args.models or "models/ (shipped)", data=sources)
     write_report(report, Path(args.out))
@@ -225,6 +225,18 @@ def calibrate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def keep_fold_logits_command(args: argparse.Namespace) -> int:
+    from .research.data import expand_sources, load_sources
+    from .research.fitting import keep_fold_logits
+
+    splits = load_sources(expand_sources(args.data))
+    kept = keep_fold_logits(local_models(args.models), Path(args.fold_models), splits, args.batch_size,
+                            args.validation_fraction, args.seed)
+    kept.save(args.out)
+    print(f"fold {kept.fold}: logits of {', '.join(kept.tasks)} on {len(kept.keys)} scans -> {args.out}")
+    return 0
+
+
 def familiarity_command(args: argparse.Namespace) -> int:
     from .research.data import expand_sources, load_sources
     from .research.refusal_fit import fit_and_report
@@ -275,9 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_operating_point(evaluate)
     evaluate.add_argument("--update-model-cards", action="store_true",
                           help="Write test_results.json into each model folder and re-render its card.")
-    evaluate.add_argument("--fold-models", nargs="*", default=[], metavar="DIR",
-                          help="run_train.py output folders of the same recipes holding out other folds: they answer "
-                          "the test scans of the subjects they never saw, for the unseen-subjects figures.")
+    evaluate.add_argument("--fold-models", nargs="*", default=[], metavar="DIR|FILE",
+                          help="run_train.py output folders of the same recipes holding out other folds, or their kept "
+                          "logits (keep-fold-logits): they answer the test scans of the subjects they never saw, for "
+                          "the unseen-subjects figures.")
     evaluate.set_defaults(run=evaluate_command)
 
     benchmark = commands.add_parser(
@@ -290,9 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--batch-size", type=int, default=16)
     benchmark.add_argument("--update-model-cards", action="store_true",
                            help="Copy the figures beside each model and render its card with them.")
-    benchmark.add_argument("--fold-models", nargs="*", default=[], metavar="DIR",
+    benchmark.add_argument("--fold-models", nargs="*", default=[], metavar="DIR|FILE",
                            help="Output folders of the shipped recipe holding out other folds (train/ship.sh with "
-                           "FOLD=K): they answer those folds' scans.")
+                           "FOLD=K), or their kept logits (keep-fold-logits): they answer those folds' scans.")
     benchmark.set_defaults(run=benchmark_command)
 
     predict = commands.add_parser(
@@ -331,10 +344,24 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--test-time-flips", nargs="*", default=None, metavar="TASK",
                            help="Models whose logits the cascade averages over each image and its mirror image "
                            "(the others are switched off); not given: keep the configs' setting.")
-    calibrate.add_argument("--fold-models", nargs="*", default=[], metavar="DIR",
-                           help="run_train.py output folders of models that held out other folds (--validation_fold K): "
-                           "temperatures and operating points are fitted on those folds too.")
+    calibrate.add_argument("--fold-models", nargs="*", default=[], metavar="DIR|FILE",
+                           help="run_train.py output folders of models that held out other folds (--validation_fold K), "
+                           "or their kept logits (keep-fold-logits): temperatures and operating points are fitted on "
+                           "those folds too.")
     calibrate.set_defaults(run=calibrate_command)
+
+    keep = commands.add_parser(
+        "keep-fold-logits", help="Keep one fold's models' logits on the scans they held out and on the test split in "
+        "a small file that --fold-models takes in place of the models (train/ship.sh with FOLD=K writes it).")
+    keep.add_argument("data", nargs="+")
+    keep.add_argument("--models", default=None, help="The shipped models, whose recipe and test-time flips the "
+                      "fold's models must share.")
+    keep.add_argument("--fold-models", required=True, metavar="DIR", help="One fold's run_train.py output folders.")
+    keep.add_argument("--out", required=True, help="The file to write (reports/fold_logits/foldK.npz).")
+    keep.add_argument("--batch-size", type=int, default=16)
+    keep.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION)
+    keep.add_argument("--seed", type=int, default=SPLIT_SEED, help="the folds' seed (run_train.py --split_seed)")
+    keep.set_defaults(run=keep_fold_logits_command)
 
     familiarity = commands.add_parser(
         "fit-familiarity", help="Fit the check that refuses non-MRI input; report refusal rates.")

@@ -82,10 +82,14 @@ def test_evaluation_report_holds_every_figure_and_writes_pngs(tmp_path):
 
 
 class AnswersHealthy:
-    """A fold's cascade that calls every scan healthy, so the test can see which scans it answered."""
+    """A fold's models (as ``fitting.FoldModels``) that call every scan healthy, so the test can see which scans
+    they answered."""
 
-    def stage_logits(self, images, batch_size=8):
-        n = len(images)
+    def __init__(self, out_of_fold: set[str], swapped: set[str] = frozenset({"disease-detector"})):
+        self.out_of_fold, self.swapped = out_of_fold, set(swapped)
+
+    def logits(self, scans, batch_size=8):
+        n = len(scans)
         return {"disease-detector": np.tile([20.0, -20.0], (n, 1)), "alzheimer-vs-tumor": np.zeros((n, 2)),
                 "alzheimer-severity": np.zeros((n, 3)), "tumor-type": np.zeros((n, 3))}
 
@@ -110,8 +114,8 @@ def test_unseen_subject_figures_take_each_fold_models_answers_on_the_subjects_th
     train_folds = fold_assignment(splits["train"]["label_id"],
                                   near_duplicate_groups(fingerprint_dataset(splits["train"]).thumbnails), 1 / 3)
     healthy = np.array(splits["train"]["label_id"]) == "healthy"
-    held_out = {0: (AnswersHealthy(), {"disease-detector", "alzheimer-severity"}),
-                1: (AnswersHealthy(), {"disease-detector"})}  # fold 1's severity model trained on it
+    held_out = {0: AnswersHealthy({"disease-detector", "alzheimer-severity"}),
+                1: AnswersHealthy({"disease-detector"})}  # fold 1's severity model trained on it
     report = evaluate_cascade(tiny_cascade, splits, validation_fraction=1 / 3, validation={}, held_out=held_out)
     unseen = report["unseen_subjects_test"]
     from_folds = int((train_folds == 0).sum() + ((train_folds == 1) & healthy).sum())
@@ -125,7 +129,7 @@ def test_unseen_subject_figures_take_each_fold_models_answers_on_the_subjects_th
     assert set(card_results(report, "alzheimer-vs-tumor")) == {"full", "deduplicated"}
     # the cascade's own held-out fold counts with the answers it already gave
     own = evaluate_cascade(tiny_cascade, splits, validation_fraction=1 / 3, validation={},
-                           held_out={0: (tiny_cascade, set(TASKS))})["unseen_subjects_test"]
+                           held_out={0: AnswersHealthy(set(TASKS), swapped=set())})["unseen_subjects_test"]
     assert own["images"] == 4 + int((train_folds == 0).sum())
 
 

@@ -23,10 +23,12 @@ from mri_cascade.research.fitting import (
     fit_series_operating_points,
     held_out_fold,
     held_out_logits,
+    keep_fold_logits,
     stored_validation_figures,
-    unseen_subject_cascades,
+    unseen_subject_models,
     update_config,
 )
+from mri_cascade.research.fold_logits import FoldLogits
 
 
 def test_best_accuracy_threshold_on_a_known_case():
@@ -195,7 +197,7 @@ def test_a_fold_model_of_the_shipped_fold_is_refused(fold_setup, tmp_path):
         held_out_logits(shipped, train, [fold_models, fold_models])
 
 
-def test_unseen_subject_cascades_need_models_trained_on_the_evaluated_collections(fold_setup, tmp_path):
+def test_unseen_subject_models_need_models_trained_on_the_evaluated_collections(fold_setup, tmp_path):
     models, fold_models, _ = fold_setup
     recorded = shutil.copytree(models, tmp_path / "models")
     for task in TASKS:  # as run_train.py records them: fold 0 held out of these two collections
@@ -203,14 +205,64 @@ def test_unseen_subject_cascades_need_models_trained_on_the_evaluated_collection
                   "data": ["../shared/data/alzheimer", "../shared/data/brain_tumor"]}
         (recorded / task / "training_args.json").write_text(json.dumps(record))
     cascade = Cascade.from_pretrained(recorded)
-    by_fold = unseen_subject_cascades(cascade, ["data/alzheimer", "data/brain_tumor"], [fold_models])
-    assert {fold: out_of_fold for fold, (_, out_of_fold) in by_fold.items()} == {0: set(TASKS),
-                                                                                  1: {"disease-detector"}}
-    assert by_fold[1][0].stages["disease-detector"].location == str(fold_models / "disease-detector")
-    assert by_fold[0][0] is cascade  # its own fold: its answers, not a second run of the same models
+    by_fold = unseen_subject_models(cascade, ["data/alzheimer", "data/brain_tumor"], [fold_models])
+    assert {fold: models.out_of_fold for fold, models in by_fold.items()} == {0: set(TASKS), 1: {"disease-detector"}}
+    assert by_fold[1].stages["disease-detector"].location == str(fold_models / "disease-detector")
+    # its own fold: its answers, not a second run of the same models
+    assert by_fold[0].swapped == set() and by_fold[1].swapped == {"disease-detector"}
     # other collections, or models with no record of theirs, were split into other folds: no unseen subjects
-    assert unseen_subject_cascades(cascade, ["data/alzheimer"]) == {}
-    assert unseen_subject_cascades(Cascade.from_pretrained(models), ["data/alzheimer", "data/brain_tumor"]) == {}
+    assert unseen_subject_models(cascade, ["data/alzheimer"]) == {}
+    assert unseen_subject_models(Cascade.from_pretrained(models), ["data/alzheimer", "data/brain_tumor"]) == {}
+
+
+@pytest.fixture
+def kept_fold(fold_setup, tmp_path, monkeypatch):
+    """Shipped tiny models of the fold-1 detector's recipe, and that detector's logits kept in a file."""
+    models, fold_models, train = fold_setup
+    monkeypatch.setattr(audit, "near_duplicate_groups", lambda thumbnails: np.arange(len(thumbnails)))
+    shipped = shutil.copytree(models, tmp_path / "models")
+    record = json.loads((fold_models / "disease-detector" / "training_args.json").read_text())
+    (shipped / "disease-detector" / "training_args.json").write_text(json.dumps({**record, "validation_fold": 0}))
+    kept = keep_fold_logits(shipped, fold_models, {"train": train, "test": train.select([0, 1])})
+    kept.save(tmp_path / "kept" / "fold1.npz")
+    return shipped, tmp_path / "kept" / "fold1.npz", train
+
+
+def test_kept_fold_logits_stand_in_for_the_fold_models(fold_setup, kept_fold):
+    _, fold_models, _ = fold_setup
+    shipped, path, train = kept_fold
+    live = held_out_logits(load_stages(shipped), train, [fold_models])
+    kept = held_out_logits(load_stages(shipped), train, [path])
+    assert [(part.fold, part.out_of_fold) for part in kept] == [(0, set(TASKS)), (1, {"disease-detector"})]
+    for live_part, kept_part in zip(live, kept):
+        for task in TASKS:  # the kept detector's logits were taken with the shipped detector's test-time flips
+            np.testing.assert_allclose(kept_part.logits[task], live_part.logits[task], atol=1e-5)
+    # looked up by scan, whatever the order asked in
+    fold_1 = split_validation(train, np.arange(len(train)), fold=1)[1]
+    order = np.arange(len(fold_1))[::-1]
+    np.testing.assert_allclose(FoldLogits.load(path).lookup(fold_1.select(order))["disease-detector"],
+                               live[1].logits["disease-detector"][order], atol=1e-5)
+    with pytest.raises(ValueError, match="two disease-detector models held out fold 1"):
+        held_out_logits(load_stages(shipped), train, [path, fold_models])
+
+
+def test_kept_fold_logits_of_another_recipe_or_other_flips_or_scans_are_refused(kept_fold, tmp_path):
+    shipped, path, train = kept_fold
+    record_file = shipped / "disease-detector" / "training_args.json"
+    record = json.loads(record_file.read_text())
+    record_file.write_text(json.dumps({**record, "learning_rate": 1.0}))
+    with pytest.raises(ValueError, match="another recipe"):
+        held_out_logits(load_stages(shipped), train, [path])
+    record_file.write_text(json.dumps(record))
+    update_config(shipped / "disease-detector", {"test_time_flips": False})
+    with pytest.raises(ValueError, match="test-time flips on, the shipped model has them off"):
+        held_out_logits(load_stages(shipped), train, [path])
+    with pytest.raises(ValueError, match="lack 1 of the scans"):
+        FoldLogits.load(path).lookup({"source": ["alzheimer"], "file": ["train/NonDemented/elsewhere.png"]})
+    damaged = tmp_path / "damaged.npz"
+    damaged.write_bytes(b"not an archive")
+    with pytest.raises(ValueError, match="not a file of kept fold logits"):
+        FoldLogits.load(damaged)
 
 
 @pytest.fixture

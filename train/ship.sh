@@ -3,10 +3,13 @@
 # Every model reads MRI only (the modality audit's CT slices are left out), each slice cropped to the head, and
 # trains on the three collections: Br35H's untyped tumors teach the detector and Alzheimer's vs tumor only.
 #
-# FOLD=K trains the same recipe with grouped fold K held out into folds/foldK and skips the fitting, which belongs
-# to the shipped models; TASKS="a b" trains only those tasks. The shipped models' fitting and benchmark use every
-# folds/fold* there is: run these first (about 47 minutes a fold) for more held-out Alzheimer subjects:
-#   for k in 1 2; do FOLD=$k TASKS="disease-detector alzheimer-vs-tumor alzheimer-severity" train/ship.sh; done
+# FOLD=K trains the same recipe with grouped fold K held out into folds/foldK, keeps those models' logits on the
+# scans they held out in reports/fold_logits/foldK.npz (to commit: a few hundred KB, where the models are 14 MB
+# each) and skips the fitting, which belongs to the shipped models; TASKS="a b" trains only those tasks. The
+# shipped models' fitting, benchmark and evaluation use every reports/fold_logits/fold*.npz there is, so folds
+# add up across machines (about 50 minutes a fold on 2 cores):
+#   FOLD=3 TASKS="disease-detector alzheimer-vs-tumor alzheimer-severity" train/ship.sh
+# Kept logits hold only for shipped models of the same recipe: after retraining models/ another way, delete them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FOLD=${FOLD:-0}
@@ -29,13 +32,17 @@ train alzheimer-severity "${BEST_EPOCH[@]}" --image_size 176 --num_train_epochs 
   --cutmix_alpha 1.0 --ema_decay 0.998
 # tumor type: 224 px and the last of 10 epochs (fold 0's few other-source tumors cannot choose an epoch)
 train tumor-type --augmentation multi-sequence --image_size 224 --num_train_epochs 10 --save_strategy no
-[ "$FOLD" = 0 ] || exit 0
+if [ "$FOLD" != 0 ]; then
+  mri-cascade keep-fold-logits ../shared/data --fold-models "$OUT" --out "reports/fold_logits/fold$FOLD.npz"
+  exit 0
+fi
 shopt -s nullglob
-FOLD_MODELS=(folds/fold*/)
+FOLD_MODELS=(reports/fold_logits/fold*.npz)
 # temperatures and the operating points need all four models; the refusal check needs their final weights
 mri-cascade calibrate ../shared/data --models "$OUT" --out reports --test-time-flips disease-detector \
   --fold-models "${FOLD_MODELS[@]}"
 mri-cascade fit-familiarity ../shared/data --models "$OUT" --out reports
 mri-cascade benchmark ../shared/data --models "$OUT" --out reports --update-model-cards --fold-models "${FOLD_MODELS[@]}"
-mri-cascade evaluate ../shared/data --models "$OUT" --out reports --update-model-cards
-mri-cascade evaluate ../shared/data --models "$OUT" --out reports --operating-point screening
+mri-cascade evaluate ../shared/data --models "$OUT" --out reports --update-model-cards --fold-models "${FOLD_MODELS[@]}"
+mri-cascade evaluate ../shared/data --models "$OUT" --out reports --operating-point screening \
+  --fold-models "${FOLD_MODELS[@]}"

@@ -215,7 +215,7 @@ def out_of_fold_scans(cascade: Cascade, shipped_fold: int, sources: list[str], f
     fold's models (``fitting.fold_models_by_fold``) and the shipped temperatures."""
     from .data import carve_validation, load_sources
 
-    for directory in fold_models:
+    for directory in fold_models:  # (kept logits are checked against the shipped recipe, sources included)
         for task in TASKS:
             if (directory / task).is_dir():
                 check_trained_on(str(directory / task), sources)
@@ -229,15 +229,14 @@ def out_of_fold_scans(cascade: Cascade, shipped_fold: int, sources: list[str], f
         raise RuntimeError("the benchmark's fold is not the training script's validation split")
     labels = np.asarray(train["label_id"], dtype=object)
     chosen, logit_parts, folds = [], [], {}
-    for fold, swapped in by_fold.items():
-        answerable = np.array([tasks_deciding(label) <= swapped.out_of_fold for label in labels])
+    for fold, models in by_fold.items():
+        answerable = np.array([tasks_deciding(label) <= models.out_of_fold for label in labels])
         members = np.flatnonzero((assignment == fold) & answerable)
         if not len(members):
             continue
-        fold_cascade = cascade if fold == shipped_fold else Cascade(swapped.stages)
-        logit_parts.append(fold_cascade.stage_logits(train.select(members)["image"], batch_size))
+        logit_parts.append(models.logits(train.select(members), batch_size))
         chosen.append(members)
-        folds[fold] = {"images": len(members), "out_of_fold": sorted(swapped.out_of_fold)}
+        folds[fold] = {"images": len(members), "out_of_fold": sorted(models.out_of_fold)}
     chosen = np.concatenate(chosen)
     dataset = train.select(chosen)
     subjects = np.asarray(dataset["subject"])

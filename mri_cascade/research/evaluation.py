@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.metrics import (
@@ -41,6 +42,9 @@ from .audit import (
 )
 from .calibration_fit import expected_calibration_error
 from .data import SPLIT_SEED, VALIDATION_FRACTION
+
+if TYPE_CHECKING:
+    from .fitting import FoldModels  # (fitting imports this module)
 
 
 def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
@@ -205,7 +209,7 @@ def tasks_deciding(label_id: str) -> set[str]:
 
 def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str | None = None,
                      validation_fraction: float = VALIDATION_FRACTION, seed: int = SPLIT_SEED, validation: dict | None = None,
-                     held_out: Mapping[int, tuple] | None = None, non_mri_test=None) -> dict:
+                     held_out: Mapping[int, FoldModels] | None = None, non_mri_test=None) -> dict:
     """Every figure at ``operating_point`` (default: the cascade's own) on the test split: all of it, without the
     images that duplicate a training image, and on the test images of subjects that the models answering them
     never saw. On validation: ``validation``'s figures when given (``fitting.stored_validation_figures``: what
@@ -213,8 +217,8 @@ def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str 
 
     Unseen subjects matter because the Alzheimer test split holds other slices of the training subjects, so its
     full figure also measures how well the models learned those subjects. ``held_out`` maps a fold of
-    ``splits["train"]`` (``data.fold_assignment``) to a cascade and the tasks whose model never trained on it
-    (``fitting.unseen_subject_cascades``). A test image linked to a training subject of fold K
+    ``splits["train"]`` (``data.fold_assignment``) to its models (``fitting.unseen_subject_models``: a
+    ``fitting.FoldModels``, with the tasks whose model never trained on it). A test image linked to a training subject of fold K
     (``audit.subject_folds``) counts when fold K's models held it out for every task deciding its answer
     (``tasks_deciding``); their logits then go through this cascade's temperatures and thresholds. A test image
     linked to no training image counts with this cascade's answer.
@@ -249,20 +253,19 @@ def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str 
         folds = subject_folds(test_prints.thumbnails, train_prints.thumbnails, train_folds)
         unseen = folds == NO_TRAINING_SUBJECT
         unseen_probabilities = {task: p.copy() for task, p in probabilities.items()}
-        for fold, (fold_cascade, out_of_fold) in held_out.items():
-            members = np.flatnonzero((folds == fold) & np.array([tasks_deciding(label) <= out_of_fold
+        for fold, models in held_out.items():
+            members = np.flatnonzero((folds == fold) & np.array([tasks_deciding(label) <= models.out_of_fold
                                                                  for label in truth]))
-            if len(members) and fold_cascade is not cascade:  # this cascade's own answers are in already
-                fold_probabilities = cascade.calibrated(
-                    fold_cascade.stage_logits(test.select(members)["image"], batch_size=batch_size))
+            if len(members) and models.swapped:  # this cascade's own answers are in already
+                fold_probabilities = cascade.calibrated(models.logits(test.select(members), batch_size))
                 for task, values in fold_probabilities.items():
                     unseen_probabilities[task][members] = values
             unseen[members] = True
         diagnosing = (DISEASE_DETECTOR, ALZHEIMER_SEVERITY, TUMOR_TYPE)
         report["unseen_subjects_test"] = {
             "folds": sorted(held_out),
-            "folds_by_model": {task.name: sorted(fold for fold, (_, out_of_fold) in held_out.items()
-                                                 if task.name in out_of_fold) for task in diagnosing},
+            "folds_by_model": {task.name: sorted(fold for fold, models in held_out.items()
+                                                 if task.name in models.out_of_fold) for task in diagnosing},
             **figures_on(unseen, unseen_probabilities),
         }
     if non_mri_test is not None and len(non_mri_test):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ from ..loading import (
 from .calibration_fit import expected_calibration_error, fit_temperature, reliability_diagram
 from .data import SPLIT_SEED, VALIDATION_FRACTION, split_validation
 from .evaluation import cascade_figures, decision_figures, tasks_deciding, tune_healthy_threshold
+from .fold_logits import FOLD_LOGITS_SUFFIX, FoldLogits, file_sha256, is_fold_logits_file, scan_keys
 
 OPERATING_POINTS_FILE = "operating_points.json"
 """Validation figures of the fitted operating points, beside the disease detector's config."""
@@ -192,38 +193,73 @@ def held_out_fold(location: str, validation_fraction: float = VALIDATION_FRACTIO
 
 @dataclass
 class FoldModels:
-    """The shipped stages with the models that held out one fold swapped in."""
+    """The shipped stages with the models that held out one fold swapped in, or their kept logits."""
 
     stages: dict[str, Stage]
     out_of_fold: set[str]  # the tasks whose model never trained on this fold
+    swapped: set[str] = field(default_factory=set)  # the tasks a fold model answers, rather than the shipped one
+    kept: dict[str, FoldLogits] = field(default_factory=dict)  # task -> its fold model's kept logits
+
+    def logits(self, scans, batch_size: int = 8) -> dict[str, np.ndarray]:
+        """Every task's logits on ``scans`` (a dataset with ``image``, ``source`` and ``file``): a kept task's
+        from its file, the others from the stages."""
+        logits = Cascade(self.stages).stage_logits(scans["image"], batch_size)
+        for task, kept in self.kept.items():
+            logits[task] = kept.lookup(scans)[task]
+        return logits
 
 
 def fold_models_by_fold(shipped: dict[str, Stage], fold_models: Sequence[Path] = (),
                         validation_fraction: float = VALIDATION_FRACTION,
                         seed: int = SPLIT_SEED) -> dict[int, FoldModels]:
     """Every fold of the grouped split that some model held out, with the ``shipped`` stages and that fold's
-    models from ``fold_models`` (``run_train.py --validation_fold K`` output folders) swapped in. A shipped model
+    models from ``fold_models`` swapped in: ``run_train.py --validation_fold K`` output folders, or their logits
+    kept by ``keep_fold_logits`` (``fold_logits.FoldLogits``, checked against the shipped recipe). A shipped model
     is out of fold on the fold its own training held out (``held_out_fold``; none if it trained on every scan), a
     swapped-in one on its fold; the swapped-in models run with the shipped ones' test-time flips."""
     shipped_folds = {task: held_out_fold(stage.location, validation_fraction, seed) for task, stage in shipped.items()}
     swaps: dict[int, dict[str, Stage]] = {}
+    kept: dict[int, dict[str, FoldLogits]] = {}
+
+    def claim(task: str, fold: int) -> None:
+        if task in swaps.get(fold, {}) or task in kept.get(fold, {}) or shipped_folds[task] == fold:
+            raise ValueError(f"two {task} models held out fold {fold}; give one")
+
     for directory in map(Path, fold_models):
+        if is_fold_logits_file(directory):
+            stored = FoldLogits.load(directory)
+            stored.check_against({task: training_record(stage.location) for task, stage in shipped.items()},
+                                 {task: stage.test_time_flips for task, stage in shipped.items()}, directory)
+            for task in stored.tasks:
+                claim(task, stored.fold)
+                kept.setdefault(stored.fold, {})[task] = stored
+            continue
         found = [task for task in TASKS if (directory / task / TRAINING_RECORD).is_file()]
         if not found:
-            raise ValueError(f"{directory} holds no trained model folder (one per task, with {TRAINING_RECORD})")
+            raise ValueError(f"{directory} holds no trained model folder (one per task, with {TRAINING_RECORD}) "
+                             f"and is no file of kept fold logits (*{FOLD_LOGITS_SUFFIX})")
         for task in found:
             fold = held_out_fold(str(directory / task), validation_fraction, seed)
             if fold is None:
                 raise ValueError(f"{directory / task} did not hold out a fold of this split (--validation fold, "
                                  f"seed {seed}, validation fraction {validation_fraction})")
-            if task in swaps.get(fold, {}) or shipped_folds[task] == fold:
-                raise ValueError(f"two {task} models held out fold {fold}; give one")
+            claim(task, fold)
             stage = load_stage(str(directory / task), task)
             stage.test_time_flips = shipped[task].test_time_flips
             swaps.setdefault(fold, {})[task] = stage
-    return {fold: FoldModels({**shipped, **swaps.get(fold, {})},
-                             set(swaps.get(fold, {})) | {task for task, own in shipped_folds.items() if own == fold})
-            for fold in sorted({fold for fold in shipped_folds.values() if fold is not None} | set(swaps))}
+    folds = {fold for fold in shipped_folds.values() if fold is not None} | set(swaps) | set(kept)
+    by_fold = {}
+    for fold in sorted(folds):
+        swapped = set(swaps.get(fold, {})) | set(kept.get(fold, {}))
+        by_fold[fold] = FoldModels({**shipped, **swaps.get(fold, {})},
+                                   swapped | {task for task, own in shipped_folds.items() if own == fold},
+                                   swapped, kept.get(fold, {}))
+    return by_fold
+
+
+def training_record(location: str) -> dict | None:
+    path = resolve_file(location, TRAINING_RECORD)
+    return json.loads(Path(path).read_text()) if path else None
 
 
 def held_out_logits(shipped: dict[str, Stage], train, fold_models: Sequence[Path] = (),
@@ -239,29 +275,48 @@ def held_out_logits(shipped: dict[str, Stage], train, fold_models: Sequence[Path
         _, validation = split_validation(train, groups, validation_fraction, seed, fold)
         print(f"fold {fold}: {len(validation)} validation images, out of fold: "
               f"{', '.join(task for task in TASKS if task in models.out_of_fold)}", flush=True)
-        logits = Cascade(models.stages).stage_logits(validation["image"])
-        held.append(HeldOut(fold, logits, np.asarray(validation["label_id"]), models.out_of_fold,
+        held.append(HeldOut(fold, models.logits(validation), np.asarray(validation["label_id"]), models.out_of_fold,
                             np.asarray(validation["subject"])))
     return held
 
 
-def unseen_subject_cascades(cascade: Cascade, sources: Sequence[str], fold_models: Sequence[Path] = (),
-                            validation_fraction: float = VALIDATION_FRACTION, seed: int = SPLIT_SEED) -> dict[int,
-    tuple[Cascade, set[str]]]:
-    """For ``evaluation.evaluate_cascade``'s test figures on unseen subjects: each held-out fold's cascade
-    (``fold_models_by_fold``; ``cascade`` itself for the fold its own models held out) and the tasks whose model
-    never trained on that fold. Empty unless every model
-    trained on ``sources``' collections in that order, so that its folds are the ones ``data.fold_assignment``
-    draws from them."""
+def keep_fold_logits(models_dir: Path, fold_dir: Path, splits, batch_size: int = 16,
+                     validation_fraction: float = VALIDATION_FRACTION, seed: int = SPLIT_SEED) -> FoldLogits:
+    """The logits of the models in ``fold_dir`` (one fold's, ``train/ship.sh`` with ``FOLD=K``), run with the
+    shipped models' test-time flips, on every scan they might answer: their fold of ``splits["train"]`` and all of
+    ``splits["test"]``."""
+    from datasets import concatenate_datasets
+
+    from .audit import fingerprint_dataset, near_duplicate_groups
+
+    shipped = load_stages(models_dir)
+    by_fold = fold_models_by_fold(shipped, [fold_dir], validation_fraction, seed)
+    [(fold, models)] = [(fold, models) for fold, models in by_fold.items() if models.swapped]
+    train = splits["train"]
+    _, validation = split_validation(train, near_duplicate_groups(fingerprint_dataset(train).thumbnails),
+                                     validation_fraction, seed, fold)
+    scans = concatenate_datasets([validation, splits["test"]])
+    print(f"fold {fold}: {len(validation)} validation and {len(splits['test'])} test images through "
+          f"{', '.join(sorted(models.swapped))}", flush=True)
+    logits = models.logits(scans, batch_size)
+    tasks = sorted(models.swapped)
+    return FoldLogits(fold, {task: training_record(models.stages[task].location) for task in tasks},
+                      {task: file_sha256(Path(models.stages[task].location) / "model.safetensors") for task in tasks},
+                      {task: bool(models.stages[task].test_time_flips) for task in tasks},
+                      scan_keys(scans), {task: logits[task] for task in tasks})
+
+
+def unseen_subject_models(cascade: Cascade, sources: Sequence[str], fold_models: Sequence[Path] = (),
+                          validation_fraction: float = VALIDATION_FRACTION,
+                          seed: int = SPLIT_SEED) -> dict[int, FoldModels]:
+    """For ``evaluation.evaluate_cascade``'s test figures on unseen subjects: each held-out fold's models
+    (``fold_models_by_fold``). Empty unless every model trained on ``sources``' collections in that order, so that
+    its folds are the ones ``data.fold_assignment`` draws from them."""
     for stage in cascade.stages.values():
-        record = resolve_file(stage.location, TRAINING_RECORD)
-        trained_on = json.loads(Path(record).read_text()).get("data", []) if record else []
-        if [Path(source).name for source in trained_on] != [Path(source).name for source in sources]:
+        record = training_record(stage.location) or {}
+        if [Path(source).name for source in record.get("data", [])] != [Path(source).name for source in sources]:
             return {}
-    by_fold = fold_models_by_fold(cascade.stages, fold_models, validation_fraction, seed)
-    return {fold: (cascade if all(models.stages[task] is cascade.stages[task] for task in TASKS)
-                   else Cascade(models.stages), models.out_of_fold)
-            for fold, models in by_fold.items()}
+    return fold_models_by_fold(cascade.stages, fold_models, validation_fraction, seed)
 
 
 def stored_validation_figures(cascade: Cascade, operating_point: str, validation_fraction: float = VALIDATION_FRACTION,
