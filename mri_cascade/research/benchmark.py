@@ -55,6 +55,7 @@ from .fitting import (
 BOOTSTRAP_RESAMPLES = 1000
 BORDER_SHARE = 0.25  # the framing check's black border, as a share of the slice's side, on each side
 FRAMING_SCANS_PER_CLASS = 8
+HALVES = ("first half", "second half")  # the cross-fitting halves of the clusters, by the half answered
 
 
 def held_out_fold_of(models: str, sources: list[str]) -> int:
@@ -137,21 +138,28 @@ def cluster_halves(clusters: np.ndarray, seed: int = SPLIT_SEED) -> np.ndarray:
     return np.isin(clusters, np.random.default_rng(seed).permutation(cluster_ids)[: len(cluster_ids) // 2])
 
 
+def answered_with(cascade: Cascade, probabilities: dict[str, np.ndarray], limits_by_half: dict[str, dict[str, float]],
+                  in_first_half: np.ndarray) -> np.ndarray:
+    """Each scan's (or pooled subject's) answer: healthy where its P(healthy) passes the healthy thresholds of its
+    half (``limits_by_half``: family -> threshold, by half), else the disease path's answer."""
+    families = scan_families(probabilities[ALZHEIMER_VS_TUMOR.name])
+    p_healthy = probabilities[DISEASE_DETECTOR.name][:, 0]
+    answers = np.array([r.label for r in cascade.combine(probabilities, thresholds=NEVER_HEALTHY)], dtype=object)
+    for half, answered in zip(HALVES, (in_first_half, ~in_first_half)):
+        healthy = calls_healthy(p_healthy[answered], families[answered], limits_by_half[half])
+        answers[np.flatnonzero(answered)[healthy]] = "healthy"
+    return answers
+
+
 def cross_fitted_answers(cascade: Cascade, probabilities: dict[str, np.ndarray], truth: np.ndarray,
                          first_half: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
     """Per operating point, every scan's answer under the healthy thresholds fitted on the other half of the
     clusters; and those thresholds, by the half they answer ("first half": fitted on the second)."""
-    families = scan_families(probabilities[ALZHEIMER_VS_TUMOR.name])
-    p_healthy = probabilities[DISEASE_DETECTOR.name][:, 0]
-    disease_answers = np.array([r.label for r in cascade.combine(probabilities, thresholds=NEVER_HEALTHY)], dtype=object)
-    answers = {point: disease_answers.copy() for point in OPERATING_POINTS}
-    thresholds = {}
-    for half, answered in (("first half", first_half), ("second half", ~first_half)):
-        fitted = fit_operating_points(cascade, {t: p[~answered] for t, p in probabilities.items()}, truth[~answered])
-        thresholds[half] = fitted["operating_points"]
-        for point in OPERATING_POINTS:
-            healthy = calls_healthy(p_healthy[answered], families[answered], thresholds[half][point])
-            answers[point][np.flatnonzero(answered)[healthy]] = "healthy"
+    thresholds = {half: fit_operating_points(cascade, {t: p[fitted_on] for t, p in probabilities.items()},
+                                             truth[fitted_on])["operating_points"]
+                  for half, fitted_on in zip(HALVES, (~first_half, first_half))}
+    answers = {point: answered_with(cascade, probabilities, {half: thresholds[half][point] for half in HALVES},
+                                    first_half) for point in OPERATING_POINTS}
     return answers, thresholds
 
 
@@ -296,19 +304,15 @@ def subject_figures(cascade: Cascade, probabilities: dict[str, np.ndarray], trut
     if not len(named):
         return {}
     in_first_half = np.array([first_half[subjects == subject][0] for subject in named])
-    families = scan_families(pooled[ALZHEIMER_VS_TUMOR.name])
     p_healthy = pooled[DISEASE_DETECTOR.name][:, 0]
-    disease_answers = np.array([r.label for r in cascade.combine(pooled, thresholds=NEVER_HEALTHY)], dtype=object)
-    answers = {"series": disease_answers.copy(), "slice": disease_answers.copy()}
     series_thresholds = {}
-    for half, answered, fitted_on in (("first half", in_first_half, ~first_half),
-                                      ("second half", ~in_first_half, first_half)):
+    for half, fitted_on in zip(HALVES, (~first_half, first_half)):
         fitted = fit_series_operating_points(cascade, {task: p[fitted_on] for task, p in probabilities.items()},
                                              truth[fitted_on], subjects[fitted_on], thresholds[half])
         series_thresholds[half] = (fitted["operating_points"] if fitted else thresholds[half])[point]
-        for kind, limits in (("series", series_thresholds[half]), ("slice", thresholds[half][point])):
-            healthy = calls_healthy(p_healthy[answered], families[answered], limits)
-            answers[kind][np.flatnonzero(answered)[healthy]] = "healthy"
+    answers = {"series": answered_with(cascade, pooled, series_thresholds, in_first_half),
+               "slice": answered_with(cascade, pooled, {half: thresholds[half][point] for half in HALVES},
+                                      in_first_half)}
     majority = []
     for subject in named:
         values, counts = np.unique(slice_answers[subjects == subject].astype(str), return_counts=True)
