@@ -28,7 +28,7 @@ from mri_cascade.research.fitting import (
     unseen_subject_models,
     update_config,
 )
-from mri_cascade.research.fold_logits import FoldLogits
+from mri_cascade.research.fold_logits import RECORD_DEFAULTS, FoldLogits
 
 
 def test_best_accuracy_threshold_on_a_known_case():
@@ -244,6 +244,30 @@ def test_kept_fold_logits_stand_in_for_the_fold_models(fold_setup, kept_fold):
                                live[1].logits["disease-detector"][order], atol=1e-5)
     with pytest.raises(ValueError, match="two disease-detector models held out fold 1"):
         held_out_logits(load_stages(shipped), train, [path, fold_models])
+
+
+def test_records_older_than_a_training_option_count_as_its_default(kept_fold):
+    """Catches a kept fold refused because the shipped models were recorded before run_train.py gained an option
+    that the fold's models record at its default (or accepted when the defaults drift apart)."""
+    import dataclasses
+
+    from train import run_train
+
+    defaults = {f.name: f.default for cls in (run_train.DataArguments, run_train.ModelArguments,
+                                              run_train.RegularisationArguments) for f in dataclasses.fields(cls)}
+    assert {name: defaults[name] for name in RECORD_DEFAULTS} == RECORD_DEFAULTS
+    shipped, path, train = kept_fold
+    record_file = shipped / "disease-detector" / "training_args.json"
+    record = json.loads(record_file.read_text())
+    fold_record = {**record, "validation_fold": 1, "trainable_blocks": -1}
+    stored = FoldLogits.load(path)
+    stored.records["disease-detector"] = fold_record
+    stored.save(path)
+    held_out_logits(load_stages(shipped), train, [path])  # the shipped record has no trainable_blocks: accepted
+    stored.records["disease-detector"] = {**fold_record, "trainable_blocks": 4}
+    stored.save(path)
+    with pytest.raises(ValueError, match="another recipe"):
+        held_out_logits(load_stages(shipped), train, [path])
 
 
 def test_kept_fold_logits_of_another_recipe_or_other_flips_or_scans_are_refused(kept_fold, tmp_path):

@@ -21,6 +21,9 @@ import numpy as np
 
 FOLD_LOGITS_SUFFIX = ".npz"
 RECORD_FIELDS_FREE_BY_FOLD = ("validation_fold",)  # the training-record fields that differ between folds' models
+RECORD_DEFAULTS = {"trainable_blocks": -1}
+"""Options that ``run_train.py`` gained after some models were recorded, with the value that a record without
+them trained with (the option's default there; a test holds the two equal)."""
 
 
 def scan_keys(scans) -> np.ndarray:
@@ -37,7 +40,8 @@ def file_sha256(path: str | Path) -> str:
 
 
 def recipe_of(record: Mapping) -> dict:
-    return {key: value for key, value in record.items() if key not in RECORD_FIELDS_FREE_BY_FOLD}
+    """A training record without the fields that differ by fold, older records completed with ``RECORD_DEFAULTS``."""
+    return {key: value for key, value in {**RECORD_DEFAULTS, **record}.items() if key not in RECORD_FIELDS_FREE_BY_FOLD}
 
 
 def is_fold_logits_file(path: str | Path) -> bool:
