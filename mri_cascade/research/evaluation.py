@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from sklearn.metrics import (
@@ -42,9 +42,6 @@ from .audit import (
 )
 from .calibration_fit import expected_calibration_error
 from .data import SPLIT_SEED, VALIDATION_FRACTION
-
-if TYPE_CHECKING:
-    from .fitting import FoldModels  # (fitting imports this module)
 
 
 def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
@@ -207,9 +204,18 @@ def tasks_deciding(label_id: str) -> set[str]:
                                       if label_id in task.members()}
 
 
+class HeldOutModels(Protocol):
+    """One held-out fold's models, as ``fitting.FoldModels`` holds them."""
+
+    out_of_fold: set[str]  # the tasks whose model never trained on the fold
+    swapped: set[str]  # the tasks a fold model answers, rather than the cascade's own
+
+    def logits(self, scans, batch_size: int = 8) -> dict[str, np.ndarray]: ...
+
+
 def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str | None = None,
                      validation_fraction: float = VALIDATION_FRACTION, seed: int = SPLIT_SEED, validation: dict | None = None,
-                     held_out: Mapping[int, FoldModels] | None = None, non_mri_test=None) -> dict:
+                     held_out: Mapping[int, HeldOutModels] | None = None, non_mri_test=None) -> dict:
     """Every figure at ``operating_point`` (default: the cascade's own) on the test split: all of it, without the
     images that duplicate a training image, and on the test images of subjects that the models answering them
     never saw. On validation: ``validation``'s figures when given (``fitting.stored_validation_figures``: what
