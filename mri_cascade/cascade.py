@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -65,20 +65,24 @@ class Cascade:
         return {task: softmax(values, float(getattr(self.stages[task].config, TEMPERATURE_KEY, 1.0)))
                 for task, values in logits.items()}
 
-    def stage_logits(self, images: Sequence[ImageSource], batch_size: int = 8) -> dict[str, np.ndarray]:
-        """Every model's logits for every image, columns in each task's class order."""
-        return self.run_models(images, batch_size)[0]
+    def stage_logits(self, images: Sequence[ImageSource], batch_size: int = 8,
+                     tasks: Collection[str] | None = None) -> dict[str, np.ndarray]:
+        """Every model's (or only ``tasks``') logits for every image, columns in each task's class order."""
+        return self.run_models(images, batch_size, tasks=tasks)[0]
 
     def run_models(self, images: Sequence[ImageSource], batch_size: int = 8, header_notes: list | None = None,
-                   ct_looks: list | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+                   ct_looks: list | None = None,
+                   tasks: Collection[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Every model's logits (columns in each task's class order) and image embeddings for every image.
 
         Images are preprocessed once per distinct image-processor setting, then every model runs on each batch,
-        the ONNX ones side by side (``Stage.start_runs``).
+        the ONNX ones side by side (``Stage.start_runs``). ``tasks``, when given, runs only those models.
         ``header_notes``, when given, receives each image's DICOM header note (why its header says it is not a
         brain MRI, else None), in order; ``ct_looks`` whether each image looks like a head CT (``modality.bone_rim``).
         """
-        groups = list(self.preprocessing_groups.values())
+        wanted = list(TASKS) if tasks is None else [task for task in TASKS if task in tasks]
+        groups = [members for group in self.preprocessing_groups.values()
+                  if (members := [task for task in group if task in wanted])]
 
         def prepare(chunk: Sequence[ImageSource]) -> list[np.ndarray]:
             loaded = [load_image(image) for image in chunk]
@@ -88,8 +92,8 @@ class Cascade:
                 ct_looks.extend(bone_rim(image).looks_like_ct for image in loaded)
             return [self.stages[tasks[0]].preprocess(loaded) for tasks in groups]
 
-        logits: dict[str, list[np.ndarray]] = {task: [np.zeros((0, len(TASKS[task].classes)))] for task in TASKS}
-        embeddings: dict[str, list[np.ndarray]] = {task: [] for task in TASKS}
+        logits: dict[str, list[np.ndarray]] = {task: [np.zeros((0, len(TASKS[task].classes)))] for task in wanted}
+        embeddings: dict[str, list[np.ndarray]] = {task: [] for task in wanted}
         chunks = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
         # decode and resize the next chunk while the models run on this one (both release the GIL)
         with ThreadPoolExecutor(max_workers=1) as prefetcher:

@@ -21,6 +21,7 @@ from mri_cascade.research.fitting import (
     calibrate_models,
     fit_operating_points,
     fit_series_operating_points,
+    fold_models_by_fold,
     held_out_fold,
     held_out_logits,
     keep_fold_logits,
@@ -244,6 +245,16 @@ def test_kept_fold_logits_stand_in_for_the_fold_models(fold_setup, kept_fold):
                                live[1].logits["disease-detector"][order], atol=1e-5)
     with pytest.raises(ValueError, match="two disease-detector models held out fold 1"):
         held_out_logits(load_stages(shipped), train, [path, fold_models])
+    # a kept task's model does not run again (catches the shipped detector read for nothing on every kept fold)
+    stages = load_stages(shipped)
+
+    def never(pixels):
+        raise AssertionError("the kept task's model ran")
+
+    stages["disease-detector"].start_runs = never
+    fold_1_models = fold_models_by_fold(stages, [path])[1]
+    np.testing.assert_allclose(fold_1_models.logits(fold_1)["disease-detector"], live[1].logits["disease-detector"],
+                               atol=1e-5)
 
 
 def test_records_older_than_a_training_option_count_as_its_default(kept_fold):

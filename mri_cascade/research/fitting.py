@@ -202,10 +202,11 @@ class FoldModels:
 
     def logits(self, scans, batch_size: int = 8) -> dict[str, np.ndarray]:
         """Every task's logits on ``scans`` (a dataset with ``image``, ``source`` and ``file``): a kept task's
-        from its file, the others from the stages."""
-        logits = Cascade(self.stages).stage_logits(scans["image"], batch_size)
-        for task, kept in self.kept.items():
-            logits[task] = kept.lookup(scans)[task]
+        from its file, only the others through their models."""
+        live = [task for task in TASKS if task not in self.kept]
+        logits = Cascade(self.stages).stage_logits(scans["image"], batch_size, tasks=live) if live else {}
+        for stored in {id(stored): stored for stored in self.kept.values()}.values():
+            logits.update({task: values for task, values in stored.lookup(scans).items() if self.kept[task] is stored})
         return logits
 
 
