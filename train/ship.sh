@@ -4,7 +4,7 @@
 # trains on the three collections: Br35H's untyped tumors teach the detector and Alzheimer's vs tumor only.
 #
 # FOLD=K trains the same recipe with grouped fold K held out into folds/foldK, keeps those models' logits on the
-# scans they held out in reports/fold_logits/foldK.npz (to commit: a few hundred KB, where the models are 14 MB
+# scans they held out in reports/fold_logits/foldK.npz (to commit: about 80 KB, where the models are 14 MB
 # each) and skips the fitting, which belongs to the shipped models; TASKS="a b" trains only those tasks. The
 # shipped models' fitting, benchmark and evaluation use every reports/fold_logits/fold*.npz there is, so folds
 # add up across machines (about 50 minutes a fold on 2 cores):

@@ -292,7 +292,11 @@ def keep_fold_logits(models_dir: Path, fold_dir: Path, splits, batch_size: int =
 
     shipped = load_stages(models_dir)
     by_fold = fold_models_by_fold(shipped, [fold_dir], validation_fraction, seed)
-    [(fold, models)] = [(fold, models) for fold, models in by_fold.items() if models.swapped]
+    folds = [(fold, models) for fold, models in by_fold.items() if models.swapped]
+    if len(folds) != 1:
+        raise ValueError(f"{fold_dir} holds models that held out folds {[fold for fold, _ in folds]}: keep one "
+                         "fold's logits at a time")
+    [(fold, models)] = folds
     train = splits["train"]
     _, validation = split_validation(train, near_duplicate_groups(fingerprint_dataset(train).thumbnails),
                                      validation_fraction, seed, fold)
