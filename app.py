@@ -23,6 +23,7 @@ from mri_cascade.service import (
     classify_series,
     example_scans,
     limits_text,
+    load_heatmap_models_in_background,
 )
 
 MAX_STAGES = 3
@@ -190,6 +191,7 @@ def main() -> None:
         prevent_thread_lock=True,
     )
     print(f"MRI Cascade: ready on {demo.local_url}", file=sys.stderr, flush=True)
+    load_heatmap_models_in_background(cascade)
     demo.block_thread()
 
 

@@ -82,7 +82,8 @@ def seed_equivalent_cascade() -> Cascade:
         id2label = dict(enumerate(task.classes))
         config = ResNetConfig(id2label=id2label, label2id={v: k for k, v in id2label.items()})  # ResNet-50 layout
         processor = EfficientNetImageProcessor(size={"height": 240, "width": 240}, do_center_crop=False, include_top=False)
-        stages[task.name] = Stage(config, processor, TorchRunner(ResNetForImageClassification(config)), "resnet-50", "torch")
+        stages[task.name] = Stage(config, processor.to_dict(), TorchRunner(ResNetForImageClassification(config)),
+                                  "resnet-50", "torch")
     return Cascade(stages)
 
 
@@ -93,7 +94,7 @@ def cascade_flops(cascade: Cascade) -> int:
 
     total = 0
     for stage in cascade.stages.values():
-        size = stage.processor.size
+        size = stage.processor_settings["size"]
         with FlopCounterMode(display=False) as counter, torch.inference_mode():
             stage.logits_and_embedding(np.zeros((1, 3, size["height"], size["width"]), dtype=np.float32))
         total += counter.get_total_flops()

@@ -10,6 +10,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -21,9 +22,8 @@ from .runtime import (
     ONNX_FILE,
     WEIGHTS_FILE,
     GreyPreprocessor,
-    OnnxRunner,
     file_sha256,
-    fresh_onnx_export,
+    fresh_onnx_runner,
     model_workers,
     onnx_model_pool,
 )
@@ -52,6 +52,7 @@ TEST_TIME_FLIPS_KEY = "test_time_flips"
 CROP_TO_HEAD_KEY = "crop_to_head"
 """A model config's switch (true/false): the model reads each slice cropped to the head (``images.crop_to_head``)."""
 LEGACY_THRESHOLD_KEY, LEGACY_DEFAULT_THRESHOLD = "healthy_threshold", 0.5
+CONFIG_FILE, PROCESSOR_FILE = "config.json", "preprocessor_config.json"
 logger = logging.getLogger(__name__)
 
 
@@ -89,28 +90,50 @@ def model_location(source: str | os.PathLike | None, task: str) -> str:
     return f"{source}-{task}"
 
 
+class ModelConfig(SimpleNamespace):
+    """A model's ``config.json`` as attributes, read without transformers: importing it (and torch with it) took
+    about half of a cold start. ``id2label`` has int keys and ``label2id`` int values, as in transformers."""
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> ModelConfig:
+        with open(path, encoding="utf-8") as stream:
+            values = json.load(stream)
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} does not hold a JSON object")
+        id2label = {int(index): name for index, name in (values.get("id2label") or {}).items()}
+        label2id = {name: int(index) for name, index in (values.get("label2id") or {}).items()}
+        return cls(**{**values, "id2label": id2label, "label2id": label2id or {v: k for k, v in id2label.items()}})
+
+
 @dataclass
 class Stage:
-    """One loaded model: its config (classes, threshold), image processor and a function giving logits and
-    embeddings."""
+    """One loaded model: its config (classes, threshold), its image processor's settings and a function giving
+    logits and embeddings."""
 
-    config: object
-    processor: object
+    config: object  # ModelConfig, or the transformers config of a model loaded in PyTorch
+    processor_settings: dict  # the image processor's preprocessor_config.json
     run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # pixel_values (N, 3, H, W) -> logits, embedding
     location: str
     backend: str  # "onnx" or "torch"
 
     def __post_init__(self) -> None:
-        self.resize_and_normalise: Callable[[list], np.ndarray] = GreyPreprocessor.for_processor(self.processor) or (
-            lambda images: self.processor(images, return_tensors="np")["pixel_values"]
-        )
+        self.resize_and_normalise: Callable[[list], np.ndarray] = GreyPreprocessor.for_settings(
+            self.processor_settings) or (lambda images: self.processor(images, return_tensors="np")["pixel_values"])
         self.test_time_flips = bool(getattr(self.config, TEST_TIME_FLIPS_KEY, False))
         self.crop_to_head = bool(getattr(self.config, CROP_TO_HEAD_KEY, False))
+
+    @cached_property
+    def processor(self):
+        """The transformers image processor, loaded on first use: for settings ``GreyPreprocessor`` does not
+        reproduce."""
+        from transformers import AutoImageProcessor
+
+        return AutoImageProcessor.from_pretrained(self.location, trust_remote_code=False)
 
     @property
     def preprocessing_key(self) -> str:
         """Equal for stages whose inputs are prepared identically (they share one preprocessing pass)."""
-        return json.dumps([self.crop_to_head, self.processor.to_dict()], sort_keys=True, default=str)
+        return json.dumps([self.crop_to_head, self.processor_settings], sort_keys=True, default=str)
 
     def preprocess(self, images: list) -> np.ndarray:
         """Loaded slices -> the model's pixel values: cropped to the head if its config says so, then resized and
@@ -166,43 +189,49 @@ class Stage:
 
 def resolve_file(location: str, filename: str) -> str | None:
     """Local path of ``filename`` in a model directory or Hub repo (downloaded or cached), None if absent."""
-    if os.path.isdir(location):
-        path = os.path.join(location, filename)
-        return path if os.path.isfile(path) else None
     try:
-        from huggingface_hub import hf_hub_download
-
-        return hf_hub_download(location, filename)
-    except Exception:  # not on the Hub, offline without a cached copy, ...
+        return required_file(location, filename)
+    except Exception:  # absent, not on the Hub, offline without a cached copy, ...
         return None
 
 
-def load_stage(location: str, task: str, backend: str = "auto") -> Stage:
-    """Load one task's model for inference: its ONNX export when present and fresh (``backend`` auto/onnx),
-    else PyTorch. Its config must name exactly the task's classes in ``id2label``."""
-    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+def required_file(location: str, filename: str) -> str:
+    """Local path of ``filename`` in a model directory or Hub repo (downloaded or cached); raises when absent."""
+    if os.path.isdir(location):
+        path = os.path.join(location, filename)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{location} has no {filename}")
+        return path
+    from huggingface_hub import hf_hub_download
 
-    config = AutoConfig.from_pretrained(location, trust_remote_code=False)
+    return hf_hub_download(location, filename)
+
+
+def load_stage(location: str, task: str, backend: str = "auto") -> Stage:
+    """Load one task's model for inference: its ONNX export when present and fresh (``backend`` auto/onnx), else
+    PyTorch. Its config must name exactly the task's classes in ``id2label``. The ONNX path reads the config
+    files as JSON and never imports transformers or torch."""
+    config = ModelConfig.from_json_file(required_file(location, CONFIG_FILE))
     expected, found = set(TASKS[task].classes), set(config.id2label.values())
     if found != expected:
         raise ModelLoadError(
             f"the {task} model at {location} has classes {sorted(found)} in config.json (id2label), "
             f"expected {sorted(expected)}"
         )
-    processor = AutoImageProcessor.from_pretrained(location, trust_remote_code=False)
+    with open(required_file(location, PROCESSOR_FILE), encoding="utf-8") as stream:
+        processor_settings = json.load(stream)
     if backend in ("auto", "onnx"):
-        onnx_path, weights_path = resolve_file(location, ONNX_FILE), resolve_file(location, WEIGHTS_FILE)
-        if onnx_path and weights_path and fresh_onnx_export(onnx_path, weights_path):
-            try:
-                return Stage(config, processor, OnnxRunner(onnx_path), location, "onnx")
-            except Exception as error:  # onnxruntime raises its own types for a damaged graph
-                raise ModelLoadError(f"the ONNX export at {onnx_path} cannot be run: {error}") from error
+        runner = fresh_onnx_runner(resolve_file(location, ONNX_FILE), resolve_file(location, WEIGHTS_FILE))
+        if runner is not None:
+            return Stage(config, processor_settings, runner, location, "onnx")
         if backend == "onnx":
             raise ModelLoadError(f"no up-to-date ONNX export at {location}/{ONNX_FILE}")
+    from transformers import AutoModelForImageClassification
+
     from .torch_backend import TorchRunner
 
     model = AutoModelForImageClassification.from_pretrained(location, use_safetensors=True, trust_remote_code=False)
-    return Stage(model.config, processor, TorchRunner(model), location, "torch")
+    return Stage(model.config, processor_settings, TorchRunner(model), location, "torch")
 
 
 def load_familiarity(source: str | os.PathLike | None) -> FamiliarityCheck | None:

@@ -78,28 +78,27 @@ class OnnxRunner:
         return logits, embedding
 
 
-def fresh_onnx_export(onnx_path: str | os.PathLike, weights_path: str | os.PathLike) -> bool:
-    """True when ``onnx_path`` exists, was exported from exactly ``weights_path`` and has today's outputs."""
+def fresh_onnx_runner(onnx_path: str | os.PathLike | None, weights_path: str | os.PathLike | None) -> OnnxRunner | None:
+    """The export at ``onnx_path`` ready to run when it was exported from exactly ``weights_path`` and has today's
+    outputs; None when it is missing, stale or cannot be opened. ONNX Runtime reads the recorded hash itself: the
+    ``onnx`` package is not imported, which would add about a second to every start."""
+    if not (onnx_path and weights_path and os.path.isfile(onnx_path) and os.path.isfile(weights_path)):
+        return None
     try:
-        import onnx
-    except ImportError:
-        return False
-    if not (os.path.isfile(onnx_path) and os.path.isfile(weights_path)):
-        return False
-    try:
-        exported = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception:  # a damaged file is not a usable export
-        return False
-    props = {p.key: p.value for p in exported.metadata_props}
-    outputs = [output.name for output in exported.graph.output]
-    return outputs == ONNX_OUTPUTS and props.get(SOURCE_HASH_KEY) == file_sha256(weights_path)
+        runner = OnnxRunner(onnx_path)
+    except Exception:  # onnxruntime raises its own types for a damaged graph: not a usable export
+        return None
+    session = runner.session
+    outputs = [output.name for output in session.get_outputs()]
+    recorded = session.get_modelmeta().custom_metadata_map.get(SOURCE_HASH_KEY)
+    return runner if outputs == ONNX_OUTPUTS and recorded == file_sha256(weights_path) else None
 
 
 class GreyPreprocessor:
     """The EfficientNet/ViT-style image processor's resize-rescale-normalise, done once on one grey channel.
 
     Cascade inputs are grey replicated to RGB, so resizing one channel and broadcasting gives the processor's
-    exact output at a third of the cost. ``for_processor`` returns None for settings it does not reproduce.
+    exact output at a third of the cost. ``for_settings`` returns None for settings it does not reproduce.
     """
 
     def __init__(self, height: int, width: int, resample: int, scale: float, mean: np.ndarray, std: np.ndarray):
@@ -107,18 +106,24 @@ class GreyPreprocessor:
         self.scale, self.mean, self.std = scale, mean.reshape(1, 3, 1, 1), std.reshape(1, 3, 1, 1)
 
     @classmethod
-    def for_processor(cls, processor) -> GreyPreprocessor | None:
-        settings = processor.to_dict()
+    def for_settings(cls, settings: dict) -> GreyPreprocessor | None:
+        """From an image processor's settings (its ``preprocessor_config.json``); every switch must be written
+        out, since a missing one means the processor class's default."""
         size = settings.get("size") or {}
+        kind = settings.get("image_processor_type", "")
+        written = {"do_resize", "do_rescale", "do_normalize", "resample", "rescale_factor", "image_mean", "image_std"}
+        if kind.startswith("EfficientNetImageProcessor"):
+            written |= {"include_top", "rescale_offset", "do_center_crop"}
+        elif not kind.startswith("ViTImageProcessor"):
+            return None
         supported = (
-            settings.get("image_processor_type", "").startswith(("EfficientNetImageProcessor", "ViTImageProcessor"))
-            and settings.get("do_resize") and settings.get("do_rescale") and settings.get("do_normalize")
+            written <= set(settings) and settings["do_resize"] and settings["do_rescale"] and settings["do_normalize"]
             and not settings.get("do_center_crop") and not settings.get("include_top")
             and not settings.get("rescale_offset") and {"height", "width"} <= set(size)
         )
         if not supported:
             return None
-        return cls(size["height"], size["width"], int(settings.get("resample", 2)), float(settings["rescale_factor"]),
+        return cls(size["height"], size["width"], int(settings["resample"]), float(settings["rescale_factor"]),
                    np.asarray(settings["image_mean"], dtype=np.float64), np.asarray(settings["image_std"], dtype=np.float64))
 
     def __call__(self, images) -> np.ndarray:

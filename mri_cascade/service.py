@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -115,6 +116,22 @@ def classify(cascade: Cascade, image: ImageSource, explain: bool = True, operati
         explanations = _explanations(cascade, [loaded], result, view)
         view.heatmaps = [(item.overlay, f"{item.stage}: evidence for {item.target}") for item in explanations]
     return view
+
+
+def load_heatmap_models_in_background(cascade: Cascade) -> threading.Thread:
+    """Load the PyTorch models behind the heatmaps while the app already answers: the ONNX cascade starts without
+    torch, so the first heatmap would otherwise wait seconds for it. A failure is logged; the heatmaps then say
+    they could not be made."""
+    def load() -> None:
+        try:
+            for stage in cascade.stages.values():
+                stage.torch_model  # noqa: B018 - a cached property: reading it loads the model
+        except Exception as error:
+            logger.warning("the heatmap models could not be loaded: %s", type(error).__name__)
+
+    thread = threading.Thread(target=load, name="heatmap-models", daemon=True)
+    thread.start()
+    return thread
 
 
 def _explanations(cascade: Cascade, images: list, result: CascadeResult, view: View) -> list:

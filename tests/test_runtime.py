@@ -1,6 +1,8 @@
 """The ONNX Runtime path: exact export, fresh-export check, and the fast grey preprocessing."""
 
+import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from conftest import save_tiny_models, synthetic_slice
 
 from mri_cascade import Cascade, ModelLoadError, load_image
 from mri_cascade.labels import TASKS
-from mri_cascade.runtime import ONNX_FILE, GreyPreprocessor, fresh_onnx_export, onnx_model_pool
+from mri_cascade.runtime import ONNX_FILE, GreyPreprocessor, fresh_onnx_runner, onnx_model_pool
 from mri_cascade.torch_backend import export_onnx
 
 
@@ -92,7 +94,7 @@ def test_an_export_without_the_embedding_output_is_not_used(exported_models, tmp
     graph = onnx.load(str(path))
     graph.graph.output.pop()  # an export from before the embedding output
     onnx.save(graph, str(path))
-    assert not fresh_onnx_export(path, root / "disease-detector" / "model.safetensors")
+    assert fresh_onnx_runner(path, root / "disease-detector" / "model.safetensors") is None
     assert Cascade.from_pretrained(root).stages["disease-detector"].backend == "torch"
 
 
@@ -103,9 +105,9 @@ def test_a_stale_onnx_export_is_not_used(exported_models, tmp_path):
     shutil.copytree(exported_models, root)
     weights = root / "tumor-type" / "model.safetensors"
     weights.write_bytes(weights.read_bytes() + b"")  # same bytes: still fresh
-    assert fresh_onnx_export(root / "tumor-type" / ONNX_FILE, weights)
+    assert fresh_onnx_runner(root / "tumor-type" / ONNX_FILE, weights) is not None
     save_tiny_models(root, seed=1)  # retrained weights, old export left behind
-    assert not fresh_onnx_export(root / "tumor-type" / ONNX_FILE, weights)
+    assert fresh_onnx_runner(root / "tumor-type" / ONNX_FILE, weights) is None
     cascade = Cascade.from_pretrained(root)
     assert {stage.backend for stage in cascade.stages.values()} == {"torch"}
     with pytest.raises(ModelLoadError, match="no up-to-date ONNX export"):
@@ -113,9 +115,58 @@ def test_a_stale_onnx_export_is_not_used(exported_models, tmp_path):
 
 
 def test_grey_preprocessing_equals_the_image_processor(tiny_cascade):
-    processor = tiny_cascade.stages["tumor-type"].processor
-    fast = GreyPreprocessor.for_processor(processor)
-    assert fast is not None
+    """The settings read from the model's preprocessor_config.json give the transformers processor's pixels."""
+    stage = tiny_cascade.stages["tumor-type"]
+    processor = stage.processor
+    fast = GreyPreprocessor.for_settings(stage.processor_settings)
+    assert fast is not None and stage.processor_settings == json.loads(
+        (Path(stage.location) / "preprocessor_config.json").read_text())
     images = [load_image(synthetic_slice(i, size=(300 + 17 * i, 280))) for i in range(3)]
     expected = processor(images, return_tensors="np")["pixel_values"]
     np.testing.assert_allclose(fast(images), expected, atol=1e-6)
+
+
+def test_the_onnx_cascade_starts_and_answers_without_torch_or_transformers(exported_models, tmp_path):
+    """Catches a start-up that imports torch, transformers or onnx again (together about half of a cold start)."""
+    import subprocess
+    import sys
+
+    scan = tmp_path / "scan.png"
+    synthetic_slice(4).save(scan)
+    code = ("import sys; from mri_cascade import Cascade; "
+            "cascade = Cascade.from_pretrained(sys.argv[1]); print(cascade.predict(sys.argv[2]).label); "
+            "print(sorted(m for m in ('torch', 'transformers', 'onnx') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code, str(exported_models), str(scan)],
+                         capture_output=True, text=True, check=True)
+    label, imported = run.stdout.strip().splitlines()
+    assert imported == "[]"
+    assert label == Cascade.from_pretrained(exported_models).predict(scan).label
+
+
+def test_processor_settings_it_cannot_reproduce_go_through_the_transformers_processor(tiny_models, tmp_path):
+    """Catches a fast path taken for settings it would get wrong (here a centre crop)."""
+    import shutil
+
+    root = shutil.copytree(tiny_models, tmp_path / "models")
+    settings_file = root / "tumor-type" / "preprocessor_config.json"
+    settings = json.loads(settings_file.read_text())
+    settings_file.write_text(json.dumps({**settings, "do_center_crop": True, "crop_size": {"height": 40, "width": 40}}))
+    stage = Cascade.from_pretrained(root).stages["tumor-type"]
+    assert GreyPreprocessor.for_settings(stage.processor_settings) is None
+    images = [load_image(synthetic_slice(1))]
+    pixels = stage.resize_and_normalise(images)
+    assert pixels.shape[-2:] == (40, 40)
+    np.testing.assert_allclose(pixels, stage.processor(images, return_tensors="np")["pixel_values"])
+
+
+def test_the_heatmap_models_load_in_the_background_and_a_failure_only_logs(exported_models, caplog):
+    from mri_cascade.service import load_heatmap_models_in_background
+
+    cascade = Cascade.from_pretrained(exported_models)
+    load_heatmap_models_in_background(cascade).join(60)
+    assert all("torch_model" in stage.__dict__ for stage in cascade.stages.values())
+    broken = Cascade.from_pretrained(exported_models)
+    broken.stages["tumor-type"].location = str(exported_models / "missing")
+    with caplog.at_level("WARNING"):
+        load_heatmap_models_in_background(broken).join(60)
+    assert "heatmap models could not be loaded" in caplog.text
