@@ -221,9 +221,13 @@ def load_stage(location: str, task: str, backend: str = "auto") -> Stage:
     with open(required_file(location, PROCESSOR_FILE), encoding="utf-8") as stream:
         processor_settings = json.load(stream)
     if backend in ("auto", "onnx"):
-        runner = fresh_onnx_runner(resolve_file(location, ONNX_FILE), resolve_file(location, WEIGHTS_FILE))
+        onnx_path = resolve_file(location, ONNX_FILE)
+        runner = fresh_onnx_runner(onnx_path, resolve_file(location, WEIGHTS_FILE))
         if runner is not None:
             return Stage(config, processor_settings, runner, location, "onnx")
+        if onnx_path is not None:  # a stale or damaged export: answers stay right, at a third of the speed
+            logger.warning("the ONNX export at %s is not from these weights or cannot be opened: running %s in "
+                           "PyTorch (re-export with `mri-cascade export-onnx`)", onnx_path, task)
         if backend == "onnx":
             raise ModelLoadError(f"no up-to-date ONNX export at {location}/{ONNX_FILE}")
     from transformers import AutoModelForImageClassification

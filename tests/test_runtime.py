@@ -98,7 +98,7 @@ def test_an_export_without_the_embedding_output_is_not_used(exported_models, tmp
     assert Cascade.from_pretrained(root).stages["disease-detector"].backend == "torch"
 
 
-def test_a_stale_onnx_export_is_not_used(exported_models, tmp_path):
+def test_a_stale_onnx_export_is_not_used(exported_models, tmp_path, caplog):
     import shutil
 
     root = tmp_path / "models"
@@ -108,8 +108,10 @@ def test_a_stale_onnx_export_is_not_used(exported_models, tmp_path):
     assert fresh_onnx_runner(root / "tumor-type" / ONNX_FILE, weights) is not None
     save_tiny_models(root, seed=1)  # retrained weights, old export left behind
     assert fresh_onnx_runner(root / "tumor-type" / ONNX_FILE, weights) is None
-    cascade = Cascade.from_pretrained(root)
+    with caplog.at_level("WARNING"):
+        cascade = Cascade.from_pretrained(root)
     assert {stage.backend for stage in cascade.stages.values()} == {"torch"}
+    assert "running tumor-type in PyTorch" in caplog.text  # a slower start is never silent
     with pytest.raises(ModelLoadError, match="no up-to-date ONNX export"):
         Cascade.from_pretrained(root, backend="onnx")
 
