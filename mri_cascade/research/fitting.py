@@ -205,7 +205,7 @@ class FoldModels:
         from its file, only the others through their models."""
         live = [task for task in TASKS if task not in self.kept]
         logits = Cascade(self.stages).stage_logits(scans["image"], batch_size, tasks=live) if live else {}
-        for stored in {id(stored): stored for stored in self.kept.values()}.values():
+        for stored in set(self.kept.values()):
             logits.update({task: values for task, values in stored.lookup(scans).items() if self.kept[task] is stored})
         return logits
 

@@ -48,7 +48,7 @@ def is_fold_logits_file(path: str | Path) -> bool:
     return Path(path).suffix == FOLD_LOGITS_SUFFIX and Path(path).is_file()
 
 
-@dataclass
+@dataclass(eq=False)  # compared (and hashed) as the one object loaded from one file
 class FoldLogits:
     """One fold's models' logits (columns in each task's class order) on every scan they might answer."""
 
