@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from types import SimpleNamespace
@@ -116,6 +117,9 @@ class Stage:
     location: str
     backend: str  # "onnx" or "torch"
 
+    _torch_model: object = field(default=None, init=False, repr=False)
+    _torch_model_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
     def __post_init__(self) -> None:
         self.resize_and_normalise: Callable[[list], np.ndarray] = GreyPreprocessor.for_settings(
             self.processor_settings) or (lambda images: self.processor(images, return_tensors="np")["pixel_values"])
@@ -175,16 +179,20 @@ class Stage:
         """The model's logits and embeddings for these images (see ``merge``)."""
         return self.merge(self.start_runs(pixel_values))
 
-    @cached_property
+    @property
     def torch_model(self):
-        """The PyTorch model (for gradients: heatmaps), loaded on first use when the stage runs on ONNX."""
-        from transformers import AutoModelForImageClassification
-
+        """The PyTorch model (for gradients: heatmaps), loaded on first use when the stage runs on ONNX. The app
+        loads it in a background thread while requests may ask for it too: a lock of this stage's own makes it
+        load once (``functools.cached_property`` holds no lock from Python 3.12 on)."""
         if self.backend == "torch":
             return self.run.model
-        model = AutoModelForImageClassification.from_pretrained(self.location, use_safetensors=True,
-                                                                 trust_remote_code=False)
-        return model.eval()
+        with self._torch_model_lock:
+            if self._torch_model is None:
+                from transformers import AutoModelForImageClassification
+
+                self._torch_model = AutoModelForImageClassification.from_pretrained(
+                    self.location, use_safetensors=True, trust_remote_code=False).eval()
+            return self._torch_model
 
 
 def resolve_file(location: str, filename: str) -> str | None:

@@ -125,7 +125,7 @@ def load_heatmap_models_in_background(cascade: Cascade) -> threading.Thread:
     def load() -> None:
         try:
             for stage in cascade.stages.values():
-                stage.torch_model  # noqa: B018 - a cached property: reading it loads the model
+                stage.torch_model  # noqa: B018 - reading the property loads the model
         except Exception as error:
             logger.warning("the heatmap models could not be loaded: %s", type(error).__name__)
 

@@ -166,9 +166,34 @@ def test_the_heatmap_models_load_in_the_background_and_a_failure_only_logs(expor
 
     cascade = Cascade.from_pretrained(exported_models)
     load_heatmap_models_in_background(cascade).join(60)
-    assert all("torch_model" in stage.__dict__ for stage in cascade.stages.values())
+    assert all(stage._torch_model is not None for stage in cascade.stages.values())
     broken = Cascade.from_pretrained(exported_models)
     broken.stages["tumor-type"].location = str(exported_models / "missing")
     with caplog.at_level("WARNING"):
         load_heatmap_models_in_background(broken).join(60)
     assert "heatmap models could not be loaded" in caplog.text
+
+
+def test_a_stage_loads_its_pytorch_model_once_however_many_threads_ask(exported_models, monkeypatch):
+    import threading
+    import time
+
+    import transformers
+
+    loads = []
+    original = transformers.AutoModelForImageClassification.from_pretrained
+
+    def slow_load(*args, **kwargs):
+        loads.append(args[0])
+        time.sleep(0.2)  # long enough for every thread to ask while the first one loads
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForImageClassification, "from_pretrained", slow_load)
+    stage = Cascade.from_pretrained(exported_models).stages["tumor-type"]
+    models = []
+    threads = [threading.Thread(target=lambda: models.append(stage.torch_model)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(loads) == 1 and len(models) == 4 and all(model is models[0] for model in models)
