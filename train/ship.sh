@@ -5,9 +5,10 @@
 #
 # FOLD=K trains the same recipe with grouped fold K held out into folds/foldK, keeps those models' logits on the
 # scans they held out in reports/fold_logits/foldK.npz (to commit: about 80 KB, where the models are 14 MB
-# each) and skips the fitting, which belongs to the shipped models; TASKS="a b" trains only those tasks. The
-# shipped models' fitting, benchmark and evaluation use every reports/fold_logits/fold*.npz there is, so folds
-# add up across machines (about 50 minutes a fold on 2 cores):
+# each; KEPT=path puts it elsewhere, e.g. from a copy of the checkout) and skips the fitting, which belongs to the
+# shipped models; TASKS="a b" trains only those tasks. The shipped models' fitting, benchmark and evaluation use
+# every reports/fold_logits/fold*.npz there is, so folds add up across machines (about 57 minutes a fold on 2
+# cores):
 #   FOLD=3 TASKS="disease-detector alzheimer-vs-tumor alzheimer-severity" train/ship.sh
 # Kept logits hold only for shipped models of the same recipe: after retraining models/ another way, delete them.
 set -euo pipefail
@@ -33,7 +34,7 @@ train alzheimer-severity "${BEST_EPOCH[@]}" --image_size 176 --num_train_epochs 
 # tumor type: 224 px and the last of 10 epochs (fold 0's few other-source tumors cannot choose an epoch)
 train tumor-type --augmentation multi-sequence --image_size 224 --num_train_epochs 10 --save_strategy no
 if [ "$FOLD" != 0 ]; then
-  mri-cascade keep-fold-logits ../shared/data --fold-models "$OUT" --out "reports/fold_logits/fold$FOLD.npz"
+  mri-cascade keep-fold-logits ../shared/data --fold-models "$OUT" --out "${KEPT:-reports/fold_logits/fold$FOLD.npz}"
   exit 0
 fi
 shopt -s nullglob
