@@ -8,7 +8,7 @@ from PIL import Image
 import mri_cascade.research.data as data
 from mri_cascade.decisions import refuses
 from mri_cascade.familiarity import CT_REFUSAL_REASON
-from mri_cascade.modality import bone_rim
+from mri_cascade.modality import bone_rim, erode
 
 
 def ct_like_slice(size: int = 256, seed: int = 0) -> Image.Image:
@@ -19,6 +19,17 @@ def ct_like_slice(size: int = 256, seed: int = 0) -> Image.Image:
     pixels = np.where(radius < 1, 255.0, 0.0)  # the skull
     pixels[radius < 0.88] = 95 + 6 * rng.standard_normal(int((radius < 0.88).sum()))  # the flat brain
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L")
+
+
+@pytest.mark.parametrize("iterations", [1, 6, 14])
+def test_the_erosion_is_scipys_binary_erosion(iterations):
+    from scipy.ndimage import binary_erosion
+
+    rng = np.random.default_rng(iterations)
+    masks = [rng.random((128, 128)) > 0.2, np.ones((40, 70), dtype=bool),
+             np.asarray(ct_like_slice(128)) > 25]  # noise, a mask touching every edge, a head
+    for mask in masks:
+        np.testing.assert_array_equal(erode(mask, iterations), binary_erosion(mask, iterations=iterations))
 
 
 def test_the_rule_tells_a_ct_like_slice_from_an_mri_like_one():
