@@ -216,12 +216,13 @@ class OutOfFoldScans:
     folds: dict[int, dict]  # fold -> its scan count and the tasks out of fold
 
 
-def out_of_fold_scans(cascade: Cascade, shipped_fold: int, sources: list[str], fold_models: Sequence[Path] = (),
+def out_of_fold_scans(cascade: Cascade, sources: list[str], fold_models: Sequence[Path] = (),
                       batch_size: int = 16) -> OutOfFoldScans:
     """The scans of the fold the shipped models held out and of every fold that ``fold_models`` held out, each
     kept where every task deciding its answer (``evaluation.tasks_deciding``) is out of fold, through that
-    fold's models (``fitting.fold_models_by_fold``) and the shipped temperatures."""
-    from .data import carve_validation, load_sources
+    fold's models (``fitting.fold_models_by_fold``) and the shipped temperatures. Every fold is checked to be
+    the very validation split the training script held out."""
+    from .data import load_sources, split_validation
 
     for directory in fold_models:  # (kept logits are checked against the shipped recipe, sources included)
         for task in TASKS:
@@ -232,9 +233,10 @@ def out_of_fold_scans(cascade: Cascade, shipped_fold: int, sources: list[str], f
     prints = fingerprint_dataset(train)
     groups = near_duplicate_groups(prints.thumbnails)
     assignment = fold_assignment(train["label_id"], groups, VALIDATION_FRACTION, SPLIT_SEED)
-    _, check = carve_validation(train, VALIDATION_FRACTION, SPLIT_SEED, prints.thumbnails, shipped_fold)
-    if sorted(check["file"]) != sorted(np.asarray(train["file"])[assignment == shipped_fold]):
-        raise RuntimeError("the benchmark's fold is not the training script's validation split")
+    for fold in by_fold:
+        _, held_out = split_validation(train, groups, VALIDATION_FRACTION, SPLIT_SEED, fold)
+        if sorted(held_out["file"]) != sorted(np.asarray(train["file"])[assignment == fold]):
+            raise RuntimeError(f"the benchmark's fold {fold} is not the training script's validation split")
     labels = np.asarray(train["label_id"], dtype=object)
     chosen, logit_parts, folds = [], [], {}
     for fold, models in by_fold.items():
@@ -262,7 +264,7 @@ def run_benchmark(models: str, sources: list[str], batch_size: int = 16,
     the fold they held out and every fold that ``fold_models`` (``train/ship.sh`` with ``FOLD=K``) held out."""
     shipped_fold = held_out_fold_of(models, sources)
     cascade = Cascade.from_pretrained(models)
-    scans = out_of_fold_scans(cascade, shipped_fold, sources, [Path(d) for d in fold_models], batch_size)
+    scans = out_of_fold_scans(cascade, sources, [Path(d) for d in fold_models], batch_size)
     probabilities, truth, clusters, parts = scans.probabilities, scans.truth, scans.clusters, scans.parts
     true_family = true_families(scans.dataset)
     first_half = cluster_halves(clusters)
