@@ -107,6 +107,22 @@ def test_model_card_metadata_is_valid(trained, tmp_path):
     assert "| of subjects never trained on | 4 | 50.0 % |" in render_model_card(folder).text
 
 
+def test_only_the_cross_source_reports_task_gets_its_figures(tmp_path, monkeypatch):
+    import mri_cascade.research.cards as cards
+
+    report = {"task": "tumor-type", "held_out_scans": 171, "clusters": 153, "recipes": {"shipped": ["run"]},
+              "scores": {"shipped": {"accuracy": 0.877, "balanced_accuracy": 0.898, "runs": 1}}, "comparisons": {}}
+    monkeypatch.setattr(cards, "CROSS_SOURCE_REPORT", tmp_path / "cross_source.json")
+    assert cards.cross_source_figures("tumor-type") is None  # no report: no claim
+    cards.CROSS_SOURCE_REPORT.write_text(json.dumps(report))
+    assert cards.cross_source_figures("tumor-type") == {"accuracy": "87.7 %", "balanced_accuracy": "89.8 %",
+                                                        "scans": 171, "runs": 1}
+    assert cards.cross_source_figures("disease-detector") is None
+    report["scores"]["other"] = report["scores"]["shipped"]  # a comparison of recipes names no one recipe's figure
+    cards.CROSS_SOURCE_REPORT.write_text(json.dumps(report))
+    assert cards.cross_source_figures("tumor-type") is None
+
+
 @pytest.mark.parametrize(("flag", "value", "message"), [
     ("--ema_decay", "1.5", "--ema_decay in [0, 1)"),
     ("--augmentation", "heavy", "--augmentation must be one of standard, robust"),

@@ -63,7 +63,8 @@ def main() -> None:
             predictions[f"{name}+flips" if flipped else name] = np.stack([run[flipped].argmax(axis=1) for run in logits], axis=1)
     metrics = {metric: mean_over_runs(fn) for metric, fn in LABEL_METRICS.items()}
     classes = TASKS[args.task].classes
-    report: dict = {"task": args.task, "recipes": recipes, "scores": {}, "comparisons": {}}
+    report: dict = {"task": args.task, "held_out_scans": len(held_out), "clusters": len(set(groups.tolist())),
+                    "recipes": recipes, "scores": {}, "comparisons": {}}
     for name, predicted in predictions.items():
         report["scores"][name] = scores = {metric: fn(truth, predicted) for metric, fn in metrics.items()}
         scores["runs"] = predicted.shape[1]

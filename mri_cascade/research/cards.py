@@ -14,6 +14,8 @@ TEMPLATE = Path(__file__).resolve().parent.parent.parent / "model_cards" / "mode
 DEFAULT_PREFIX = "mri-cascade/mri"
 HUB_DATASETS = ["Falah/Alzheimer_MRI", "sartajbhuvaji/Brain-Tumor-Classification"]
 BENCHMARK_FILE = "benchmark_results.json"
+# the shipped recipe trained with the other-source scans held out (train/compare_cross_source.py --out ...)
+CROSS_SOURCE_REPORT = TEMPLATE.parent.parent / "reports" / "cross_source_shipped_recipe.json"
 """The benchmark's figures (``research.benchmark``), copied beside each model by ``mri-cascade benchmark
 --update-model-cards``."""
 
@@ -78,6 +80,18 @@ def card_benchmark(report: dict | None, point: str = "balanced") -> dict | None:
             "folds": folds}
 
 
+def cross_source_figures(task_name: str) -> dict | None:
+    """The shipped recipe's figures on scans from other sources than it learned each class from, when the
+    cross-source report is of this task and scores one recipe."""
+    report = _read(CROSS_SOURCE_REPORT)
+    if report is None or report["task"] != task_name or len(report["scores"]) != 1:
+        return None
+    (scores,) = report["scores"].values()
+    return {"accuracy": percent({"value": scores["accuracy"]}),
+            "balanced_accuracy": percent({"value": scores["balanced_accuracy"]}),
+            "scans": report["held_out_scans"], "runs": scores["runs"]}
+
+
 def render_model_card(model_dir: Path, prefix: str = DEFAULT_PREFIX) -> ModelCard:
     """Write ``model_dir/README.md`` from the template, ``validation_results.json``,
     ``training_args.json`` and, when present, ``test_results.json`` and ``benchmark_results.json``; return the card.
@@ -129,6 +143,7 @@ def render_model_card(model_dir: Path, prefix: str = DEFAULT_PREFIX) -> ModelCar
         prefix=prefix,
         repo_id=repo_id,
         benchmark=benchmark,
+        cross_source=cross_source_figures(task.name),
         classes_example=f"[{{'label': '{task.classes[0]}', 'score': ...}}, ...]",
         operating_points=operating_points,
         classes_table=classes_table,
