@@ -118,6 +118,9 @@ def test_only_the_cross_source_reports_task_gets_its_figures(tmp_path, monkeypat
     assert cards.cross_source_figures("tumor-type") == {"accuracy": "87.7 %", "balanced_accuracy": "89.8 %",
                                                         "scans": 171, "runs": 1}
     assert cards.cross_source_figures("disease-detector") is None
+    report["scores"]["shipped"]["accuracy_interval"] = {"value": 0.877, "low": 0.825, "high": 0.925}
+    cards.CROSS_SOURCE_REPORT.write_text(json.dumps(report))
+    assert cards.cross_source_figures("tumor-type")["accuracy"] == "87.7 % (82.5–92.5)"  # the interval, when measured
     report["scores"]["other"] = report["scores"]["shipped"]  # a comparison of recipes names no one recipe's figure
     cards.CROSS_SOURCE_REPORT.write_text(json.dumps(report))
     assert cards.cross_source_figures("tumor-type") is None

@@ -87,7 +87,7 @@ def cross_source_figures(task_name: str) -> dict | None:
     if report is None or report["task"] != task_name or len(report["scores"]) != 1:
         return None
     (scores,) = report["scores"].values()
-    return {"accuracy": percent({"value": scores["accuracy"]}),
+    return {"accuracy": percent(scores.get("accuracy_interval", {"value": scores["accuracy"]})),
             "balanced_accuracy": percent({"value": scores["balanced_accuracy"]}),
             "scans": report["held_out_scans"], "runs": scores["runs"]}
 
