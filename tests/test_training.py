@@ -115,8 +115,8 @@ def test_only_the_cross_source_reports_task_gets_its_figures(tmp_path, monkeypat
     monkeypatch.setattr(cards, "CROSS_SOURCE_REPORT", tmp_path / "cross_source.json")
     assert cards.cross_source_figures("tumor-type") is None  # no report: no claim
     cards.CROSS_SOURCE_REPORT.write_text(json.dumps(report))
-    assert cards.cross_source_figures("tumor-type") == {"accuracy": "87.7 %", "balanced_accuracy": "89.8 %",
-                                                        "scans": 171, "runs": 1}
+    assert cards.cross_source_figures("tumor-type") == {"accuracy": "87.7 %", "interval": False,
+                                                        "balanced_accuracy": "89.8 %", "scans": 171, "runs": 1}
     assert cards.cross_source_figures("disease-detector") is None
     report["scores"]["shipped"]["accuracy_interval"] = {"value": 0.877, "low": 0.825, "high": 0.925}
     cards.CROSS_SOURCE_REPORT.write_text(json.dumps(report))

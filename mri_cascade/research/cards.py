@@ -87,7 +87,8 @@ def cross_source_figures(task_name: str) -> dict | None:
     if report is None or report["task"] != task_name or len(report["scores"]) != 1:
         return None
     (scores,) = report["scores"].values()
-    return {"accuracy": percent(scores.get("accuracy_interval", {"value": scores["accuracy"]})),
+    accuracy = scores.get("accuracy_interval", {"value": scores["accuracy"]})  # reports before 2026-12-03 have none
+    return {"accuracy": percent(accuracy), "interval": accuracy.get("low") is not None,
             "balanced_accuracy": percent({"value": scores["balanced_accuracy"]}),
             "scans": report["held_out_scans"], "runs": scores["runs"]}
 
