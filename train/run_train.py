@@ -149,13 +149,14 @@ class IntensityRemap(A.ImageOnlyTransform):
         return curve[img]
 
 
-def build_augmentation(strength: str = "standard") -> A.Compose:
+def build_augmentation(strength: str = "standard", seed: int | None = None) -> A.Compose:
     """'standard': light affine and intensity jitter (the shipped Alzheimer-vs-tumor and severity models). 'robust' widens
     them and adds what tells one source's scans from another's (resolution, blur, sharpening, JPEG quality,
     gamma, local contrast), so that a class cannot be recognised by the look of the source it came from.
     'multi-sequence' is 'robust' plus what other scanners and sequences do: grey-level curves that span T1, T2
     and FLAIR looks (``IntensityRemap``), and a field of view from a quarter of black border on each side to a
-    tighter crop."""
+    tighter crop. Albumentations draws from its own generator, which ``set_seed`` does not reach: ``seed`` seeds it,
+    so that a run repeats with the same ``--seed``."""
     if strength not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {strength!r}; expected one of {', '.join(AUGMENTATIONS)}")
     if strength == "standard":
@@ -165,7 +166,8 @@ def build_augmentation(strength: str = "standard") -> A.Compose:
                 A.Affine(rotate=(-10, 10), scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), p=0.7),
                 A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
                 A.GaussNoise(p=0.25),
-            ]
+            ],
+            seed=seed,
         )
     multi_sequence = strength == "multi-sequence"
     return A.Compose(
@@ -181,7 +183,8 @@ def build_augmentation(strength: str = "standard") -> A.Compose:
             A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25, p=0.7),
             A.CLAHE(p=0.2),
             A.GaussNoise(p=0.25),
-        ]
+        ],
+        seed=seed,
     )
 
 
@@ -324,7 +327,7 @@ def main() -> None:
         train_ds = task_dataset(train_all, task).map(resize, batched=True, desc=f"{task_name}: resize train")
         model, processor = load_backbone(model_args, image_size, task.classes)
         model = model.to(memory_format=torch.channels_last)
-        train_ds.set_transform(pixel_transform(processor, build_augmentation(model_args.augmentation)))
+        train_ds.set_transform(pixel_transform(processor, build_augmentation(model_args.augmentation, training_args.seed)))
         validation_ds = None
         if evaluates:
             validation_ds = task_dataset(validation_all, task).map(resize, batched=True,
