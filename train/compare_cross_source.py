@@ -73,9 +73,9 @@ def main() -> None:
         scores["accuracy_interval"] = with_interval(lambda i, p=predicted: metrics["accuracy"](truth[i], p[i]),
                                                     np.ones(len(truth), dtype=bool), groups)
         scores["recall"] = {classes[c]: float((predicted[truth == c] == c).mean()) for c in np.unique(truth)}
-        interval = scores["accuracy_interval"]
-        print(f"{name:<20}accuracy {scores['accuracy']:.3f} ({interval['low']:.3f}-{interval['high']:.3f})  "
-              f"balanced_accuracy {scores['balanced_accuracy']:.3f}  "
+        interval = scores["accuracy_interval"]  # no interval when the held-out scans form one cluster
+        bounds = f" ({interval['low']:.3f}-{interval['high']:.3f})" if interval["low"] is not None else ""
+        print(f"{name:<20}accuracy {scores['accuracy']:.3f}{bounds}  balanced_accuracy {scores['balanced_accuracy']:.3f}  "
               f"per run {', '.join(f'{a:.3f}' for a in scores['accuracy_per_run'])}  recall "
               + ", ".join(f"{k} {v:.3f}" for k, v in scores["recall"].items()))
     baseline = next(iter(recipes))

@@ -159,19 +159,16 @@ def build_augmentation(strength: str = "standard", seed: int | None = None) -> A
     so that a run repeats with the same ``--seed``."""
     if strength not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {strength!r}; expected one of {', '.join(AUGMENTATIONS)}")
-    if strength == "standard":
-        return A.Compose(
-            [
-                A.HorizontalFlip(p=0.5),
-                A.Affine(rotate=(-10, 10), scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), p=0.7),
-                A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
-                A.GaussNoise(p=0.25),
-            ],
-            seed=seed,
-        )
     multi_sequence = strength == "multi-sequence"
-    return A.Compose(
-        [
+    if strength == "standard":
+        transforms = [
+            A.HorizontalFlip(p=0.5),
+            A.Affine(rotate=(-10, 10), scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), p=0.7),
+            A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
+            A.GaussNoise(p=0.25),
+        ]
+    else:
+        transforms = [
             A.HorizontalFlip(p=0.5),
             A.Affine(rotate=(-15, 15), scale=(0.65, 1.2) if multi_sequence else (0.8, 1.2),
                      translate_percent=(-0.08, 0.08), p=0.8),
@@ -183,9 +180,8 @@ def build_augmentation(strength: str = "standard", seed: int | None = None) -> A
             A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25, p=0.7),
             A.CLAHE(p=0.2),
             A.GaussNoise(p=0.25),
-        ],
-        seed=seed,
-    )
+        ]
+    return A.Compose(transforms, seed=seed)
 
 
 def resizer(size: tuple[int, int], crop: bool = False):
