@@ -22,11 +22,12 @@ from .labels import DISEASE_DETECTOR, FAMILIES, TASKS
 from .runtime import (
     ONNX_FILE,
     WEIGHTS_FILE,
+    WEIGHTS_INDEX_FILE,
     GreyPreprocessor,
-    file_sha256,
     fresh_onnx_runner,
     model_workers,
     onnx_model_pool,
+    weights_sha256,
 )
 
 HUB_PREFIX = "mri-cascade/mri"
@@ -215,6 +216,42 @@ def required_file(location: str, filename: str) -> str:
     return hf_hub_download(location, filename)
 
 
+def weights_files(location: str) -> list[str] | None:
+    """Local paths of a model's weights: its ``model.safetensors``, or the shards its index names, in order;
+    None when they cannot all be found."""
+    single = resolve_file(location, WEIGHTS_FILE)
+    if single is not None:
+        return [single]
+    index = resolve_file(location, WEIGHTS_INDEX_FILE)
+    if index is None:
+        return None
+    with open(index, encoding="utf-8") as stream:
+        shards = sorted(set(json.load(stream)["weight_map"].values()))
+    paths = [resolve_file(location, shard) for shard in shards]
+    return None if None in paths else paths
+
+
+def model_weights_sha256(location: str) -> str | None:
+    """``runtime.weights_sha256`` of the model at ``location``; None when its weights cannot be found."""
+    paths = weights_files(location)
+    return weights_sha256(paths) if paths else None
+
+
+def resolve_onnx_export(location: str) -> str | None:
+    """Local path of the model's ONNX export with its external data files beside it (a Hub repo's whole ``onnx/``
+    folder is fetched), None if absent."""
+    if os.path.isdir(location):
+        return resolve_file(location, ONNX_FILE)
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(location, allow_patterns=[f"{os.path.dirname(ONNX_FILE)}/*"])
+    except Exception:  # not on the Hub, offline without a cached copy, ...
+        return None
+    path = os.path.join(folder, ONNX_FILE)
+    return path if os.path.isfile(path) else None
+
+
 def load_stage(location: str, task: str, backend: str = "auto") -> Stage:
     """Load one task's model for inference: its ONNX export when present and fresh (``backend`` auto/onnx), else
     PyTorch. Its config must name exactly the task's classes in ``id2label``. The ONNX path reads the config
@@ -229,8 +266,8 @@ def load_stage(location: str, task: str, backend: str = "auto") -> Stage:
     with open(required_file(location, PROCESSOR_FILE), encoding="utf-8") as stream:
         processor_settings = json.load(stream)
     if backend in ("auto", "onnx"):
-        onnx_path = resolve_file(location, ONNX_FILE)
-        runner = fresh_onnx_runner(onnx_path, resolve_file(location, WEIGHTS_FILE))
+        onnx_path = resolve_onnx_export(location)
+        runner = fresh_onnx_runner(onnx_path, model_weights_sha256(location))
         if runner is not None:
             return Stage(config, processor_settings, runner, location, "onnx")
         if onnx_path is not None:  # a stale or damaged export: answers stay right, at a third of the speed
@@ -271,8 +308,7 @@ def load_familiarity(source: str | os.PathLike | None) -> FamiliarityCheck | Non
     except Exception as error:
         raise ModelLoadError(f"the refusal check at {path} cannot be read: {error}") from error
     for task, expected in check.weights_sha256.items():
-        weights = resolve_file(model_location(source, task), WEIGHTS_FILE)
-        if weights is None or file_sha256(weights) != expected:
+        if model_weights_sha256(model_location(source, task)) != expected:
             raise ModelLoadError(f"the refusal check at {path} was fitted on other {task} weights; "
                                  "run `mri-cascade fit-familiarity` again")
     return check

@@ -1,13 +1,17 @@
 """Running a classifier under ONNX Runtime (3-5x faster on CPU here than PyTorch, ``torch_backend``).
 
-The ONNX file lives at ``<model>/onnx/model.onnx`` (the Hub's usual place) and records the SHA-256 of the
-``model.safetensors`` it was exported from; a stale export is never used.
+The ONNX file lives at ``<model>/onnx/model.onnx`` (the Hub's usual place) and records the identity of the
+weights it was exported from (``weights_sha256``); a stale export is never used. A model larger than
+``MAX_FILE_BYTES`` keeps its weights in shards (``model-00001-of-0000N.safetensors`` and their index, as
+``save_pretrained`` writes them) and its export's tensors in ``onnx/model.onnx_data_K`` files, so that no file is
+too large for the repository.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
@@ -15,6 +19,10 @@ import numpy as np
 
 ONNX_FILE = "onnx/model.onnx"
 WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+"""Names the shards of a model saved in several files (``save_pretrained(max_shard_size=...)``)."""
+MAX_FILE_BYTES = 19_000_000
+"""No weights file, shard or ONNX data file is larger (the repository keeps files under 20 MB)."""
 SOURCE_HASH_KEY = "source_safetensors_sha256"
 ONNX_OUTPUTS = ["logits", "embedding"]
 WORKERS_ENV = "MRI_CASCADE_THREADS"
@@ -34,6 +42,14 @@ def _sha256(path: str, _size: int, _mtime_ns: int) -> str:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def weights_sha256(paths: Sequence[str | os.PathLike]) -> str:
+    """The identity of a model's weights: the SHA-256 of its one ``model.safetensors``, or for shards the SHA-256
+    of their SHA-256s in order (so a single file keeps the hash that exports and fitted checks recorded)."""
+    if len(paths) == 1:
+        return file_sha256(paths[0])
+    return hashlib.sha256("\n".join(file_sha256(path) for path in paths).encode()).hexdigest()
 
 
 def model_workers() -> int:
@@ -78,11 +94,11 @@ class OnnxRunner:
         return logits, embedding
 
 
-def fresh_onnx_runner(onnx_path: str | os.PathLike | None, weights_path: str | os.PathLike | None) -> OnnxRunner | None:
-    """The export at ``onnx_path`` ready to run when it was exported from exactly ``weights_path`` and has today's
-    outputs; None when it is missing, stale or cannot be opened. ONNX Runtime reads the recorded hash itself: the
-    ``onnx`` package is not imported, which would add about a second to every start."""
-    if not (onnx_path and weights_path and os.path.isfile(onnx_path) and os.path.isfile(weights_path)):
+def fresh_onnx_runner(onnx_path: str | os.PathLike | None, weights_hash: str | None) -> OnnxRunner | None:
+    """The export at ``onnx_path`` ready to run when it was exported from the weights whose ``weights_sha256`` is
+    ``weights_hash`` and has today's outputs; None when it is missing, stale or cannot be opened. ONNX Runtime reads
+    the recorded hash itself: the ``onnx`` package is not imported, which would add about a second to every start."""
+    if not (onnx_path and weights_hash and os.path.isfile(onnx_path)):
         return None
     try:
         runner = OnnxRunner(onnx_path)
@@ -91,11 +107,11 @@ def fresh_onnx_runner(onnx_path: str | os.PathLike | None, weights_path: str | o
     session = runner.session
     outputs = [output.name for output in session.get_outputs()]
     recorded = session.get_modelmeta().custom_metadata_map.get(SOURCE_HASH_KEY)
-    return runner if outputs == ONNX_OUTPUTS and recorded == file_sha256(weights_path) else None
+    return runner if outputs == ONNX_OUTPUTS and recorded == weights_hash else None
 
 
 class GreyPreprocessor:
-    """The EfficientNet/ViT-style image processor's resize-rescale-normalise, done once on one grey channel.
+    """The EfficientNet/ViT/Bit-style image processor's resize-rescale-normalise, done once on one grey channel.
 
     Cascade inputs are grey replicated to RGB, so resizing one channel and broadcasting gives the processor's
     exact output at a third of the cost. ``for_settings`` returns None for settings it does not reproduce.
@@ -114,6 +130,8 @@ class GreyPreprocessor:
         written = {"do_resize", "do_rescale", "do_normalize", "resample", "rescale_factor", "image_mean", "image_std"}
         if kind.startswith("EfficientNetImageProcessor"):
             written |= {"include_top", "rescale_offset", "do_center_crop"}
+        elif kind.startswith("BitImageProcessor"):  # DINOv2's, resizing straight to height x width
+            written |= {"do_center_crop"}
         elif not kind.startswith("ViTImageProcessor"):
             return None
         supported = (

@@ -11,7 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .runtime import ONNX_FILE, ONNX_OUTPUTS, SOURCE_HASH_KEY, WEIGHTS_FILE, file_sha256
+from .loading import model_weights_sha256
+from .runtime import MAX_FILE_BYTES, ONNX_FILE, ONNX_OUTPUTS, SOURCE_HASH_KEY
+
+ONNX_DATA_SUFFIX = "_data_"
+"""``model.onnx_data_K``: the K-th file of an export's external tensors (``save_onnx``)."""
 
 
 class LogitsAndEmbedding(torch.nn.Module):
@@ -56,12 +60,31 @@ def export_onnx(model_dir: str | os.PathLike) -> Path:
         output_names=ONNX_OUTPUTS,
         dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False,
     )
-    exported = onnx.load(str(target))
-    onnx.helper.set_model_props(exported, {SOURCE_HASH_KEY: file_sha256(model_dir / WEIGHTS_FILE)})
-    onnx.save(exported, str(target))
-    for leftover in target.parent.glob("*.data"):  # weights fit inline at this size
-        leftover.unlink()
+    exported = onnx.load(str(target))  # with the weights the exporter may have written beside it
+    onnx.helper.set_model_props(exported, {SOURCE_HASH_KEY: model_weights_sha256(str(model_dir))})
+    for leftover in [*target.parent.glob("*.data"), *target.parent.glob(f"{target.name}{ONNX_DATA_SUFFIX}*")]:
+        leftover.unlink()  # the exporter's weights file, and an earlier export's data files (saving appends)
+    save_onnx(exported, target)
     return target
+
+
+def save_onnx(model, target: Path, max_file_bytes: int = MAX_FILE_BYTES) -> None:
+    """Save an ONNX model inline when it fits in ``max_file_bytes``, else with its larger tensors in files of at
+    most that size beside it (``model.onnx_data_0``, ``_1``, ...; ONNX Runtime finds them by the graph's records)."""
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    if model.ByteSize() > max_file_bytes:
+        chunk, filled = 0, 0
+        for tensor in model.graph.initializer:
+            size = len(tensor.raw_data)
+            if size < 1024:  # small constants stay in the graph
+                continue
+            if filled and filled + size > max_file_bytes:
+                chunk, filled = chunk + 1, 0
+            set_external_data(tensor, location=f"{target.name}{ONNX_DATA_SUFFIX}{chunk}")
+            filled += size
+    onnx.save_model(model, str(target))
 
 
 class TorchRunner:

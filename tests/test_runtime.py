@@ -11,8 +11,9 @@ from conftest import save_tiny_models, synthetic_slice
 
 from mri_cascade import Cascade, ModelLoadError, load_image
 from mri_cascade.labels import TASKS
-from mri_cascade.runtime import ONNX_FILE, GreyPreprocessor, fresh_onnx_runner, onnx_model_pool
-from mri_cascade.torch_backend import export_onnx
+from mri_cascade.loading import model_weights_sha256
+from mri_cascade.runtime import ONNX_FILE, GreyPreprocessor, file_sha256, fresh_onnx_runner, onnx_model_pool
+from mri_cascade.torch_backend import export_onnx, save_onnx
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ def test_an_export_without_the_embedding_output_is_not_used(exported_models, tmp
     graph = onnx.load(str(path))
     graph.graph.output.pop()  # an export from before the embedding output
     onnx.save(graph, str(path))
-    assert fresh_onnx_runner(path, root / "disease-detector" / "model.safetensors") is None
+    assert fresh_onnx_runner(path, model_weights_sha256(str(root / "disease-detector"))) is None
     assert Cascade.from_pretrained(root).stages["disease-detector"].backend == "torch"
 
 
@@ -105,9 +106,9 @@ def test_a_stale_onnx_export_is_not_used(exported_models, tmp_path, caplog):
     shutil.copytree(exported_models, root)
     weights = root / "tumor-type" / "model.safetensors"
     weights.write_bytes(weights.read_bytes() + b"")  # same bytes: still fresh
-    assert fresh_onnx_runner(root / "tumor-type" / ONNX_FILE, weights) is not None
+    assert fresh_onnx_runner(root / "tumor-type" / ONNX_FILE, model_weights_sha256(str(weights.parent))) is not None
     save_tiny_models(root, seed=1)  # retrained weights, old export left behind
-    assert fresh_onnx_runner(root / "tumor-type" / ONNX_FILE, weights) is None
+    assert fresh_onnx_runner(root / "tumor-type" / ONNX_FILE, model_weights_sha256(str(weights.parent))) is None
     with caplog.at_level("WARNING"):
         cascade = Cascade.from_pretrained(root)
     assert {stage.backend for stage in cascade.stages.values()} == {"torch"}
@@ -126,6 +127,58 @@ def test_grey_preprocessing_equals_the_image_processor(tiny_cascade):
     images = [load_image(synthetic_slice(i, size=(300 + 17 * i, 280))) for i in range(3)]
     expected = processor(images, return_tensors="np")["pixel_values"]
     np.testing.assert_allclose(fast(images), expected, atol=1e-6)
+
+
+def test_a_model_in_shards_with_its_export_in_data_files_runs_on_onnx(exported_models, tmp_path):
+    """A model above the repository's file size (DINOv2-S: 88 MB) is saved in shards and exported with its tensors
+    in several data files. Catches an export or a freshness check that reads only ``model.safetensors``, an
+    export whose data files pass the size limit, and a refusal check that cannot find sharded weights."""
+    import shutil
+
+    import onnx
+    from conftest import fit_tiny_familiarity
+    from transformers import AutoModelForImageClassification
+
+    root = shutil.copytree(exported_models, tmp_path / "models")
+    folder = root / "tumor-type"
+    single_file_hash = file_sha256(folder / "model.safetensors")
+    assert model_weights_sha256(str(folder)) == single_file_hash  # what earlier exports and checks recorded
+    model = AutoModelForImageClassification.from_pretrained(folder)
+    (folder / "model.safetensors").unlink()
+    model.save_pretrained(folder, max_shard_size=2_000)
+    assert len(list(folder.glob("model-*.safetensors"))) > 1
+    assert model_weights_sha256(str(folder)) not in (None, single_file_hash)
+    export_onnx(folder)
+    save_onnx(onnx.load(str(folder / ONNX_FILE)), folder / ONNX_FILE, max_file_bytes=8_000)
+    data_files = list((folder / "onnx").glob("model.onnx_data_*"))
+    assert len(data_files) > 1 and all(path.stat().st_size <= 8_000 for path in data_files)
+    fit_tiny_familiarity(root)
+
+    fast = Cascade.from_pretrained(root)
+    reference = Cascade.from_pretrained(root, backend="torch")
+    assert fast.stages["tumor-type"].backend == "onnx" and fast.familiarity is not None
+    images = [synthetic_slice(i, lesion=True) for i in range(3)]
+    np.testing.assert_allclose(fast.stage_logits(images)["tumor-type"], reference.stage_logits(images)["tumor-type"],
+                               atol=1e-5)
+    shard = sorted(folder.glob("model-*.safetensors"))[-1]
+    shard.write_bytes(shard.read_bytes()[:-4] + b"\x00" * 4)  # one shard retrained
+    assert fresh_onnx_runner(folder / ONNX_FILE, model_weights_sha256(str(folder))) is None
+    with pytest.raises(ModelLoadError, match="fitted on other tumor-type weights"):
+        Cascade.from_pretrained(root)
+
+
+def test_grey_preprocessing_equals_dinov2s_image_processor():
+    """DINOv2's ``BitImageProcessor`` (resize to height x width, ImageNet mean and std) has the fast path too."""
+    from transformers import BitImageProcessor
+
+    processor = BitImageProcessor(size={"height": 112, "width": 112}, do_center_crop=False,
+                                  image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    settings = json.loads(processor.to_json_string())
+    fast = GreyPreprocessor.for_settings(settings)
+    assert fast is not None
+    assert GreyPreprocessor.for_settings({**settings, "do_center_crop": True}) is None
+    images = [load_image(synthetic_slice(i, size=(300 + 17 * i, 280))) for i in range(3)]
+    np.testing.assert_allclose(fast(images), processor(images, return_tensors="np")["pixel_values"], atol=1e-5)
 
 
 def test_the_onnx_cascade_starts_and_answers_without_torch_or_transformers(exported_models, tmp_path):

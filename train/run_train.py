@@ -48,6 +48,7 @@ from mri_cascade.research.data import (
     true_families,
 )
 from mri_cascade.research.evaluation import audit_report, classification_metrics, modality_counts, print_audit
+from mri_cascade.runtime import MAX_FILE_BYTES
 from mri_cascade.torch_backend import export_onnx
 from train.dinov2 import dinov2_small
 from train.presets import DINOV2_PRESET, PRESETS, efficientnet_lite, parse_size
@@ -360,7 +361,8 @@ def main() -> None:
         trainer.model.to(memory_format=torch.contiguous_format)
         if model_args.crop_to_head:
             setattr(trainer.model.config, CROP_TO_HEAD_KEY, True)
-        trainer.save_model(str(export_dir))
+        # in shards above MAX_FILE_BYTES (a ViT-S is 88 MB): transformers loads them as one model
+        trainer.model.save_pretrained(str(export_dir), max_shard_size=MAX_FILE_BYTES)
         processor.save_pretrained(str(export_dir))
         (export_dir / "validation_results.json").write_text(json.dumps(metrics, indent=2))
         (export_dir / "training_args.json").write_text(

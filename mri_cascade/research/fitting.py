@@ -35,12 +35,13 @@ from ..loading import (
     Stage,
     load_stage,
     load_stages,
+    model_weights_sha256,
     resolve_file,
 )
 from .calibration_fit import expected_calibration_error, fit_temperature, reliability_diagram
 from .data import SPLIT_SEED, VALIDATION_FRACTION, split_validation
 from .evaluation import cascade_figures, decision_figures, tasks_deciding, tune_healthy_threshold
-from .fold_logits import FOLD_LOGITS_SUFFIX, FoldLogits, file_sha256, is_fold_logits_file, scan_keys
+from .fold_logits import FOLD_LOGITS_SUFFIX, FoldLogits, is_fold_logits_file, scan_keys
 
 OPERATING_POINTS_FILE = "operating_points.json"
 """Validation figures of the fitted operating points, beside the disease detector's config."""
@@ -306,7 +307,7 @@ def keep_fold_logits(models_dir: Path, fold_dir: Path, splits, batch_size: int =
     logits = models.logits(scans, batch_size)
     tasks = sorted(models.swapped)
     return FoldLogits(fold, {task: training_record(models.stages[task].location) for task in tasks},
-                      {task: file_sha256(Path(models.stages[task].location) / "model.safetensors") for task in tasks},
+                      {task: model_weights_sha256(models.stages[task].location) for task in tasks},
                       {task: bool(models.stages[task].test_time_flips) for task in tasks},
                       scan_keys(scans), {task: logits[task] for task in tasks})
 

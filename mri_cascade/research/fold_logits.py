@@ -11,7 +11,6 @@ test-time flips: ``check_against`` refuses it otherwise, as the logits would the
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,14 +30,6 @@ def scan_keys(scans) -> np.ndarray:
     return np.char.add(np.char.add(np.asarray(scans["source"], dtype=str), "/"), np.asarray(scans["file"], dtype=str))
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def recipe_of(record: Mapping) -> dict:
     """A training record without the fields that differ by fold, older records completed with ``RECORD_DEFAULTS``."""
     return {key: value for key, value in {**RECORD_DEFAULTS, **record}.items() if key not in RECORD_FIELDS_FREE_BY_FOLD}
@@ -54,7 +45,7 @@ class FoldLogits:
 
     fold: int
     records: dict[str, dict]  # task -> the model's training record
-    weights_sha256: dict[str, str]  # task -> SHA-256 of its model.safetensors (where the logits came from)
+    weights_sha256: dict[str, str]  # task -> its weights' SHA-256, ``runtime.weights_sha256`` (where the logits came from)
     test_time_flips: dict[str, bool]  # task -> whether its logits average each image and its mirror image
     keys: np.ndarray  # scan_keys
     logits: dict[str, np.ndarray]  # task -> (scans, classes)

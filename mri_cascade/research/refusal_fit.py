@@ -11,13 +11,14 @@ import numpy as np
 from ..decisions import refuses
 from ..familiarity import DEFAULT_COMPONENTS, FAMILIARITY_FILE, LIMIT_TOLERANCE, FamiliarityCheck, joined_features
 from ..labels import TASKS
-from ..runtime import WEIGHTS_FILE, file_sha256
+from ..loading import model_weights_sha256
 from .data import SPLIT_SEED, VALIDATION_FRACTION
 
 
 def weights_sha256(models_dir) -> dict[str, str]:
-    """Task -> SHA-256 of its model.safetensors in a local models directory: what a check is fitted on."""
-    return {task: file_sha256(Path(models_dir) / task / WEIGHTS_FILE) for task in TASKS}
+    """Task -> its weights' SHA-256 (``runtime.weights_sha256``) in a local models directory: what a check is
+    fitted on."""
+    return {task: model_weights_sha256(str(Path(models_dir) / task)) for task in TASKS}
 
 
 def fit_familiarity(train_embeddings: dict[str, np.ndarray], validation_embeddings: dict[str, np.ndarray],
