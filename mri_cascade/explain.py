@@ -23,6 +23,10 @@ class Explanation:
     overlay: Image.Image  # the scan in grey with the heatmap blended over it in colour
 
 
+VISION_TRANSFORMERS = ("dinov2", "vit")
+"""Model types explained on their last patch tokens (``token_grad_cam``), with the class token first."""
+
+
 def feature_layer(model: torch.nn.Module) -> torch.nn.Module:
     """The layer whose activations Grad-CAM weighs: the last feature map before pooling.
 
@@ -46,13 +50,39 @@ def grad_cam(model: torch.nn.Module, pixel_values: np.ndarray, target_index: int
     from captum.attr import LayerAttribution, LayerGradCam
 
     model.eval()
-    cam = LayerGradCam(lambda pixels: model(pixel_values=pixels).logits, feature_layer(model))
     pixels = torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32))
-    attributions = cam.attribute(pixels, target=target_index, relu_attributions=True)
+    if model.config.model_type in VISION_TRANSFORMERS:
+        attributions = token_grad_cam(model, pixels, target_index)
+    else:
+        cam = LayerGradCam(lambda inputs: model(pixel_values=inputs).logits, feature_layer(model))
+        attributions = cam.attribute(pixels, target=target_index, relu_attributions=True)
     maps = LayerAttribution.interpolate(attributions, tuple(pixels.shape[-2:]), "bilinear")[:, 0]
     maps = maps.detach().clamp(min=0).numpy()
     peaks = maps.reshape(len(maps), -1).max(axis=1).reshape(-1, 1, 1)
     return np.divide(maps, peaks, out=np.zeros_like(maps), where=peaks > 0).astype(np.float32)
+
+
+def token_grad_cam(model: torch.nn.Module, pixels: torch.Tensor, target_index: int) -> torch.Tensor:
+    """Grad-CAM of a vision transformer (DINOv2, ViT) on its last patch tokens, the ones its head reads, laid out
+    on the patch grid: (N, 1, H / patch, W / patch). A ViT has no last feature map; its only convolution is the
+    patch embedding, where Grad-CAM would show pixel detail rather than evidence."""
+    captured = []
+
+    def keep(_module, _inputs, output):
+        output.retain_grad()
+        captured.append(output)
+
+    handle = model.base_model.layernorm.register_forward_hook(keep)
+    try:
+        model(pixel_values=pixels).logits[:, target_index].sum().backward()
+    finally:
+        handle.remove()
+    (tokens,) = captured
+    patch = model.config.patch_size
+    rows, columns = pixels.shape[-2] // patch, pixels.shape[-1] // patch
+    patches, gradients = tokens[:, -rows * columns:], tokens.grad[:, -rows * columns:]  # after the class token
+    maps = (gradients.mean(dim=1, keepdim=True) * patches).sum(dim=-1).clamp(min=0)
+    return maps.reshape(len(pixels), 1, rows, columns)
 
 
 def display_size(image: Image.Image) -> Image.Image:

@@ -230,3 +230,24 @@ def test_a_series_names_the_slices_that_disagree_with_the_patient_answer(tiny_ca
     series = tiny_cascade.predict_series([synthetic_slice(seed) for seed in range(10)])
     assert series.label == "tumor_glioma" and series.probabilities["tumor_glioma"] == pytest.approx(0.99 * 0.99 * 0.541)
     assert series.reason == "1 of 10 answered slices on their own say otherwise: Meningioma (1)."
+
+
+def test_a_vision_transformer_is_explained_on_its_patch_grid():
+    """A DINOv2 stage (patch 14, class token first) gets a Grad-CAM of its last patch tokens at the input's size.
+    Catches a token grid laid out from the wrong tokens (an error or a shifted map) and a ViT sent to the
+    convolution path, whose only convolution is the patch embedding."""
+    import torch
+    from transformers import Dinov2Config, Dinov2ForImageClassification
+
+    from mri_cascade.explain import grad_cam, token_grad_cam
+
+    torch.manual_seed(0)
+    model = Dinov2ForImageClassification(Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=14,
+        image_size=56, num_labels=3))
+    pixels = np.random.default_rng(0).normal(size=(2, 3, 56, 70)).astype(np.float32)
+    grid = token_grad_cam(model, torch.from_numpy(pixels), 1)
+    assert grid.shape == (2, 1, 4, 5)
+    maps = grad_cam(model, pixels, 1)
+    assert maps.shape == (2, 56, 70) and maps.min() >= 0.0 and maps.max() == pytest.approx(1.0)
+    assert not np.allclose(maps, grad_cam(model, pixels, 2), atol=1e-3)  # each class has its own evidence
