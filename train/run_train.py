@@ -50,8 +50,7 @@ from mri_cascade.research.data import (
 from mri_cascade.research.evaluation import audit_report, classification_metrics, modality_counts, print_audit
 from mri_cascade.runtime import MAX_FILE_BYTES
 from mri_cascade.torch_backend import export_onnx
-from train.dinov2 import dinov2_small
-from train.presets import DINOV2_PRESET, PRESETS, efficientnet_lite, parse_size
+from train.presets import DINOV2_PRESET, PRESETS, parse_size, pretrained_preset
 from train.regularisation import BatchMixer, MixingTrainer, WeightAverageCallback
 
 logger = logging.getLogger(__name__)
@@ -209,18 +208,16 @@ def pixel_transform(processor, augment: A.Compose | None = None):
 
 def load_backbone(model_args: ModelArguments, image_size: tuple[int, int], classes: tuple[str, ...]):
     id2label = dict(enumerate(classes))
-    if model_args.model == DINOV2_PRESET:
-        model, processor = dinov2_small(image_size, id2label)
+    if model_args.trainable_blocks >= 0 and model_args.model != DINOV2_PRESET:
+        raise ValueError(f"--trainable_blocks applies to {DINOV2_PRESET} only")
+    if model_args.model in PRESETS:
+        model, processor = pretrained_preset(model_args.model, image_size, id2label)
         if model_args.trainable_blocks >= 0:
             frozen = [model.dinov2.embeddings, *model.dinov2.encoder.layer[: len(model.dinov2.encoder.layer)
                                                                             - model_args.trainable_blocks]]
             for module in frozen:
                 module.requires_grad_(False)
         return model, processor
-    if model_args.trainable_blocks >= 0:
-        raise ValueError(f"--trainable_blocks applies to {DINOV2_PRESET} only")
-    if model_args.model in PRESETS:
-        return efficientnet_lite(model_args.model, image_size, id2label)
     processor = AutoImageProcessor.from_pretrained(model_args.model)
     processor.size = {"height": image_size[0], "width": image_size[1]}
     if getattr(processor, "do_center_crop", False):
