@@ -21,12 +21,11 @@ from .images import crop_to_head
 from .labels import DISEASE_DETECTOR, FAMILIES, TASKS
 from .runtime import (
     ONNX_FILE,
-    WEIGHTS_FILE,
-    WEIGHTS_INDEX_FILE,
     GreyPreprocessor,
     fresh_onnx_runner,
     model_workers,
     onnx_model_pool,
+    weights_files,
     weights_sha256,
 )
 
@@ -216,24 +215,9 @@ def required_file(location: str, filename: str) -> str:
     return hf_hub_download(location, filename)
 
 
-def weights_files(location: str) -> list[str] | None:
-    """Local paths of a model's weights: its ``model.safetensors``, or the shards its index names, in order;
-    None when they cannot all be found."""
-    single = resolve_file(location, WEIGHTS_FILE)
-    if single is not None:
-        return [single]
-    index = resolve_file(location, WEIGHTS_INDEX_FILE)
-    if index is None:
-        return None
-    with open(index, encoding="utf-8") as stream:
-        shards = sorted(set(json.load(stream)["weight_map"].values()))
-    paths = [resolve_file(location, shard) for shard in shards]
-    return None if None in paths else paths
-
-
 def model_weights_sha256(location: str) -> str | None:
-    """``runtime.weights_sha256`` of the model at ``location``; None when its weights cannot be found."""
-    paths = weights_files(location)
+    """``runtime.weights_sha256`` of the model in a directory or Hub repo; None when its weights cannot be found."""
+    paths = weights_files(location, resolve_file)
     return weights_sha256(paths) if paths else None
 
 

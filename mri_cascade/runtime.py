@@ -10,8 +10,9 @@ too large for the repository.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
@@ -50,6 +51,28 @@ def weights_sha256(paths: Sequence[str | os.PathLike]) -> str:
     if len(paths) == 1:
         return file_sha256(paths[0])
     return hashlib.sha256("\n".join(file_sha256(path) for path in paths).encode()).hexdigest()
+
+
+def weights_files(location: str, find: Callable[[str, str], str | None] | None = None) -> list[str] | None:
+    """Local paths of a model's weights: its ``model.safetensors``, or the shards its index names, in order; None
+    when they cannot all be found. ``find(location, filename)`` gives a file's local path or None (default: a file
+    in the directory ``location``; ``loading.resolve_file`` also fetches from the Hub)."""
+    find = find or local_file
+    single = find(location, WEIGHTS_FILE)
+    if single is not None:
+        return [single]
+    index = find(location, WEIGHTS_INDEX_FILE)
+    if index is None:
+        return None
+    with open(index, encoding="utf-8") as stream:
+        shards = sorted(set(json.load(stream)["weight_map"].values()))
+    paths = [find(location, shard) for shard in shards]
+    return None if None in paths else paths
+
+
+def local_file(folder: str, filename: str) -> str | None:
+    path = os.path.join(folder, filename)
+    return path if os.path.isfile(path) else None
 
 
 def model_workers() -> int:

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .loading import model_weights_sha256
-from .runtime import MAX_FILE_BYTES, ONNX_FILE, ONNX_OUTPUTS, SOURCE_HASH_KEY
+from .runtime import MAX_FILE_BYTES, ONNX_FILE, ONNX_OUTPUTS, SOURCE_HASH_KEY, weights_files, weights_sha256
 
 ONNX_DATA_SUFFIX = "_data_"
 """``model.onnx_data_K``: the K-th file of an export's external tensors (``save_onnx``)."""
@@ -61,7 +60,7 @@ def export_onnx(model_dir: str | os.PathLike) -> Path:
         dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False,
     )
     exported = onnx.load(str(target))  # with the weights the exporter may have written beside it
-    onnx.helper.set_model_props(exported, {SOURCE_HASH_KEY: model_weights_sha256(str(model_dir))})
+    onnx.helper.set_model_props(exported, {SOURCE_HASH_KEY: weights_sha256(weights_files(str(model_dir)))})
     for leftover in [*target.parent.glob("*.data"), *target.parent.glob(f"{target.name}{ONNX_DATA_SUFFIX}*")]:
         leftover.unlink()  # the exporter's weights file, and an earlier export's data files (saving appends)
     save_onnx(exported, target)
