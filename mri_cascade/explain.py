@@ -65,7 +65,8 @@ def grad_cam(model: torch.nn.Module, pixel_values: np.ndarray, target_index: int
 def token_grad_cam(model: torch.nn.Module, pixels: torch.Tensor, target_index: int) -> torch.Tensor:
     """Grad-CAM of a vision transformer (DINOv2, ViT) on its last patch tokens, the ones its head reads, laid out
     on the patch grid: (N, 1, H / patch, W / patch). A ViT has no last feature map; its only convolution is the
-    patch embedding, where Grad-CAM would show pixel detail rather than evidence."""
+    patch embedding, where Grad-CAM would show pixel detail rather than evidence. A head on the mean of the tokens
+    gives every token the same gradient, so for DINOv2 this is the class activation map of its patch tokens."""
     captured = []
 
     def keep(_module, _inputs, output):
