@@ -194,3 +194,23 @@ def test_the_augmentation_repeats_with_the_run_seed(strength):
 
     assert all(np.array_equal(a, b) for a, b in zip(augmented(42), augmented(42)))
     assert not all(np.array_equal(a, b) for a, b in zip(augmented(42), augmented(43)))
+
+
+def test_saving_weights_leaves_no_earlier_save_behind(tmp_path):
+    """Catches a retrained model saved in shards beside the previous single file (or the reverse): the stale file
+    would be the one loaded, and the one the export and the refusal check are checked against."""
+    from pathlib import Path
+
+    from transformers import ConvNextConfig, ConvNextForImageClassification
+
+    from mri_cascade.runtime import weights_files
+    from train.run_train import save_weights
+
+    model = ConvNextForImageClassification(ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1]))
+    model.save_pretrained(tmp_path)  # an earlier single-file save
+    save_weights(model, tmp_path, max_shard_size=2_000)
+    files = weights_files(str(tmp_path))
+    assert len(files) > 1 and not (tmp_path / "model.safetensors").exists()
+    save_weights(model, tmp_path)
+    assert [Path(path).name for path in weights_files(str(tmp_path))] == ["model.safetensors"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["config.json", "model.safetensors"]

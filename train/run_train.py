@@ -48,7 +48,7 @@ from mri_cascade.research.data import (
     true_families,
 )
 from mri_cascade.research.evaluation import audit_report, classification_metrics, modality_counts, print_audit
-from mri_cascade.runtime import MAX_FILE_BYTES
+from mri_cascade.runtime import MAX_FILE_BYTES, WEIGHTS_INDEX_FILE
 from mri_cascade.torch_backend import export_onnx
 from train.presets import DINOV2_PRESET, PRESETS, parse_size, pretrained_preset
 from train.regularisation import BatchMixer, MixingTrainer, WeightAverageCallback
@@ -206,6 +206,15 @@ def pixel_transform(processor, augment: A.Compose | None = None):
     return transform
 
 
+def save_weights(model, folder: Path, max_shard_size: int = MAX_FILE_BYTES) -> None:
+    """Save ``model`` into ``folder``, in shards above ``max_shard_size`` (a ViT-S is 88 MB). An earlier save's
+    weights are removed first: transformers leaves a single ``model.safetensors`` beside new shards (and an index
+    beside a new single file), and the single file would then be the one loaded."""
+    for stale in [*folder.glob("model*.safetensors"), folder / WEIGHTS_INDEX_FILE]:
+        stale.unlink(missing_ok=True)
+    model.save_pretrained(str(folder), max_shard_size=max_shard_size)
+
+
 def load_backbone(model_args: ModelArguments, image_size: tuple[int, int], classes: tuple[str, ...]):
     id2label = dict(enumerate(classes))
     if model_args.trainable_blocks >= 0 and model_args.model != DINOV2_PRESET:
@@ -358,8 +367,7 @@ def main() -> None:
         trainer.model.to(memory_format=torch.contiguous_format)
         if model_args.crop_to_head:
             setattr(trainer.model.config, CROP_TO_HEAD_KEY, True)
-        # in shards above MAX_FILE_BYTES (a ViT-S is 88 MB): transformers loads them as one model
-        trainer.model.save_pretrained(str(export_dir), max_shard_size=MAX_FILE_BYTES)
+        save_weights(trainer.model, export_dir)
         processor.save_pretrained(str(export_dir))
         (export_dir / "validation_results.json").write_text(json.dumps(metrics, indent=2))
         (export_dir / "training_args.json").write_text(
