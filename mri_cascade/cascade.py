@@ -9,12 +9,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
+from PIL import Image
 
 from .calibration import TEMPERATURE_KEY, softmax
 from .decisions import DEFAULT_OPERATING_POINT, calls_healthy, check_operating_point, decide, pool_series, refuses, scan_families
-from .explain import Explanation, display_size, grad_cam, overlay_heatmap, uncrop
+from .explain import (
+    DEFAULT_EXPLANATION,
+    EXPLANATION_METHODS,
+    Explanation,
+    display_size,
+    grad_cam,
+    occluded_batches,
+    overlay_heatmap,
+    two_level_occlusion,
+    uncrop,
+)
 from .familiarity import CT_REFUSAL_REASON, REFUSAL_REASON, FamiliarityCheck
-from .images import ImageSource, head_box, load_image, load_slices
+from .images import HEAD_LEVEL, ImageSource, crop_to_head, head_box, load_image, load_slices
 from .labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, TASKS
 from .loading import SERIES_OPERATING_POINTS_KEY, Stage, load_familiarity, load_stages, read_operating_points
 from .medical import NOT_BRAIN_MRI_KEY
@@ -216,28 +227,76 @@ class Cascade:
         patient.unfamiliarity = None if None in scores else max(scores)
         return SeriesResult(**vars(patient), slices=per_slice)
 
-    def explain(self, image: ImageSource, result: CascadeResult | None = None) -> Explanation:
-        """Grad-CAM heatmap of the stage that decided ``result`` (default: this image's prediction), for the
-        class it chose, over the image. Refused inputs have no decision to explain: ValueError."""
+    def explain(self, image: ImageSource, result: CascadeResult | None = None,
+                method: str = DEFAULT_EXPLANATION) -> Explanation:
+        """Heatmap of the evidence for ``result`` (default: this image's prediction) over the image (see
+        ``explain_batch``). Refused inputs have no decision to explain: ValueError."""
         loaded = load_image(image)
-        return self.explain_batch([loaded], result or self.predict(loaded))[0]
+        return self.explain_batch([loaded], result or self.predict(loaded), method=method)[0]
 
-    def explain_batch(self, images: Sequence[ImageSource], result: CascadeResult,
-                      batch_size: int = 8) -> list[Explanation]:
-        """Heatmaps of ``result``'s deciding stage and class over each image, e.g. every slice of a series
-        for the patient answer."""
+    def explain_batch(self, images: Sequence[ImageSource], result: CascadeResult, batch_size: int = 8,
+                      method: str = DEFAULT_EXPLANATION) -> list[Explanation]:
+        """Heatmaps of the evidence for ``result`` over each image, e.g. every slice of a series for the patient
+        answer. ``method`` "occlusion": how much the answer's probability falls when each part of the head is painted
+        over (``occlusion_heatmap``); "grad-cam": Grad-CAM of the deciding model for its class."""
         if result.refused:
             raise ValueError("a refused input has no diagnosis to explain")
+        if method not in EXPLANATION_METHODS:
+            raise ValueError(f"unknown explanation method {method!r}; choose one of {', '.join(EXPLANATION_METHODS)}")
         deciding = result.stages[-1]
-        stage = self.stages[deciding.name]
-        target_index = int(stage.config.label2id[deciding.decision])
         explanations = []
         for start in range(0, len(images), batch_size):
             chunk = [load_image(image) for image in images[start : start + batch_size]]
-            for image, heatmap in zip(chunk, grad_cam(stage.torch_model, stage.preprocess(chunk), target_index)):
+            if method == "occlusion":
+                maps = [self.occlusion_heatmap(image, result) for image in chunk]
+                cropped = self.crops_to_head(result)
+            else:
+                stage = self.stages[deciding.name]
+                target_index = int(stage.config.label2id[deciding.decision])
+                maps = list(grad_cam(stage.torch_model, stage.preprocess(chunk), target_index))
+                cropped = stage.crop_to_head
+            for image, heatmap in zip(chunk, maps):
                 shown = display_size(image)
-                box = head_box(image) if stage.crop_to_head else None
-                if box is not None:  # the model saw the head's crop: put its map back where the head is
+                box = head_box(image) if cropped else None
+                if box is not None:  # the map covers the head's crop: put it back where the head is
                     heatmap = uncrop(heatmap, box, image, shown)
-                explanations.append(Explanation(deciding.name, deciding.decision, *overlay_heatmap(shown, heatmap)))
+                explanations.append(Explanation(method, deciding.name, deciding.decision, *overlay_heatmap(shown, heatmap)))
         return explanations
+
+    def crops_to_head(self, result: CascadeResult) -> bool:
+        """Whether the models on ``result``'s path read the head's crop (the frame occlusion windows are laid over);
+        a ValueError when some do and some do not."""
+        crops = {self.stages[decided.name].crop_to_head for decided in result.stages}
+        if len(crops) > 1:
+            raise ValueError("the models on the answer's path frame the slice differently: some crop it to the head")
+        return crops.pop()
+
+    def occlusion_heatmap(self, image: Image.Image, result: CascadeResult) -> np.ndarray:
+        """Occlusion sensitivity (``explain.two_level_occlusion``): the fall in the answer's
+        joint probability (the product of the decisions along its path, as ``decide`` forms it) when each window
+        of the head is painted over with the head's median grey, background left black. Every model on the path
+        runs on every window. The map covers the head's crop, or the whole slice for models that read it whole."""
+        path = result.stages
+        framed = crop_to_head(image) if self.crops_to_head(result) else image
+        grey = np.asarray(framed.convert("L"))
+        head = grey > HEAD_LEVEL * float(np.percentile(grey, 99))
+        median = int(np.median(grey[head])) if head.any() else 0
+        inputs, fills, heads = {}, {}, {}
+        for decided in path:
+            stage = self.stages[decided.name]
+            inputs[decided.name] = stage.preprocess([image])
+            height, width = inputs[decided.name].shape[-2:]
+            fills[decided.name] = stage.resize_and_normalise([Image.new("L", (4, 4), median)])[0, :, 0, 0]
+            heads[decided.name] = np.asarray(Image.fromarray(head).resize((width, height), Image.Resampling.NEAREST))
+
+        def score(windows: list | None) -> np.ndarray:
+            """The answer's joint probability with each window occluded (None: the image as it is)."""
+            batches = inputs if windows is None else occluded_batches(inputs, fills, heads, windows)
+            scores = np.ones(len(next(iter(batches.values()))))
+            for decided in path:
+                logits = self.stages[decided.name].logits_and_embedding(batches[decided.name])[0]
+                probabilities = self.calibrated({decided.name: logits[:, self.class_columns[decided.name]]})
+                scores *= probabilities[decided.name][:, TASKS[decided.name].classes.index(decided.decision)]
+            return scores
+
+        return two_level_occlusion(score, float(score(None)[0]))

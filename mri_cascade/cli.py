@@ -84,6 +84,21 @@ def benchmark_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def explain_benchmark_command(args: argparse.Namespace) -> int:
+    from .research.explanation_benchmark import print_explanation_benchmark, run_explanation_benchmark
+
+    (data,) = args.data
+    report = run_explanation_benchmark(str(args.models or local_models(None)), data, args.part, args.methods,
+                                       args.limit_per_source, args.sanity_every, args.alzheimer_slices)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"explanation_benchmark_{args.part}.json"
+    (out / name).write_text(json.dumps(report, indent=2))
+    print_explanation_benchmark(report)
+    print(f"-> {out / name}")
+    return 0
+
+
 def print_benchmark(report: dict) -> None:
     from .research.cards import card_benchmark
 
@@ -307,6 +322,22 @@ def build_parser() -> argparse.ArgumentParser:
                            help="Output folders of the shipped recipe holding out other folds (train/ship.sh with "
                            "FOLD=K), or their kept logits (keep-fold-logits): they answer those folds' scans.")
     benchmark.set_defaults(run=benchmark_command)
+
+    explain = commands.add_parser(
+        "explain-benchmark", help="Does the heatmap point at the evidence? Pointing game, mass in box, deletion and "
+        "the randomisation sanity test on tumors with known boxes (tumor_boxes), per source, with 95 %% intervals.")
+    explain.add_argument("data", nargs=1, help="The folder holding tumor_boxes/, br35h/ and alzheimer/ (../shared/data).")
+    explain.add_argument("--models", default=None, help="Models directory or Hub prefix (default: the shipped models/).")
+    explain.add_argument("--out", default="reports", help="Where explanation_benchmark_<part>.json goes.")
+    explain.add_argument("--part", choices=["reporting", "choosing"], default="reporting",
+                         help="The slices the figures are reported on (default), or those methods are chosen on.")
+    explain.add_argument("--methods", nargs="*", default=None, help="Methods to score (default: the shipped one and "
+                         "Grad-CAM of the deciding model, the one before it).")
+    explain.add_argument("--limit-per-source", type=int, default=None, help="At most this many slices per source.")
+    explain.add_argument("--sanity-every", type=int, default=1, help="Run the randomisation test on every N-th slice.")
+    explain.add_argument("--alzheimer-slices", type=int, default=30,
+                         help="Alzheimer answers whose maps are checked for mass inside the head and sanity.")
+    explain.set_defaults(run=explain_benchmark_command)
 
     predict = commands.add_parser(
         "predict", help="Classify files and folders (recursively) into a CSV; exit code 1 when nothing got an answer.")
