@@ -335,11 +335,12 @@ def load_stages(source: str | os.PathLike | None, backend: str = "auto") -> dict
         except ModelLoadError:
             raise
         except Exception as error:  # any failure to load (missing, corrupt, pickle-only ...) stops the start-up
-            hint = ""
+            problem, hint = str(error), ""
             if not os.path.isdir(location):
-                reach = "" if hub_reachable() else ", which cannot be reached from here (offline) and has no cached copy"
+                if not hub_reachable():
+                    problem = "the Hub cannot be reached from here (offline) and no cached copy is on this machine"
                 hint = (f" (no local models given, so the Hub prefix {source or os.environ.get(MODELS_ENV) or DEFAULT_MODELS} "
-                        f"was tried{reach}; offline or without the Hub, set {MODELS_ENV} to a directory that holds the "
-                        "four model folders, e.g. a checkout's models/)")
-            raise ModelLoadError(f"could not load the {task} model from {location}: {error}{hint}") from error
+                        f"was tried; offline or without the Hub, set {MODELS_ENV} to a directory that holds the four "
+                        "model folders, e.g. a checkout's models/)")
+            raise ModelLoadError(f"could not load the {task} model from {location}: {problem}{hint}") from error
     return stages
