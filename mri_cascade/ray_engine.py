@@ -12,6 +12,7 @@ reason, never a failed job.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -23,6 +24,9 @@ RAY_INSTALL = 'pip install "ray[data]==2.60.0" (or: pip install -r requirements-
 LOCAL_HEADROOM_CPUS = 0.5
 """What a local instance leaves free beside the model workers, so that Ray Data's own tasks always get a CPU."""
 CLUSTER_CPUS_PER_WORKER = 2.0
+RAY_LOGGING_LEVEL = logging.WARNING
+"""Ray's own driver logs below this level (start-up, Ray Data's plans) are not shown: the terminal keeps one
+progress bar and the summary. Workers' logs never reach it (``log_to_driver=False``)."""
 
 
 class CascadeWorker:
@@ -110,10 +114,13 @@ def predict_on_ray(units: list[Unit], models: str | None, out: str, operating_po
     started_here = not ray.is_initialized()
     if started_here:
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=RAY_LOGGING_LEVEL)
         else:
             ray.init(num_cpus=os.cpu_count(), _node_ip_address="127.0.0.1", include_dashboard=False,
-                     log_to_driver=False)
+                     log_to_driver=False, logging_level=RAY_LOGGING_LEVEL)
+    context = ray.data.DataContext.get_current()
+    context.enable_operator_progress_bars = False  # one bar for the whole job, not one per operator
+    context.print_on_execution_start = False
     try:
         cpus_per_worker, workers = worker_plan(float(ray.cluster_resources().get("CPU", 1)), bool(address),
                                                cpus_per_worker)

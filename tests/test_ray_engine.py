@@ -84,3 +84,25 @@ def test_workers_always_leave_cpus_for_the_read_tasks(total, cluster, asked):
     per_worker, workers = worker_plan(total, cluster, asked)
     assert workers >= 1 and per_worker > 0
     assert per_worker * workers <= total - LOCAL_HEADROOM_CPUS + 1e-9 or per_worker <= 0.25
+
+
+def test_ray_is_started_quiet(monkeypatch, tmp_path):
+    """Catches Ray's driver logs (start-up, Ray Data's execution plans, one bar per operator) flooding the terminal."""
+    import logging
+
+    from mri_cascade import ray_engine
+
+    started = {}
+
+    class Stop(Exception):
+        pass
+
+    def init(**options):
+        started.update(options)
+        raise Stop
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    with pytest.raises(Stop):
+        ray_engine.predict_on_ray([("a.jpg", ["a.jpg"])], None, str(tmp_path / "out"), "balanced")
+    assert started["log_to_driver"] is False and started["logging_level"] >= logging.WARNING
