@@ -11,13 +11,23 @@ from dataclasses import replace
 import numpy as np
 
 from .calibration import TEMPERATURE_KEY, softmax
-from .decisions import DEFAULT_OPERATING_POINT, calls_healthy, check_operating_point, decide, pool_series, refuses, scan_families
+from .decisions import (
+    DEFAULT_OPERATING_POINT,
+    MIN_ANSWERED_SHARE,
+    calls_healthy,
+    check_operating_point,
+    decide,
+    pool_series,
+    refuses,
+    scan_families,
+    series_too_sparse,
+)
 from .explain import Explanation, display_size, grad_cam, overlay_heatmap, uncrop
 from .familiarity import CT_REFUSAL_REASON, REFUSAL_REASON, FamiliarityCheck
 from .images import ImageSource, head_box, load_image, load_slices
 from .labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, TASKS
 from .loading import SERIES_OPERATING_POINTS_KEY, Stage, load_familiarity, load_stages, read_operating_points
-from .medical import NOT_BRAIN_MRI_KEY
+from .medical import FROM_VOLUME_KEY, NOT_BRAIN_MRI_KEY, ORIENTATION_HINT
 from .modality import bone_rim
 from .results import REFUSED_DISPLAY_NAME, CascadeResult, SeriesResult
 
@@ -183,7 +193,8 @@ class Cascade:
         """One answer for a patient from several slices: files, arrays, a multi-frame DICOM or a NIfTI volume
         (whose empty slices the loader skips). Each model's probabilities are pooled over the slices with
         ``pool_series``, then routed through the cascade as one slice is, with the series thresholds. Refused slices (not
-        brain-MRI-like) are left out of the pool; when every slice is refused, so is the series. When answered
+        brain-MRI-like) are left out of the pool; when too many are (``decisions.series_too_sparse``), the series is
+        refused, with a hint at the orientation when its slices were cut from a volume. When answered
         slices on their own disagree with the patient answer, ``reason`` says how many and what they say."""
         point = check_operating_point(operating_point or self.operating_point)
         slices = load_slices(images)
@@ -195,9 +206,16 @@ class Cascade:
         if refuse_unfamiliar:
             per_slice = self.with_refusals(per_slice, embeddings, notes, ct_looks)
         answered = [index for index, result in enumerate(per_slice) if not result.refused]
-        if not answered:  # every slice was refused
-            reasons = " ".join(dict.fromkeys(result.reason for result in per_slice))  # each distinct reason once
-            reason = f"None of the {len(slices)} slices looks like a brain MRI slice. {reasons}"
+        if series_too_sparse(len(answered), len(slices)):
+            # each distinct reason once
+            reasons = " ".join(dict.fromkeys(result.reason for result in per_slice if result.refused))
+            if answered:
+                reason = (f"Only {len(answered)} of {len(slices)} slices look like brain MRI slices; a series is "
+                          f"answered only when at least {MIN_ANSWERED_SHARE:.0%} of its slices do. {reasons}")
+            else:
+                reason = f"None of the {len(slices)} slices looks like a brain MRI slice. {reasons}"
+            if any(image.info.get(FROM_VOLUME_KEY) for image in slices):
+                reason += f" {ORIENTATION_HINT}"
             scores = [result.unfamiliarity for result in per_slice]
             worst = None if None in scores else max(scores)
             return SeriesResult(None, REFUSED_DISPLAY_NAME, {}, [], True, reason, worst, point, slices=per_slice)

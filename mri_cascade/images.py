@@ -16,7 +16,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .medical import MAX_SLICES, NOT_BRAIN_MRI_KEY, MedicalImageError, is_dicom, is_gzip, is_nifti, nifti_slices, read_dicom
+from .medical import (
+    FROM_VOLUME_KEY,
+    MAX_SLICES,
+    NOT_BRAIN_MRI_KEY,
+    ORIENTATION_HINT,
+    MedicalImageError,
+    is_dicom,
+    is_gzip,
+    is_nifti,
+    nifti_slices,
+    read_dicom,
+)
 
 ACCEPTED = "PNG, JPEG, TIFF, WebP, BMP, GIF, DICOM or NIfTI"
 ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
@@ -123,6 +134,8 @@ def load_series(source: ImageSource) -> list[Image.Image]:
                     picture.info[NOT_BRAIN_MRI_KEY] = note
             elif is_nifti(data) or is_gzip(data):
                 pictures = [Image.fromarray(s, mode="L") for s in nifti_slices(data)]
+                for picture in pictures:
+                    picture.info[FROM_VOLUME_KEY] = True
             else:
                 pictures = [_decode_picture(data, source)]
         except MedicalImageError as error:
@@ -133,7 +146,7 @@ def load_series(source: ImageSource) -> list[Image.Image]:
         if min(picture.size) < MIN_SIDE:
             raise ImageLoadError(
                 f"{_describe(source)} is {picture.width}x{picture.height} pixels; a slice must be at least "
-                f"{MIN_SIDE}x{MIN_SIDE}"
+                f"{MIN_SIDE}x{MIN_SIDE}" + (f". {ORIENTATION_HINT}" if picture.info.get(FROM_VOLUME_KEY) else "")
             )
     return [to_model_rgb(picture) for picture in pictures]
 

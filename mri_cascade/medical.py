@@ -58,6 +58,12 @@ def _first(value) -> float:
         return float(value)
 
 
+FROM_VOLUME_KEY = "from_volume"
+"""Key, in a loaded slice's PIL ``info``, set on the slices cut from a NIfTI volume."""
+ORIENTATION_HINT = (
+    "Its slices were cut from a NIfTI volume: if the volume's header (its affine) names the wrong axes, they are not "
+    "axial and look like nothing the models know. Check the orientation it was saved in."
+)
 NOT_BRAIN_MRI_KEY = "not_brain_mri"
 """Key, in a loaded slice's PIL ``info``, of the plain-words reason its DICOM header gives for not being brain MRI."""
 MODALITY_NAMES = {"CT": "a CT scan", "US": "an ultrasound image", "CR": "an X-ray (computed radiography)",
