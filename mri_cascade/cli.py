@@ -150,6 +150,8 @@ def predict_command(args: argparse.Namespace) -> int:
 
         summary = predict_on_ray(units, args.models, args.out, args.operating_point, args.address,
                                  args.cpus_per_worker, args.batch_size)
+        for path, reason in summary["unanswered"]:
+            print(unanswered_line(path, reason), file=sys.stderr)
         print(f"{summary['answered']} of {summary['rows']} {'series' if args.series_by else 'files'} answered "
               f"({summary['skipped']} already in {args.out}) -> {args.out}")
         return 0 if summary["answered"] or not summary["rows"] else 1
@@ -167,9 +169,16 @@ def predict_command(args: argparse.Namespace) -> int:
         for unit, members in tqdm(units, desc="classifying", unit="series" if args.series_by else "file"):
             row = predict_unit(cascade, unit, members)
             answered += not row["refused"]
+            if row["refused"]:
+                tqdm.write(unanswered_line(unit, row["reason"]), file=sys.stderr)
             writer.writerow({column: csv_cell(row[column]) for column in PREDICTION_COLUMNS})
     print(f"{answered} of {len(units)} {'series' if args.series_by else 'files'} answered -> {args.out}")
     return 0 if answered else 1
+
+
+def unanswered_line(path: str, reason: str) -> str:
+    """The line the terminal gets for a file or series without an answer: the path as given, and why."""
+    return f"not answered: {path}: {reason}"
 
 
 def audit_command(args: argparse.Namespace) -> int:

@@ -98,7 +98,8 @@ def worker_plan(total_cpus: float, cluster: bool, cpus_per_worker: float | None 
 def predict_on_ray(units: list[Unit], models: str | None, out: str, operating_point: str, address: str | None = None,
                    cpus_per_worker: float | None = None, batch_size: int = 32) -> dict:
     """Classify ``units`` on a Ray cluster (``address``: a running one, or "auto"; None starts a local instance)
-    into the results folder ``out`` (Parquet parts; CSV parts when ``out`` ends in ``.csv``). Returns the counts."""
+    into the results folder ``out`` (Parquet parts; CSV parts when ``out`` ends in ``.csv``). Returns the counts, and
+(path, reason) of each unit not answered in this run."""
     ray = import_ray()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +107,7 @@ def predict_on_ray(units: list[Unit], models: str | None, out: str, operating_po
         leftover.unlink()
     done = written_paths(out_dir)
     todo = [(unit, members) for unit, members in units if unit not in done]
-    summary = {"rows": len(units), "skipped": len(units) - len(todo), "answered": 0, "refused": 0}
+    summary = {"rows": len(units), "skipped": len(units) - len(todo), "answered": 0, "refused": 0, "unanswered": []}
     if not todo:
         return summary
     if models is not None and os.path.isdir(models):
@@ -134,6 +135,8 @@ def predict_on_ray(units: list[Unit], models: str | None, out: str, operating_po
             rows = {column: [value.item() if hasattr(value, "item") else value for value in batch[column]]
                     for column in PREDICTION_COLUMNS}
             write_part(rows, out_dir, out_dir.suffix.lower() == ".csv")
+            summary["unanswered"] += [(path, reason) for path, reason, refused in
+                                      zip(rows["path"], rows["reason"], rows["refused"]) if refused]
             summary["refused"] += sum(bool(refused) for refused in rows["refused"])
             summary["answered"] += sum(not refused for refused in rows["refused"])
     finally:

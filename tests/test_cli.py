@@ -42,7 +42,10 @@ def test_predict_writes_one_row_per_file_and_keeps_going(tiny_models, tmp_path, 
     for row in rows:
         if row["refused"] == "False":
             assert abs(sum(float(row[label]) for label in LABEL_IDS) - 1) < 1e-4
-    assert "4 of 5 files answered" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "4 of 5 files answered" in printed.out
+    # the reason reaches the terminal, not only the CSV
+    assert f"not answered: {folder / 'patient-a' / 'broken.jpg'}: 'broken.jpg' is not a readable image" in printed.err
 
 
 def test_series_by_folder_gives_one_answer_per_patient(tiny_models, tmp_path):

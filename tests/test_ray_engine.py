@@ -51,12 +51,14 @@ def rows_by_path(frame: pd.DataFrame) -> dict:
     return {row["path"]: row for row in frame.to_dict("records")}
 
 
-def test_ray_rows_equal_the_plain_engine_and_a_bad_file_is_a_row(local_ray, scans, tiny_models, tmp_path):
+def test_ray_rows_equal_the_plain_engine_and_a_bad_file_is_a_row(local_ray, scans, tiny_models, tmp_path, capsys):
     plain, distributed = tmp_path / "plain.csv", tmp_path / "ray.parquet"
     assert main(["predict", str(scans), "--models", str(tiny_models), "--out", str(plain)]) == 0
+    capsys.readouterr()
     with at_most(300):
         assert main(["predict", str(scans), "--models", str(tiny_models), "--out", str(distributed),
                      "--engine", "ray", "--batch-size", "5"]) == 0
+    assert f"not answered: {scans / 'broken.jpg'}: 'broken.jpg' is not a readable image" in capsys.readouterr().err
     expected, got = rows_by_path(pd.read_csv(plain)), rows_by_path(pd.read_parquet(distributed))
     assert set(got) == set(expected) and len(got) == len(pd.read_parquet(distributed))
     for path, row in expected.items():
