@@ -141,8 +141,11 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
         with gr.Tab("One slice"):
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(type="filepath", format="png", image_mode=None, sources=["upload", "clipboard"],
-                                     label="Brain MRI slice (PNG, JPEG, ...)", height=360)
+                    # a file box, not gr.Image: that one decodes the upload with PIL before our loader sees it, so a
+                    # file PIL cannot read (text renamed .jpg, DICOM) failed inside Gradio, with no message for the
+                    # user and the upload's path in the server log
+                    image = gr.File(file_count="single", file_types=SERIES_TYPES, type="filepath",
+                                    label="Brain MRI slice (PNG, JPEG, DICOM, ...)", elem_id="slice")
                     button = gr.Button("Classify", variant="primary")
                     examples = example_scans()
                     if examples:

@@ -59,6 +59,27 @@ def test_bad_input_gets_a_clear_error_and_the_app_keeps_serving(client, tmp_path
     assert client.predict(handle_file(str(good)), api_name="/classify")["label"] in LABEL_IDS
 
 
+@pytest.mark.parametrize("name", ["notes.jpg", "scan.dcm"], ids=["text-renamed-jpg", "dicom"])
+def test_the_one_slice_box_hands_the_upload_to_our_loader(client, tmp_path, capfd, name):
+    """Catches the One slice tab's image box decoding the upload with PIL before our function runs: a text file
+    renamed .jpg got red "Error" badges with no message while the server log printed Gradio's
+    ComponentProcessingError with the upload's path, and a DICOM slice could not be read there at all."""
+    import numpy as np
+    from conftest import dicom_bytes
+
+    upload = tmp_path / name
+    if name.endswith(".dcm"):
+        upload.write_bytes(dicom_bytes(np.asarray(synthetic_slice(6), dtype=np.uint16) * 16))
+        answer, *_ = client.predict(handle_file(str(upload)), api_name="/show")
+        assert answer.startswith("## ")
+    else:
+        upload.write_bytes(b"patient notes, not a picture\n" * 20)
+        with pytest.raises(Exception, match=r"'notes\.jpg' is not a readable image"):
+            client.predict(handle_file(str(upload)), api_name="/show")
+    logged = capfd.readouterr()
+    assert name not in logged.err + logged.out and "Traceback" not in logged.err
+
+
 def test_classify_series_takes_dicom_and_nifti_files(client, tmp_path):
     import numpy as np
     from conftest import PATIENT_ID, dicom_bytes, nifti_bytes

@@ -92,3 +92,15 @@ def test_a_refusal_shows_its_reason_and_no_empty_panels(browser, guarded_cascade
         page.screenshot(path=str(ARTIFACTS / "browser-refusal.png"), full_page=True)
     finally:
         demo.close()
+
+
+def test_a_text_file_renamed_jpg_gets_a_message_naming_it(browser, app_url, tmp_path):
+    """Catches red "Error" badges with no message: the image box decoded the upload before our loader could."""
+    from playwright.sync_api import expect
+
+    notes = tmp_path / "notes.jpg"
+    notes.write_bytes(b"patient notes, not a picture\n" * 20)
+    page = open_page(browser, app_url)
+    page.locator("input[type=file]").first.set_input_files(str(notes))
+    expect(page.get_by_text("'notes.jpg' is not a readable image")).to_be_visible(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "browser-unreadable.png"), full_page=True)
