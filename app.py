@@ -137,7 +137,8 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
         gr.Markdown(WHAT_TO_UPLOAD, elem_id="what-to-upload")
         gr.Markdown(limits_text(), elem_id="limits")
         point = gr.Radio([(name, key) for key, name in OPERATING_POINT_NAMES.items()], value=DEFAULT_OPERATING_POINT,
-                         label="Operating point", info=OPERATING_POINT_HELP, elem_id="operating-point")
+                         label="Operating point", elem_id="operating-point")
+        gr.Markdown(OPERATING_POINT_HELP, elem_id="operating-point-help")  # body text: a Radio's info is faint
         with gr.Tab("One slice"):
             with gr.Row():
                 with gr.Column():

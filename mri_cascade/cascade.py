@@ -134,11 +134,12 @@ class Cascade:
         (family -> threshold, for fitting them; the results then still carry the point's name)."""
         point = check_operating_point(operating_point or self.operating_point)
         detector = stage_probabilities[DISEASE_DETECTOR.name]
-        healthy = calls_healthy(detector[:, 0], scan_families(stage_probabilities[ALZHEIMER_VS_TUMOR.name]),
-                                thresholds or self.operating_points[point])
+        families = scan_families(stage_probabilities[ALZHEIMER_VS_TUMOR.name])
+        limits = thresholds or self.operating_points[point]
+        healthy = calls_healthy(detector[:, 0], families, limits)
         return [
             decide({task: probabilities[i] for task, probabilities in stage_probabilities.items()},
-                              bool(healthy[i]), point)
+                   bool(healthy[i]), point, float(limits[families[i]]))
             for i in range(len(detector))
         ]
 

@@ -74,10 +74,10 @@ def series_too_sparse(answered: int, slices: int) -> bool:
     return answered < MIN_ANSWERED_SHARE * slices
 
 
-def decide(p: dict[str, np.ndarray], healthy: bool, operating_point: str) -> CascadeResult:
-    """One image's answer from its four models' class probabilities ``p`` and the healthy rule's verdict: the joint
-    distribution over the seven ids (the product along each path), and the path taken (healthy, or stage 2's
-    family and then that branch's argmax)."""
+def decide(p: dict[str, np.ndarray], healthy: bool, operating_point: str, threshold: float | None = None) -> CascadeResult:
+    """One image's answer from its four models' class probabilities ``p`` and the healthy rule's verdict (reached
+    with ``threshold``): the joint distribution over the seven ids (the product along each path), and the path taken
+    (healthy, or stage 2's family and then that branch's argmax)."""
     p_healthy, disease = p[DISEASE_DETECTOR.name]
     alzheimer, tumor = p[ALZHEIMER_VS_TUMOR.name]
     joint = {"healthy": float(p_healthy)}
@@ -100,4 +100,4 @@ def decide(p: dict[str, np.ndarray], healthy: bool, operating_point: str) -> Cas
         stages = [stage(DISEASE_DETECTOR, 1), stage(ALZHEIMER_VS_TUMOR, 0 if branch_task is ALZHEIMER_SEVERITY else 1),
                   stage(branch_task, choice)]
         label = next(k for k, v in branch_task.class_of.items() if v == branch_task.classes[choice])
-    return CascadeResult(label, LABELS[label], joint, stages, operating_point=operating_point)
+    return CascadeResult(label, LABELS[label], joint, stages, operating_point=operating_point, healthy_threshold=threshold)

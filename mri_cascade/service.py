@@ -48,6 +48,10 @@ DISCLAIMER = (
 )
 
 
+BRANCH_WORDS = {"alzheimer": "Alzheimer's disease than a tumor", "tumor": "a tumor than Alzheimer's disease"}
+"""Stage 2's classes in the words of ``answer_against_bars``."""
+
+
 @dataclass
 class View:
     """Everything the UI shows for one scan."""
@@ -89,9 +93,35 @@ def describe(result: CascadeResult) -> View:
         for stage in result.stages
     ]
     joint = {LABELS[label]: p for label, p in result.probabilities.items()}
+    against = answer_against_bars(result)
+    if against:
+        answer += f"\n\n{against}"
     if result.reason:  # a series that left some slices out says so
         answer += f"\n\n{result.reason}"
     return View(answer, path, joint, stages, payload)
+
+
+def answer_against_bars(result: CascadeResult) -> str | None:
+    """One line on why the answer is not the highest of the seven bars (None when it is): the healthy rule's
+    threshold, or stage 2's choice of branch, decided against the joint probabilities."""
+    if result.refused or not result.probabilities or result.healthy_threshold is None:
+        return None
+    top = max(result.probabilities, key=result.probabilities.get)
+    if top == result.label:
+        return None
+    p_healthy, threshold = result.stages[0].probabilities["healthy"], result.healthy_threshold
+    digits = next((d for d in (2, 3, 4) if f"{p_healthy:.{d}f}" != f"{threshold:.{d}f}"), 4)
+    point = OPERATING_POINT_NAMES[result.operating_point].split(":")[0].lower()
+    rule = (f"At the {point} point, '{LABELS['healthy']}' needs P(healthy) > {threshold:.{digits}f}; "
+            f"here it is {p_healthy:.{digits}f}")
+    if result.label == "healthy":
+        return f"{rule}, so that is the answer, although '{LABELS[top]}' has the highest bar."
+    if top == "healthy":
+        return f"{rule}, so the answer is the likeliest disease, '{result.display_name}'."
+    branch = result.stages[1]
+    return (f"Stage 2 finds it more like {BRANCH_WORDS[branch.decision]} (P {branch.probabilities[branch.decision]:.2f}), "
+            f"so the answer is the likeliest on that branch, '{result.display_name}', although '{LABELS[top]}' has "
+            "the highest bar.")
 
 
 def limits_text() -> str:
