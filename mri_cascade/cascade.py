@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
+from tqdm import tqdm
 
 from .calibration import TEMPERATURE_KEY, softmax
 from .decisions import (
@@ -66,29 +67,31 @@ class Cascade:
         check_operating_point(operating_point)
         return cls(load_stages(source, backend), load_familiarity(source), operating_point)
 
-    def stage_probabilities(self, images: Sequence[ImageSource], batch_size: int = 8) -> dict[str, np.ndarray]:
+    def stage_probabilities(self, images: Sequence[ImageSource], batch_size: int = 8,
+                            progress: str | None = None) -> dict[str, np.ndarray]:
         """Every model's class probabilities for every image, columns in each task's class order, each model's
         logits divided by the temperature its config stores (1 if none)."""
-        return self.calibrated(self.stage_logits(images, batch_size))
+        return self.calibrated(self.stage_logits(images, batch_size, progress=progress))
 
     def calibrated(self, logits: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {task: softmax(values, float(getattr(self.stages[task].config, TEMPERATURE_KEY, 1.0)))
                 for task, values in logits.items()}
 
-    def stage_logits(self, images: Sequence[ImageSource], batch_size: int = 8,
-                     tasks: Collection[str] | None = None) -> dict[str, np.ndarray]:
+    def stage_logits(self, images: Sequence[ImageSource], batch_size: int = 8, tasks: Collection[str] | None = None,
+                     progress: str | None = None) -> dict[str, np.ndarray]:
         """Every model's (or only ``tasks``') logits for every image, columns in each task's class order."""
-        return self.run_models(images, batch_size, tasks=tasks)[0]
+        return self.run_models(images, batch_size, tasks=tasks, progress=progress)[0]
 
     def run_models(self, images: Sequence[ImageSource], batch_size: int = 8, header_notes: list | None = None,
-                   ct_looks: list | None = None,
-                   tasks: Collection[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+                   ct_looks: list | None = None, tasks: Collection[str] | None = None,
+                   progress: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Every model's logits (columns in each task's class order) and image embeddings for every image.
 
         Images are preprocessed once per distinct image-processor setting, then every model runs on each batch,
         the ONNX ones side by side (``Stage.start_runs``). ``tasks``, when given, runs only those models.
         ``header_notes``, when given, receives each image's DICOM header note (why its header says it is not a
         brain MRI, else None), in order; ``ct_looks`` whether each image looks like a head CT (``modality.bone_rim``).
+        ``progress``, when given, is the description of a progress bar (tqdm, on stderr) over the images.
         """
         wanted = list(TASKS) if tasks is None else [task for task in TASKS if task in tasks]
         groups = [members for group in self.preprocessing_groups.values()
@@ -106,7 +109,8 @@ class Cascade:
         embeddings: dict[str, list[np.ndarray]] = {task: [] for task in wanted}
         chunks = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
         # decode and resize the next chunk while the models run on this one (both release the GIL)
-        with ThreadPoolExecutor(max_workers=1) as prefetcher:
+        with ThreadPoolExecutor(max_workers=1) as prefetcher, \
+                tqdm(total=len(images), desc=progress, unit="scan", disable=progress is None) as bar:
             upcoming = prefetcher.submit(prepare, chunks[0]) if chunks else None
             for index in range(len(chunks)):
                 pixels_per_group = upcoming.result()
@@ -118,6 +122,7 @@ class Cascade:
                     task_logits, task_embedding = self.stages[task].merge(task_runs)
                     logits[task].append(task_logits[:, self.class_columns[task]])
                     embeddings[task].append(task_embedding)
+                bar.update(len(chunks[index]))
         return ({task: np.concatenate(parts) for task, parts in logits.items()},
                 {task: np.concatenate(parts) if parts else np.zeros((0, 0)) for task, parts in embeddings.items()})
 
@@ -174,14 +179,15 @@ class Cascade:
         return refined
 
     def predict_batch(self, images: Sequence[ImageSource], batch_size: int = 8, refuse_unfamiliar: bool = True,
-                      operating_point: str | None = None) -> list[CascadeResult]:
+                      operating_point: str | None = None, progress: str | None = None) -> list[CascadeResult]:
         """One result per image, decided at ``operating_point`` (default: the cascade's own). Inputs that do
         not look like a brain MRI slice get ``refused=True``, a ``reason`` and no label, unless
-        ``refuse_unfamiliar`` is False."""
+        ``refuse_unfamiliar`` is False. ``progress``: as in ``run_models``."""
         check_operating_point(operating_point or self.operating_point)
         notes: list[str | None] = []
         ct_looks: list[bool] = []
-        logits, embeddings = self.run_models(images, batch_size, header_notes=notes, ct_looks=ct_looks)
+        logits, embeddings = self.run_models(images, batch_size, header_notes=notes, ct_looks=ct_looks,
+                                             progress=progress)
         results = self.combine(self.calibrated(logits), operating_point)
         return self.with_refusals(results, embeddings, notes, ct_looks) if refuse_unfamiliar else results
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -164,10 +165,22 @@ def load_heatmap_models_in_background(cascade: Cascade) -> threading.Thread:
     return thread
 
 
-def _explanations(cascade: Cascade, images: list, result: CascadeResult, view: View) -> list:
-    """Heatmaps for ``images``; should they fail, the answer stands without them and says so."""
+Progress = Callable[[float, str], object]
+"""Told how far a long request is: (fraction done, what it is doing), e.g. a ``gr.Progress``."""
+HEATMAP_BATCH = 8
+
+
+def _explanations(cascade: Cascade, images: list, result: CascadeResult, view: View,
+                  progress: Progress | None = None, start: float = 0.0) -> list:
+    """Heatmaps for ``images``, a batch at a time (``progress`` told from ``start`` to 1); should they fail, the
+    answer stands without them and says so."""
+    explanations = []
     try:
-        return cascade.explain_batch(images, result)
+        for first in range(0, len(images), HEATMAP_BATCH):
+            if progress:
+                progress(start + (1 - start) * first / len(images), f"heatmaps: slice {first + 1} of {len(images)}")
+            explanations += cascade.explain_batch(images[first : first + HEATMAP_BATCH], result)
+        return explanations
     except Exception as error:  # e.g. the PyTorch weights for Grad-CAM cannot be loaded; never name the input
         logger.warning("heatmap failed: %s", type(error).__name__)
         view.answer += "\n\nThe heatmap could not be made for this answer."
@@ -188,15 +201,19 @@ def slice_table(result: SeriesResult) -> list[list]:
 
 
 def classify_series(cascade: Cascade, images: list[ImageSource], explain: bool = True,
-                    operating_point: str | None = None) -> tuple[View, list[list]]:
+                    operating_point: str | None = None, progress: Progress | None = None) -> tuple[View, list[list]]:
     """The patient view and per-slice table at ``operating_point``; with ``explain``, each answered slice's
-    heatmap for the patient answer's deciding model and class."""
+    heatmap for the patient answer's deciding model and class. ``progress`` is told each step."""
+    if progress:
+        progress(0.0, f"reading {len(images)} files")
     slices = load_slices(images)
+    if progress:
+        progress(0.1, f"classifying {len(slices)} slices")
     result = cascade.predict_series(slices, operating_point=operating_point)
     view = describe(result)
     if explain and not result.refused:
         answered = [index for index, item in enumerate(result.slices) if not item.refused]
-        explanations = _explanations(cascade, [slices[index] for index in answered], result, view)
+        explanations = _explanations(cascade, [slices[index] for index in answered], result, view, progress, 0.4)
         view.heatmaps = [(explanation.overlay, f"slice {index + 1}") for index, explanation in zip(answered, explanations)]
     return view, slice_table(result)
 

@@ -220,3 +220,28 @@ def test_the_operating_point_help_is_body_text_not_a_faint_hint(app_url):
     assert not radio["props"].get("info")
     help_text = next(c for c in components if c.get("props", {}).get("elem_id") == "operating-point-help")
     assert help_text["type"] == "markdown" and help_text["props"]["value"] == OPERATING_POINT_HELP
+
+
+def test_a_series_tells_its_progress(tiny_cascade, monkeypatch):
+    """Catches minutes of silence on a long series: reading, classifying and each batch of heatmaps is told, from 0
+    to near 1, and the page's series handlers take a gr.Progress."""
+    import inspect
+
+    import gradio as gr
+
+    import app
+    from mri_cascade import service
+
+    told = []
+    monkeypatch.setattr(service, "HEATMAP_BATCH", 2)
+    service.classify_series(tiny_cascade, [synthetic_slice(seed) for seed in range(5)],
+                            progress=lambda fraction, what: told.append((fraction, what)))
+    fractions = [fraction for fraction, _ in told]
+    assert fractions == sorted(fractions) and fractions[0] == 0 and 0.5 < fractions[-1] < 1
+    assert [what for _, what in told][:2] == ["reading 5 files", "classifying 5 slices"]
+    assert "heatmaps: slice 5 of 5" in [what for _, what in told]
+    demo = app.build_demo(tiny_cascade)
+    handlers = {fn.name: fn.fn for fn in demo.fns.values()}
+    for name in ("show_series", "reshow_series"):
+        defaults = [p.default for p in inspect.signature(handlers[name]).parameters.values()]
+        assert any(isinstance(default, gr.Progress) for default in defaults)

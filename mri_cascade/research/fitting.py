@@ -201,11 +201,13 @@ class FoldModels:
     swapped: set[str] = field(default_factory=set)  # the tasks a fold model answers, rather than the shipped one
     kept: dict[str, FoldLogits] = field(default_factory=dict)  # task -> its fold model's kept logits
 
-    def logits(self, scans, batch_size: int = 8) -> dict[str, np.ndarray]:
+    def logits(self, scans, batch_size: int = 8, progress: str | None = None) -> dict[str, np.ndarray]:
         """Every task's logits on ``scans`` (a dataset with ``image``, ``source`` and ``file``): a kept task's
-        from its file, only the others through their models."""
+        from its file, only the others through their models (``progress``: a bar's description, as in
+        ``Cascade.run_models``)."""
         live = [task for task in TASKS if task not in self.kept]
-        logits = Cascade(self.stages).stage_logits(scans["image"], batch_size, tasks=live) if live else {}
+        logits = Cascade(self.stages).stage_logits(scans["image"], batch_size, tasks=live,
+                                                   progress=progress) if live else {}
         for stored in set(self.kept.values()):
             logits.update({task: values for task, values in stored.lookup(scans).items() if self.kept[task] is stored})
         return logits
@@ -277,7 +279,8 @@ def held_out_logits(shipped: dict[str, Stage], train, fold_models: Sequence[Path
         _, validation = split_validation(train, groups, validation_fraction, seed, fold)
         print(f"fold {fold}: {len(validation)} validation images, out of fold: "
               f"{', '.join(task for task in TASKS if task in models.out_of_fold)}", flush=True)
-        held.append(HeldOut(fold, models.logits(validation), np.asarray(validation["label_id"]), models.out_of_fold,
+        held.append(HeldOut(fold, models.logits(validation, progress=f"fold {fold}"), np.asarray(validation["label_id"]),
+                            models.out_of_fold,
                             np.asarray(validation["subject"])))
     return held
 
@@ -304,7 +307,7 @@ def keep_fold_logits(models_dir: Path, fold_dir: Path, splits, batch_size: int =
     scans = concatenate_datasets([validation, splits["test"]])
     print(f"fold {fold}: {len(validation)} validation and {len(splits['test'])} test images through "
           f"{', '.join(sorted(models.swapped))}", flush=True)
-    logits = models.logits(scans, batch_size)
+    logits = models.logits(scans, batch_size, progress=f"fold {fold}")
     tasks = sorted(models.swapped)
     return FoldLogits(fold, {task: training_record(models.stages[task].location) for task in tasks},
                       {task: model_weights_sha256(models.stages[task].location) for task in tasks},
@@ -370,7 +373,8 @@ def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fractio
     shipped = load_stages(models_dir)
     held = held_out_logits(shipped, splits["train"], fold_models, validation_fraction, seed)
     cascade = Cascade(shipped)
-    test_logits, test_truth = cascade.stage_logits(splits["test"]["image"]), np.asarray(splits["test"]["label_id"])
+    test_logits = cascade.stage_logits(splits["test"]["image"], progress="test split")
+    test_truth = np.asarray(splits["test"]["label_id"])
 
     def members_and_labels(truth: np.ndarray, task) -> tuple[np.ndarray, np.ndarray]:
         members = np.isin(truth, task.members())
