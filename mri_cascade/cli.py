@@ -29,7 +29,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from .cascade import Cascade
     from .labels import TASKS
     from .research.cards import render_model_card
-    from .research.data import expand_sources, load_sources, only_mri, only_non_mri
+    from .research.data import expand_sources, load_sources, only_mri, only_non_mri, report_path
     from .research.evaluation import evaluate_cascade, report_name, test_results_of, write_report
     from .research.fitting import stored_validation_figures, unseen_subject_models
 
@@ -41,7 +41,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
                               args.batch_size, validation=validation,
                               held_out=unseen_subject_models(cascade, sources, args.fold_models),
                               non_mri_test=only_non_mri(everything["test"]))
-    report.update(models=args.models or "models/ (shipped)", data=sources)
+    report.update(models=report_path(args.models) if args.models else "models/ (shipped)",
+                  data=[report_path(source) for source in sources])
     write_report(report, Path(args.out))
     unseen = report.get("unseen_subjects_test")
     print(f"{report['full_test']['images']} test images, {report['test_images_duplicating_train']} of them "

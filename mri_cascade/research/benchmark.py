@@ -41,7 +41,7 @@ from ..decisions import OPERATING_POINTS, calls_healthy, scan_families
 from ..labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, TASKS, TUMOR_TYPE, answers_match
 from ..loading import model_location, resolve_file
 from .audit import fingerprint_dataset, near_duplicate_groups
-from .data import SPLIT_SEED, VALIDATION_FRACTION, fold_assignment, true_families
+from .data import SPLIT_SEED, VALIDATION_FRACTION, fold_assignment, report_path, true_families
 from .evaluation import tasks_deciding
 from .fitting import (
     NEVER_HEALTHY,
@@ -273,7 +273,8 @@ def run_benchmark(models: str, sources: list[str], batch_size: int = 16,
     answers, thresholds = cross_fitted_answers(cascade, probabilities, truth, first_half)
     p_healthy = probabilities[DISEASE_DETECTOR.name][:, 0]
     alzheimer_fold = np.where(true_family == "alzheimer", scans.fold, -1)
-    report = {"models": models, "fold_models": [str(d) for d in fold_models], "data": sources,
+    report = {"models": report_path(models), "fold_models": [report_path(d) for d in fold_models],
+              "data": [report_path(source) for source in sources],
               "held_out_fold": shipped_fold, "folds": scans.folds, "images": len(truth),
               "clusters": int(len(np.unique(clusters))), "cross_fitted_thresholds": thresholds,
               "alzheimer_detector_auc_by_fold": {fold: auc_of(truth != "healthy", -p_healthy)(

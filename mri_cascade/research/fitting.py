@@ -9,6 +9,7 @@ applied by ``cascade.calls_healthy``.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ from ..loading import (
     resolve_file,
 )
 from .calibration_fit import expected_calibration_error, fit_temperature, reliability_diagram
-from .data import SPLIT_SEED, VALIDATION_FRACTION, split_validation
+from .data import SPLIT_SEED, VALIDATION_FRACTION, canonical_order, fold_order_problem, split_validation
 from .evaluation import cascade_figures, decision_figures, tasks_deciding, tune_healthy_threshold
 from .fold_logits import FOLD_LOGITS_SUFFIX, FoldLogits, is_fold_logits_file, scan_keys
 
@@ -222,6 +223,8 @@ def fold_models_by_fold(shipped: dict[str, Stage], fold_models: Sequence[Path] =
     is out of fold on the fold its own training held out (``held_out_fold``; none if it trained on every scan), a
     swapped-in one on its fold; the swapped-in models run with the shipped ones' test-time flips."""
     shipped_folds = {task: held_out_fold(stage.location, validation_fraction, seed) for task, stage in shipped.items()}
+    warn_of_fold_order([stage.location for stage in shipped.values()] + [str(Path(d) / task) for d in fold_models
+                                                                         for task in TASKS if (Path(d) / task).is_dir()])
     swaps: dict[int, dict[str, Stage]] = {}
     kept: dict[int, dict[str, FoldLogits]] = {}
 
@@ -259,6 +262,15 @@ def fold_models_by_fold(shipped: dict[str, Stage], fold_models: Sequence[Path] =
                                    swapped | {task for task, own in shipped_folds.items() if own == fold},
                                    swapped, kept.get(fold, {}))
     return by_fold
+
+
+def warn_of_fold_order(locations: Sequence[str]) -> None:
+    """A warning on stderr for each model among ``locations`` whose training drew its folds over its collections in
+    another order than ``data.canonical_order`` (``data.fold_order_problem``)."""
+    for location in locations:
+        problem = fold_order_problem((training_record(location) or {}).get("data", []))
+        if problem:
+            print(f"warning: the model at {location}: {problem}", file=sys.stderr)
 
 
 def training_record(location: str) -> dict | None:
@@ -319,11 +331,12 @@ def unseen_subject_models(cascade: Cascade, sources: Sequence[str], fold_models:
                           validation_fraction: float = VALIDATION_FRACTION,
                           seed: int = SPLIT_SEED) -> dict[int, FoldModels]:
     """For ``evaluation.evaluate_cascade``'s test figures on unseen subjects: each held-out fold's models
-    (``fold_models_by_fold``). Empty unless every model trained on ``sources``' collections in that order, so that
-    its folds are the ones ``data.fold_assignment`` draws from them."""
+    (``fold_models_by_fold``). Empty unless every model trained on ``sources``' collections in ``canonical_order``,
+    so that its folds are the ones ``data.fold_assignment`` draws from them."""
+    wanted = [Path(source).name for source in canonical_order(sources)]
     for stage in cascade.stages.values():
         record = training_record(stage.location) or {}
-        if [Path(source).name for source in record.get("data", [])] != [Path(source).name for source in sources]:
+        if [Path(source).name for source in record.get("data", [])] != wanted:
             return {}
     return fold_models_by_fold(cascade.stages, fold_models, validation_fraction, seed)
 
