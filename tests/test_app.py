@@ -60,7 +60,7 @@ def test_bad_input_gets_a_clear_error_and_the_app_keeps_serving(client, tmp_path
 
 
 @pytest.mark.parametrize("name", ["notes.jpg", "scan.dcm"], ids=["text-renamed-jpg", "dicom"])
-def test_the_one_slice_box_hands_the_upload_to_our_loader(client, tmp_path, capfd, name):
+def test_the_one_slice_box_hands_the_upload_to_our_loader(client, tmp_path, capfd, caplog, name):
     """Catches the One slice tab's image box decoding the upload with PIL before our function runs: a text file
     renamed .jpg got red "Error" badges with no message while the server log printed Gradio's
     ComponentProcessingError with the upload's path, and a DICOM slice could not be read there at all."""
@@ -78,6 +78,7 @@ def test_the_one_slice_box_hands_the_upload_to_our_loader(client, tmp_path, capf
             client.predict(handle_file(str(upload)), api_name="/show")
     logged = capfd.readouterr()
     assert name not in logged.err + logged.out and "Traceback" not in logged.err
+    assert name not in caplog.text and str(tmp_path) not in caplog.text
 
 
 def test_classify_series_takes_dicom_and_nifti_files(client, tmp_path):
