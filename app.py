@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from functools import partial
 
 import gradio as gr
 
@@ -99,17 +100,18 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
             return [gr.skip()] * len(outputs)
         return show(image_path, operating_point)
 
-    def show_series(paths: list[str] | None, operating_point: str | None):
+    def show_series(paths: list[str] | None, operating_point: str | None, progress=gr.Progress()):  # noqa: B008
         if not paths:
             raise refuse("Add one or more slices, a DICOM series or a NIfTI volume first.")
-        view, rows = guarded(classify_series, cascade, paths, operating_point=operating_point)
+        view, rows = guarded(partial(classify_series, progress=progress), cascade, paths,
+                             operating_point=operating_point)
         return [*panel_values(view, series=True), rows]
 
-    def reshow_series(paths: list[str] | None, operating_point: str | None):
+    def reshow_series(paths: list[str] | None, operating_point: str | None, progress=gr.Progress()):  # noqa: B008
         """A new operating point re-answers the series on the page, if there is one."""
         if not paths:
             return [gr.skip()] * (len(series_outputs) + 1)
-        return show_series(paths, operating_point)
+        return show_series(paths, operating_point, progress)
 
     def classify_api(image: gr.FileData | None, operating_point: str = DEFAULT_OPERATING_POINT) -> dict:
         """Classify one brain MRI slice (picture or single-frame DICOM), optionally at an operating point
@@ -137,12 +139,16 @@ def build_demo(cascade: Cascade) -> gr.Blocks:
         gr.Markdown(WHAT_TO_UPLOAD, elem_id="what-to-upload")
         gr.Markdown(limits_text(), elem_id="limits")
         point = gr.Radio([(name, key) for key, name in OPERATING_POINT_NAMES.items()], value=DEFAULT_OPERATING_POINT,
-                         label="Operating point", info=OPERATING_POINT_HELP, elem_id="operating-point")
+                         label="Operating point", elem_id="operating-point")
+        gr.Markdown(OPERATING_POINT_HELP, elem_id="operating-point-help")  # body text: a Radio's info is faint
         with gr.Tab("One slice"):
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(type="filepath", format="png", image_mode=None, sources=["upload", "clipboard"],
-                                     label="Brain MRI slice (PNG, JPEG, ...)", height=360)
+                    # a file box, not gr.Image: that one decodes the upload with PIL before our loader sees it, so a
+                    # file PIL cannot read (text renamed .jpg, DICOM) failed inside Gradio, with no message for the
+                    # user and the upload's path in the server log
+                    image = gr.File(file_count="single", file_types=SERIES_TYPES, type="filepath",
+                                    label="Brain MRI slice (PNG, JPEG, DICOM, ...)", elem_id="slice")
                     button = gr.Button("Classify", variant="primary")
                     examples = example_scans()
                     if examples:

@@ -10,7 +10,7 @@ import csv
 from pathlib import Path
 
 from .cascade import Cascade
-from .images import ImageLoadError, load_series
+from .images import read_sources
 from .labels import LABEL_IDS
 
 PREDICTION_COLUMNS = ["path", "label", *LABEL_IDS, "slices", "refused", "reason", "unfamiliarity", "operating_point"]
@@ -66,12 +66,8 @@ def predict_unit(cascade: Cascade, unit: str, members: list[str]) -> dict:
     field holds anything of a DICOM header but what the answer needs."""
     row = {"path": unit, "label": None, **dict.fromkeys(LABEL_IDS), "slices": 0, "refused": False, "reason": "",
            "unfamiliarity": None, "operating_point": cascade.operating_point}
-    slices, problems = [], []
-    for member in members:
-        try:
-            slices.extend(load_series(member))
-        except ImageLoadError as error:
-            problems.append(str(error))
+    problems: list[str] = []
+    slices = read_sources(members, problems)  # a folder's DICOM files share one window, as a series does
     if not slices:
         row.update(refused=True, reason="; ".join(problems) or "no files")
         return row

@@ -10,9 +10,20 @@ from dataclasses import replace
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from .calibration import TEMPERATURE_KEY, softmax
-from .decisions import DEFAULT_OPERATING_POINT, calls_healthy, check_operating_point, decide, pool_series, refuses, scan_families
+from .decisions import (
+    DEFAULT_OPERATING_POINT,
+    MIN_ANSWERED_SHARE,
+    calls_healthy,
+    check_operating_point,
+    decide,
+    pool_series,
+    refuses,
+    scan_families,
+    series_too_sparse,
+)
 from .explain import (
     DEFAULT_EXPLANATION,
     EXPLANATION_METHODS,
@@ -28,7 +39,7 @@ from .familiarity import CT_REFUSAL_REASON, REFUSAL_REASON, FamiliarityCheck
 from .images import HEAD_LEVEL, ImageSource, crop_to_head, head_box, load_image, load_slices
 from .labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, TASKS
 from .loading import SERIES_OPERATING_POINTS_KEY, Stage, load_familiarity, load_stages, read_operating_points
-from .medical import NOT_BRAIN_MRI_KEY
+from .medical import FROM_VOLUME_KEY, NOT_BRAIN_MRI_KEY, ORIENTATION_HINT
 from .modality import bone_rim
 from .results import REFUSED_DISPLAY_NAME, CascadeResult, SeriesResult
 
@@ -67,29 +78,31 @@ class Cascade:
         check_operating_point(operating_point)
         return cls(load_stages(source, backend), load_familiarity(source), operating_point)
 
-    def stage_probabilities(self, images: Sequence[ImageSource], batch_size: int = 8) -> dict[str, np.ndarray]:
+    def stage_probabilities(self, images: Sequence[ImageSource], batch_size: int = 8,
+                            progress: str | None = None) -> dict[str, np.ndarray]:
         """Every model's class probabilities for every image, columns in each task's class order, each model's
         logits divided by the temperature its config stores (1 if none)."""
-        return self.calibrated(self.stage_logits(images, batch_size))
+        return self.calibrated(self.stage_logits(images, batch_size, progress=progress))
 
     def calibrated(self, logits: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {task: softmax(values, float(getattr(self.stages[task].config, TEMPERATURE_KEY, 1.0)))
                 for task, values in logits.items()}
 
-    def stage_logits(self, images: Sequence[ImageSource], batch_size: int = 8,
-                     tasks: Collection[str] | None = None) -> dict[str, np.ndarray]:
+    def stage_logits(self, images: Sequence[ImageSource], batch_size: int = 8, tasks: Collection[str] | None = None,
+                     progress: str | None = None) -> dict[str, np.ndarray]:
         """Every model's (or only ``tasks``') logits for every image, columns in each task's class order."""
-        return self.run_models(images, batch_size, tasks=tasks)[0]
+        return self.run_models(images, batch_size, tasks=tasks, progress=progress)[0]
 
     def run_models(self, images: Sequence[ImageSource], batch_size: int = 8, header_notes: list | None = None,
-                   ct_looks: list | None = None,
-                   tasks: Collection[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+                   ct_looks: list | None = None, tasks: Collection[str] | None = None,
+                   progress: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Every model's logits (columns in each task's class order) and image embeddings for every image.
 
         Images are preprocessed once per distinct image-processor setting, then every model runs on each batch,
         the ONNX ones side by side (``Stage.start_runs``). ``tasks``, when given, runs only those models.
         ``header_notes``, when given, receives each image's DICOM header note (why its header says it is not a
         brain MRI, else None), in order; ``ct_looks`` whether each image looks like a head CT (``modality.bone_rim``).
+        ``progress``, when given, is the description of a progress bar (tqdm, on stderr) over the images.
         """
         wanted = list(TASKS) if tasks is None else [task for task in TASKS if task in tasks]
         groups = [members for group in self.preprocessing_groups.values()
@@ -107,7 +120,8 @@ class Cascade:
         embeddings: dict[str, list[np.ndarray]] = {task: [] for task in wanted}
         chunks = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
         # decode and resize the next chunk while the models run on this one (both release the GIL)
-        with ThreadPoolExecutor(max_workers=1) as prefetcher:
+        with ThreadPoolExecutor(max_workers=1) as prefetcher, \
+                tqdm(total=len(images), desc=progress, unit="scan", disable=progress is None) as bar:
             upcoming = prefetcher.submit(prepare, chunks[0]) if chunks else None
             for index in range(len(chunks)):
                 pixels_per_group = upcoming.result()
@@ -119,6 +133,7 @@ class Cascade:
                     task_logits, task_embedding = self.stages[task].merge(task_runs)
                     logits[task].append(task_logits[:, self.class_columns[task]])
                     embeddings[task].append(task_embedding)
+                bar.update(len(chunks[index]))
         return ({task: np.concatenate(parts) for task, parts in logits.items()},
                 {task: np.concatenate(parts) if parts else np.zeros((0, 0)) for task, parts in embeddings.items()})
 
@@ -135,11 +150,12 @@ class Cascade:
         (family -> threshold, for fitting them; the results then still carry the point's name)."""
         point = check_operating_point(operating_point or self.operating_point)
         detector = stage_probabilities[DISEASE_DETECTOR.name]
-        healthy = calls_healthy(detector[:, 0], scan_families(stage_probabilities[ALZHEIMER_VS_TUMOR.name]),
-                                thresholds or self.operating_points[point])
+        families = scan_families(stage_probabilities[ALZHEIMER_VS_TUMOR.name])
+        limits = thresholds or self.operating_points[point]
+        healthy = calls_healthy(detector[:, 0], families, limits)
         return [
             decide({task: probabilities[i] for task, probabilities in stage_probabilities.items()},
-                              bool(healthy[i]), point)
+                   bool(healthy[i]), point, float(limits[families[i]]))
             for i in range(len(detector))
         ]
 
@@ -174,14 +190,15 @@ class Cascade:
         return refined
 
     def predict_batch(self, images: Sequence[ImageSource], batch_size: int = 8, refuse_unfamiliar: bool = True,
-                      operating_point: str | None = None) -> list[CascadeResult]:
+                      operating_point: str | None = None, progress: str | None = None) -> list[CascadeResult]:
         """One result per image, decided at ``operating_point`` (default: the cascade's own). Inputs that do
         not look like a brain MRI slice get ``refused=True``, a ``reason`` and no label, unless
-        ``refuse_unfamiliar`` is False."""
+        ``refuse_unfamiliar`` is False. ``progress``: as in ``run_models``."""
         check_operating_point(operating_point or self.operating_point)
         notes: list[str | None] = []
         ct_looks: list[bool] = []
-        logits, embeddings = self.run_models(images, batch_size, header_notes=notes, ct_looks=ct_looks)
+        logits, embeddings = self.run_models(images, batch_size, header_notes=notes, ct_looks=ct_looks,
+                                             progress=progress)
         results = self.combine(self.calibrated(logits), operating_point)
         return self.with_refusals(results, embeddings, notes, ct_looks) if refuse_unfamiliar else results
 
@@ -194,7 +211,8 @@ class Cascade:
         """One answer for a patient from several slices: files, arrays, a multi-frame DICOM or a NIfTI volume
         (whose empty slices the loader skips). Each model's probabilities are pooled over the slices with
         ``pool_series``, then routed through the cascade as one slice is, with the series thresholds. Refused slices (not
-        brain-MRI-like) are left out of the pool; when every slice is refused, so is the series. When answered
+        brain-MRI-like) are left out of the pool; when too many are (``decisions.series_too_sparse``), the series is
+        refused, with a hint at the orientation when its slices were cut from a volume. When answered
         slices on their own disagree with the patient answer, ``reason`` says how many and what they say."""
         point = check_operating_point(operating_point or self.operating_point)
         slices = load_slices(images)
@@ -206,9 +224,16 @@ class Cascade:
         if refuse_unfamiliar:
             per_slice = self.with_refusals(per_slice, embeddings, notes, ct_looks)
         answered = [index for index, result in enumerate(per_slice) if not result.refused]
-        if not answered:  # every slice was refused
-            reasons = " ".join(dict.fromkeys(result.reason for result in per_slice))  # each distinct reason once
-            reason = f"None of the {len(slices)} slices looks like a brain MRI slice. {reasons}"
+        if series_too_sparse(len(answered), len(slices)):
+            # each distinct reason once
+            reasons = " ".join(dict.fromkeys(result.reason for result in per_slice if result.refused))
+            if answered:
+                reason = (f"Only {len(answered)} of {len(slices)} slices look like brain MRI slices; a series is "
+                          f"answered only when at least {MIN_ANSWERED_SHARE:.0%} of its slices do. {reasons}")
+            else:
+                reason = f"None of the {len(slices)} slices looks like a brain MRI slice. {reasons}"
+            if any(image.info.get(FROM_VOLUME_KEY) for image in slices):
+                reason += f" {ORIENTATION_HINT}"
             scores = [result.unfamiliarity for result in per_slice]
             worst = None if None in scores else max(scores)
             return SeriesResult(None, REFUSED_DISPLAY_NAME, {}, [], True, reason, worst, point, slices=per_slice)

@@ -1,4 +1,6 @@
-"""The ``mri-cascade`` command: evaluate the cascade, audit data, push models to the Hub."""
+"""Classify brain MRI slices, series and volumes (``mri-cascade predict``): Alzheimer's disease and how severe, a
+brain tumor and which type, or neither. The research commands measure the cascade (benchmark, evaluate, audit),
+fit it (calibrate, keep-fold-logits, fit-familiarity) and publish it (export-onnx, push-to-hub)."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from .cascade import Cascade
     from .labels import TASKS
     from .research.cards import render_model_card
-    from .research.data import expand_sources, load_sources, only_mri, only_non_mri
+    from .research.data import expand_sources, load_sources, only_mri, only_non_mri, report_path
     from .research.evaluation import evaluate_cascade, report_name, test_results_of, write_report
     from .research.fitting import stored_validation_figures, unseen_subject_models
 
@@ -39,7 +41,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
                               args.batch_size, validation=validation,
                               held_out=unseen_subject_models(cascade, sources, args.fold_models),
                               non_mri_test=only_non_mri(everything["test"]))
-    report.update(models=args.models or "models/ (shipped)", data=sources)
+    report.update(models=report_path(args.models) if args.models else "models/ (shipped)",
+                  data=[report_path(source) for source in sources])
     write_report(report, Path(args.out))
     unseen = report.get("unseen_subjects_test")
     print(f"{report['full_test']['images']} test images, {report['test_images_duplicating_train']} of them "
@@ -163,6 +166,8 @@ def predict_command(args: argparse.Namespace) -> int:
 
         summary = predict_on_ray(units, args.models, args.out, args.operating_point, args.address,
                                  args.cpus_per_worker, args.batch_size)
+        for path, reason in summary["unanswered"]:
+            print(unanswered_line(path, reason), file=sys.stderr)
         print(f"{summary['answered']} of {summary['rows']} {'series' if args.series_by else 'files'} answered "
               f"({summary['skipped']} already in {args.out}) -> {args.out}")
         return 0 if summary["answered"] or not summary["rows"] else 1
@@ -180,9 +185,16 @@ def predict_command(args: argparse.Namespace) -> int:
         for unit, members in tqdm(units, desc="classifying", unit="series" if args.series_by else "file"):
             row = predict_unit(cascade, unit, members)
             answered += not row["refused"]
+            if row["refused"]:
+                tqdm.write(unanswered_line(unit, row["reason"]), file=sys.stderr)
             writer.writerow({column: csv_cell(row[column]) for column in PREDICTION_COLUMNS})
     print(f"{answered} of {len(units)} {'series' if args.series_by else 'files'} answered -> {args.out}")
     return 0 if answered else 1
+
+
+def unanswered_line(path: str, reason: str) -> str:
+    """The line the terminal gets for a file or series without an answer: the path as given, and why."""
+    return f"not answered: {path}: {reason}"
 
 
 def audit_command(args: argparse.Namespace) -> int:
@@ -287,57 +299,17 @@ def add_operating_point(command: argparse.ArgumentParser) -> None:
                          "each scan family on validation, so fewer missed diseases and more false alarms.")
 
 
+DATA_HELP = "Collection roots (<root>/<split>/<class>/*), a folder of them (../shared/data) or Hub ids, in any order."
+MODELS_HELP = "Models directory or Hub prefix (default: $MRI_CASCADE_MODELS, else the checkout's models/)."
+LOCAL_MODELS_HELP = "Models directory, read and written (default: the checkout's models/)."
+FRACTION_HELP = "Share of train in each grouped validation fold (run_train.py --validation_fraction)."
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .research.data import SPLIT_SEED, VALIDATION_FRACTION
 
     parser = argparse.ArgumentParser(prog="mri-cascade", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-
-    evaluate = commands.add_parser("evaluate", help="Run every model and the cascade on the test splits.")
-    evaluate.add_argument("data", nargs="+", help="Collection roots, a folder of them (../shared/data) or Hub ids.")
-    evaluate.add_argument("--models", default=None, help="Models directory or Hub prefix (default: the shipped models/).")
-    evaluate.add_argument("--out", default="reports", help="Where evaluation_<operating point>.json and the PNGs go.")
-    evaluate.add_argument("--batch-size", type=int, default=8)
-    evaluate.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto")
-    add_operating_point(evaluate)
-    evaluate.add_argument("--update-model-cards", action="store_true",
-                          help="Write test_results.json into each model folder and re-render its card.")
-    evaluate.add_argument("--fold-models", nargs="*", default=[], metavar="DIR|FILE",
-                          help="run_train.py output folders of the same recipes holding out other folds, or their kept "
-                          "logits (keep-fold-logits): they answer the test scans of the subjects they never saw, for "
-                          "the unseen-subjects figures.")
-    evaluate.set_defaults(run=evaluate_command)
-
-    benchmark = commands.add_parser(
-        "benchmark", help="What a new patient gets: every figure out of fold (the fold the shipped models held out, "
-        "and those --fold-models held out), by slice, by subject and by source, with 95 %% intervals (the source of "
-        "truth for model choices).")
-    benchmark.add_argument("data", nargs="+", help="Collection roots, a folder of them (../shared/data) or Hub ids.")
-    benchmark.add_argument("--models", default=None, help="Models directory or Hub prefix (default: the shipped models/).")
-    benchmark.add_argument("--out", default="reports", help="Where benchmark.json goes.")
-    benchmark.add_argument("--batch-size", type=int, default=16)
-    benchmark.add_argument("--update-model-cards", action="store_true",
-                           help="Copy the figures beside each model and render its card with them.")
-    benchmark.add_argument("--fold-models", nargs="*", default=[], metavar="DIR|FILE",
-                           help="Output folders of the shipped recipe holding out other folds (train/ship.sh with "
-                           "FOLD=K), or their kept logits (keep-fold-logits): they answer those folds' scans.")
-    benchmark.set_defaults(run=benchmark_command)
-
-    explain = commands.add_parser(
-        "explain-benchmark", help="Does the heatmap point at the evidence? Pointing game, mass in box, deletion and "
-        "the randomisation sanity test on tumors with known boxes (tumor_boxes), per source, with 95 %% intervals.")
-    explain.add_argument("data", nargs=1, help="The folder holding tumor_boxes/, br35h/ and alzheimer/ (../shared/data).")
-    explain.add_argument("--models", default=None, help="Models directory or Hub prefix (default: the shipped models/).")
-    explain.add_argument("--out", default="reports", help="Where explanation_benchmark_<part>.json goes.")
-    explain.add_argument("--part", choices=["reporting", "choosing"], default="reporting",
-                         help="The slices the figures are reported on (default), or those methods are chosen on.")
-    explain.add_argument("--methods", nargs="*", default=None, help="Methods to score (default: the shipped one and "
-                         "Grad-CAM of the deciding model, the one before it).")
-    explain.add_argument("--limit-per-source", type=int, default=None, help="At most this many slices per source.")
-    explain.add_argument("--sanity-every", type=int, default=1, help="Run the randomisation test on every N-th slice.")
-    explain.add_argument("--alzheimer-slices", type=int, default=30,
-                         help="Alzheimer answers whose maps are checked for mass inside the head and sanity.")
-    explain.set_defaults(run=explain_benchmark_command)
 
     predict = commands.add_parser(
         "predict", help="Classify files and folders (recursively) into a CSV; exit code 1 when nothing got an answer.")
@@ -354,23 +326,72 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Ray: CPUs each model worker claims (default: a local instance's CPUs less half a "
                          "core, so read tasks never wait; on a cluster 2).")
     predict.add_argument("--batch-size", type=int, default=32, help="Ray: files per batch.")
-    predict.add_argument("--models", default=None)
+    predict.add_argument("--models", default=None, help=MODELS_HELP)
     predict.add_argument("--series-by", choices=["folder"], default=None,
                          help="'folder': one patient answer per folder, pooling its slices.")
     add_operating_point(predict)
     predict.set_defaults(run=predict_command)
 
+    evaluate = commands.add_parser("evaluate", help="Run every model and the cascade on the test splits.")
+    evaluate.add_argument("data", nargs="+", help=DATA_HELP)
+    evaluate.add_argument("--models", default=None, help=MODELS_HELP)
+    evaluate.add_argument("--out", default="reports", help="Where evaluation_<operating point>.json and the PNGs go.")
+    evaluate.add_argument("--batch-size", type=int, default=8, help="Scans per model run.")
+    evaluate.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto",
+                          help="auto: ONNX Runtime where a fresh export exists, else PyTorch.")
+    add_operating_point(evaluate)
+    evaluate.add_argument("--update-model-cards", action="store_true",
+                          help="Write test_results.json into each model folder and re-render its card.")
+    evaluate.add_argument("--fold-models", nargs="*", default=[], metavar="DIR|FILE",
+                          help="run_train.py output folders of the same recipes holding out other folds, or their kept "
+                          "logits (keep-fold-logits): they answer the test scans of the subjects they never saw, for "
+                          "the unseen-subjects figures.")
+    evaluate.set_defaults(run=evaluate_command)
+
+    benchmark = commands.add_parser(
+        "benchmark", help="What a new patient gets: every figure out of fold (the fold the shipped models held out, "
+        "and those --fold-models held out), by slice, by subject and by source, with 95 %% intervals (the source of "
+        "truth for model choices).")
+    benchmark.add_argument("data", nargs="+", help=DATA_HELP)
+    benchmark.add_argument("--models", default=None, help=MODELS_HELP)
+    benchmark.add_argument("--out", default="reports", help="Where benchmark.json goes.")
+    benchmark.add_argument("--batch-size", type=int, default=16, help="Scans per model run.")
+    benchmark.add_argument("--update-model-cards", action="store_true",
+                           help="Copy the figures beside each model and render its card with them.")
+    benchmark.add_argument("--fold-models", nargs="*", default=[], metavar="DIR|FILE",
+                           help="Output folders of the shipped recipe holding out other folds (train/ship.sh with "
+                           "FOLD=K), or their kept logits (keep-fold-logits): they answer those folds' scans.")
+    benchmark.set_defaults(run=benchmark_command)
+
+    explain = commands.add_parser(
+        "explain-benchmark", help="Does the heatmap point at the evidence? Pointing game, mass in box, deletion and "
+        "the randomisation sanity test on tumors with known boxes (tumor_boxes), per source, with 95 %% intervals.")
+    explain.add_argument("data", nargs=1, help="The folder holding tumor_boxes/, br35h/ and alzheimer/ (../shared/data).")
+    explain.add_argument("--models", default=None, help=MODELS_HELP)
+    explain.add_argument("--out", default="reports", help="Where explanation_benchmark_<part>.json goes.")
+    explain.add_argument("--part", choices=["reporting", "choosing"], default="reporting",
+                         help="The slices the figures are reported on (default), or those methods are chosen on.")
+    explain.add_argument("--methods", nargs="*", default=None, help="Methods to score (default: the shipped one and "
+                         "Grad-CAM of the deciding model, the one before it).")
+    explain.add_argument("--limit-per-source", type=int, default=None, help="At most this many slices per source.")
+    explain.add_argument("--sanity-every", type=int, default=1, help="Run the randomisation test on every N-th slice.")
+    explain.add_argument("--alzheimer-slices", type=int, default=30,
+                         help="Alzheimer answers whose maps are checked for mass inside the head and sanity.")
+    explain.set_defaults(run=explain_benchmark_command)
+
+
+
     audit = commands.add_parser("audit", help="Count exact and near-duplicate images within and across splits, and "
                                 "the images the modality audit lists as non-MRI.")
-    audit.add_argument("data", nargs="+")
+    audit.add_argument("data", nargs="+", help=DATA_HELP)
     audit.add_argument("--out", default=None, help="Write the audit as JSON here.")
     audit.set_defaults(run=audit_command)
 
     calibrate = commands.add_parser("calibrate", help="Fit each model's temperature on validation data; report ECE.")
-    calibrate.add_argument("data", nargs="+")
-    calibrate.add_argument("--models", default=None)
-    calibrate.add_argument("--out", default="reports")
-    calibrate.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION)
+    calibrate.add_argument("data", nargs="+", help=DATA_HELP)
+    calibrate.add_argument("--models", default=None, help=LOCAL_MODELS_HELP)
+    calibrate.add_argument("--out", default="reports", help="Where calibration.json goes.")
+    calibrate.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION, help=FRACTION_HELP)
     calibrate.add_argument("--seed", type=int, default=SPLIT_SEED, help="the folds' seed (run_train.py --split_seed)")
     calibrate.add_argument("--test-time-flips", nargs="*", default=None, metavar="TASK",
                            help="Models whose logits the cascade averages over each image and its mirror image "
@@ -384,35 +405,36 @@ def build_parser() -> argparse.ArgumentParser:
     keep = commands.add_parser(
         "keep-fold-logits", help="Keep one fold's models' logits on the scans they held out and on the test split in "
         "a small file that --fold-models takes in place of the models (train/ship.sh with FOLD=K writes it).")
-    keep.add_argument("data", nargs="+")
+    keep.add_argument("data", nargs="+", help=DATA_HELP)
     keep.add_argument("--models", default=None, help="The shipped models, whose recipe and test-time flips the "
                       "fold's models must share.")
     keep.add_argument("--fold-models", required=True, metavar="DIR", help="One fold's run_train.py output folders.")
     keep.add_argument("--out", required=True, help="The file to write (reports/fold_logits/foldK.npz).")
-    keep.add_argument("--batch-size", type=int, default=16)
-    keep.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION)
+    keep.add_argument("--batch-size", type=int, default=16, help="Scans per model run.")
+    keep.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION, help=FRACTION_HELP)
     keep.add_argument("--seed", type=int, default=SPLIT_SEED, help="the folds' seed (run_train.py --split_seed)")
     keep.set_defaults(run=keep_fold_logits_command)
 
     familiarity = commands.add_parser(
         "fit-familiarity", help="Fit the check that refuses non-MRI input; report refusal rates.")
-    familiarity.add_argument("data", nargs="+")
-    familiarity.add_argument("--models", default=None)
-    familiarity.add_argument("--out", default="reports")
-    familiarity.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION)
+    familiarity.add_argument("data", nargs="+", help=DATA_HELP)
+    familiarity.add_argument("--models", default=None, help=LOCAL_MODELS_HELP)
+    familiarity.add_argument("--out", default="reports", help="Where familiarity.json and its plot go.")
+    familiarity.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION, help=FRACTION_HELP)
     familiarity.add_argument("--seed", type=int, default=SPLIT_SEED, help="the folds' seed (run_train.py --split_seed)")
-    familiarity.add_argument("--components", type=int, default=128)
+    familiarity.add_argument("--components", type=int, default=128,
+                             help="Principal components of the embeddings that the check models.")
     familiarity.set_defaults(run=familiarity_command)
 
     export = commands.add_parser("export-onnx", help="Write onnx/model.onnx into each model folder (ONNX Runtime).")
-    export.add_argument("--models", default=None)
+    export.add_argument("--models", default=None, help=LOCAL_MODELS_HELP)
     export.set_defaults(run=export_onnx_command)
 
     push = commands.add_parser("push-to-hub", help="Upload the four models to <namespace>/<prefix>-<task>.")
-    push.add_argument("namespace")
-    push.add_argument("--prefix", default="mri")
-    push.add_argument("--models", default=None)
-    push.add_argument("--private", action="store_true")
+    push.add_argument("namespace", help="The Hub user or organisation that gets the four repos.")
+    push.add_argument("--prefix", default="mri", help="Repo names are <prefix>-<task>.")
+    push.add_argument("--models", default=None, help=LOCAL_MODELS_HELP)
+    push.add_argument("--private", action="store_true", help="Create the repos private.")
     push.set_defaults(run=push_command)
     return parser
 

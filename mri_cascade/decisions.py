@@ -4,7 +4,8 @@
 - family: what stage 2 says, Alzheimer-type when P(alzheimer) >= P(tumor) (``scan_families``);
 - the answer and the joint distribution over the seven ids (``decide``);
 - a patient's series: each model's probabilities averaged over the slices (``pool_series``);
-- refusal: unfamiliarity above 1, or above the CT floor for a picture that looks like CT (``refuses``).
+- refusal: unfamiliarity above 1, or above the CT floor for a picture that looks like CT (``refuses``);
+- a series with too few answered slices is refused (``series_too_sparse``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ SCREENING_DISEASE_RECALL = 0.95
 """The disease recall in each family that the screening point is fitted to reach on validation data."""
 REFUSAL_LIMIT = 1.0
 """Unfamiliarity above which an input is refused (the refusal check scales each of its tests to this limit)."""
+MIN_ANSWERED_SHARE = 0.5
+"""A series is answered only when at least this share of its slices are (look like brain MRI): when most are refused,
+the few that pass are more likely odd slices of something else than a patient's brain."""
 __all__ = ["DEFAULT_OPERATING_POINT", "OPERATING_POINTS", "calls_healthy", "check_operating_point", "decide",
-           "healthy_above", "pool_series", "refuses", "scan_families"]
+           "healthy_above", "pool_series", "refuses", "scan_families", "series_too_sparse"]
 
 
 def check_operating_point(operating_point: str) -> str:
@@ -65,10 +69,15 @@ def refuses(unfamiliarity: np.ndarray, looks_like_ct: np.ndarray, ct_floor: floa
     return (unfamiliarity > REFUSAL_LIMIT) | (np.asarray(looks_like_ct, dtype=bool) & (unfamiliarity > ct_floor))
 
 
-def decide(p: dict[str, np.ndarray], healthy: bool, operating_point: str) -> CascadeResult:
-    """One image's answer from its four models' class probabilities ``p`` and the healthy rule's verdict: the joint
-    distribution over the seven ids (the product along each path), and the path taken (healthy, or stage 2's
-    family and then that branch's argmax)."""
+def series_too_sparse(answered: int, slices: int) -> bool:
+    """The series rule: refused when fewer than ``MIN_ANSWERED_SHARE`` of its ``slices`` are ``answered``."""
+    return answered < MIN_ANSWERED_SHARE * slices
+
+
+def decide(p: dict[str, np.ndarray], healthy: bool, operating_point: str, threshold: float | None = None) -> CascadeResult:
+    """One image's answer from its four models' class probabilities ``p`` and the healthy rule's verdict (reached
+    with ``threshold``): the joint distribution over the seven ids (the product along each path), and the path taken
+    (healthy, or stage 2's family and then that branch's argmax)."""
     p_healthy, disease = p[DISEASE_DETECTOR.name]
     alzheimer, tumor = p[ALZHEIMER_VS_TUMOR.name]
     joint = {"healthy": float(p_healthy)}
@@ -91,4 +100,4 @@ def decide(p: dict[str, np.ndarray], healthy: bool, operating_point: str) -> Cas
         stages = [stage(DISEASE_DETECTOR, 1), stage(ALZHEIMER_VS_TUMOR, 0 if branch_task is ALZHEIMER_SEVERITY else 1),
                   stage(branch_task, choice)]
         label = next(k for k, v in branch_task.class_of.items() if v == branch_task.classes[choice])
-    return CascadeResult(label, LABELS[label], joint, stages, operating_point=operating_point)
+    return CascadeResult(label, LABELS[label], joint, stages, operating_point=operating_point, healthy_threshold=threshold)

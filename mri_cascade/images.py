@@ -16,7 +16,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .medical import MAX_SLICES, NOT_BRAIN_MRI_KEY, MedicalImageError, is_dicom, is_gzip, is_nifti, nifti_slices, read_dicom
+from .medical import (
+    FROM_VOLUME_KEY,
+    MAX_SLICES,
+    NOT_BRAIN_MRI_KEY,
+    ORIENTATION_HINT,
+    DicomFrames,
+    MedicalImageError,
+    is_dicom,
+    is_gzip,
+    is_nifti,
+    nifti_slices,
+    read_dicom,
+    value_window,
+)
 
 ACCEPTED = "PNG, JPEG, TIFF, WebP, BMP, GIF, DICOM or NIfTI"
 ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
@@ -102,49 +115,90 @@ def to_model_rgb(image: Image.Image) -> Image.Image:
     return image.convert("L").convert("RGB")
 
 
-def load_series(source: ImageSource) -> list[Image.Image]:
-    """Every slice in ``source`` as an RGB (grey-replicated) PIL image: one for a picture or a single-frame
-    DICOM, several for a multi-frame DICOM or a NIfTI volume (empty slices skipped). A DICOM slice whose header
-    says it is not a brain MRI carries that reason in ``info[NOT_BRAIN_MRI_KEY]``.
-
-    Raises ImageLoadError with a message naming the input and the problem.
-    """
+def _decode(source: ImageSource) -> list[Image.Image] | DicomFrames:
+    """The slices of ``source``, or for a DICOM file without a display window its frames still to be windowed."""
     if isinstance(source, Image.Image):
-        pictures = [source]
-    elif isinstance(source, np.ndarray):
-        pictures = [_from_array(source)]
-    elif isinstance(source, (str, os.PathLike, bytes, bytearray)):
-        data = _read_bytes(source)
-        try:
-            if is_dicom(data):
-                frames, note = read_dicom(data)
-                pictures = [Image.fromarray(s, mode="L") for s in frames]
-                for picture in pictures if note else []:
-                    picture.info[NOT_BRAIN_MRI_KEY] = note
-            elif is_nifti(data) or is_gzip(data):
-                pictures = [Image.fromarray(s, mode="L") for s in nifti_slices(data)]
-            else:
-                pictures = [_decode_picture(data, source)]
-        except MedicalImageError as error:
-            raise ImageLoadError(f"{_describe(source)} {error}") from None
-    else:
+        return [source]
+    if isinstance(source, np.ndarray):
+        return [_from_array(source)]
+    if not isinstance(source, (str, os.PathLike, bytes, bytearray)):
         raise ImageLoadError(f"cannot read an image from a {type(source).__name__}")
+    data = _read_bytes(source)
+    try:
+        if is_dicom(data):
+            return read_dicom(data)
+        if is_nifti(data) or is_gzip(data):
+            pictures = [Image.fromarray(s, mode="L") for s in nifti_slices(data)]
+            for picture in pictures:
+                picture.info[FROM_VOLUME_KEY] = True
+            return pictures
+    except MedicalImageError as error:
+        raise ImageLoadError(f"{_describe(source)} {error}") from None
+    return [_decode_picture(data, source)]
+
+
+def _finish(source: ImageSource, decoded: list[Image.Image] | DicomFrames,
+            window: tuple[float, float] | None) -> list[Image.Image]:
+    """Decoded slices as the models take them (DICOM frames through ``window``), refusing any too small to read."""
+    if isinstance(decoded, DicomFrames):
+        pictures = [Image.fromarray(frame, mode="L") for frame in decoded.frames(window)]
+        for picture in pictures if decoded.note else []:
+            picture.info[NOT_BRAIN_MRI_KEY] = decoded.note
+    else:
+        pictures = decoded
     for picture in pictures:
         if min(picture.size) < MIN_SIDE:
             raise ImageLoadError(
                 f"{_describe(source)} is {picture.width}x{picture.height} pixels; a slice must be at least "
-                f"{MIN_SIDE}x{MIN_SIDE}"
+                f"{MIN_SIDE}x{MIN_SIDE}" + (f". {ORIENTATION_HINT}" if picture.info.get(FROM_VOLUME_KEY) else "")
             )
     return [to_model_rgb(picture) for picture in pictures]
 
 
+def read_sources(sources: Sequence[ImageSource], problems: list[str] | None = None) -> list[Image.Image]:
+    """Every slice of ``sources``, one patient's, in order. DICOM frames without a display window share one window
+    over all of them (``medical.value_window``), as a volume's slices do. With ``problems``, a source that cannot
+    be read adds its message there and is left out; without, it raises ImageLoadError."""
+    decoded = []
+    for source in sources:
+        try:
+            decoded.append((source, _decode(source)))
+        except ImageLoadError as error:
+            if problems is None:
+                raise
+            problems.append(str(error))
+    unwindowed = [item.values for _, item in decoded if isinstance(item, DicomFrames) and item.values is not None]
+    window = value_window(unwindowed) if unwindowed else None
+    slices = []
+    for source, item in decoded:
+        try:
+            slices.extend(_finish(source, item, window))
+        except ImageLoadError as error:
+            if problems is None:
+                raise
+            problems.append(str(error))
+    return slices
+
+
+def load_series(source: ImageSource) -> list[Image.Image]:
+    """Every slice in ``source`` as an RGB (grey-replicated) PIL image: one for a picture or a single-frame
+    DICOM, several for a multi-frame DICOM or a NIfTI volume (empty slices skipped). A DICOM slice whose header
+    says it is not a brain MRI carries that reason in ``info[NOT_BRAIN_MRI_KEY]``; a volume's slices carry
+    ``info[FROM_VOLUME_KEY]``.
+
+    Raises ImageLoadError with a message naming the input and the problem.
+    """
+    return read_sources([source])
+
+
 def load_slices(sources: ImageSource | Sequence[ImageSource], max_slices: int = MAX_SLICES) -> list[Image.Image]:
-    """Every slice of one patient's sources (pictures, DICOM files or series, NIfTI volumes), in order."""
+    """Every slice of one patient's sources (pictures, DICOM files or series, NIfTI volumes), in order
+    (``read_sources``)."""
     if isinstance(sources, np.ndarray) and sources.ndim == 3 and sources.shape[-1] not in (3, 4):
         sources = list(sources)  # a stack of greyscale slices along the first axis
     elif isinstance(sources, (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray)):
         sources = [sources]
-    slices = [piece for source in sources for piece in load_series(source)]
+    slices = read_sources(sources)
     if not slices:
         raise ImageLoadError("the series holds no slice")
     if len(slices) > max_slices:

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -53,6 +53,8 @@ TEST_TIME_FLIPS_KEY = "test_time_flips"
 CROP_TO_HEAD_KEY = "crop_to_head"
 """A model config's switch (true/false): the model reads each slice cropped to the head (``images.crop_to_head``)."""
 LEGACY_THRESHOLD_KEY, LEGACY_DEFAULT_THRESHOLD = "healthy_threshold", 0.5
+HUB_PROBE_SECONDS = 2.0
+"""How long the one request that tells whether the Hub answers may take (``hub_reachable``)."""
 CONFIG_FILE, PROCESSOR_FILE = "config.json", "preprocessor_config.json"
 logger = logging.getLogger(__name__)
 
@@ -191,8 +193,31 @@ class Stage:
                 from transformers import AutoModelForImageClassification
 
                 self._torch_model = AutoModelForImageClassification.from_pretrained(
-                    self.location, use_safetensors=True, trust_remote_code=False).eval()
+                    self.location, use_safetensors=True, trust_remote_code=False,
+                    local_files_only=cache_only(self.location)).eval()
             return self._torch_model
+
+
+@cache
+def hub_reachable() -> bool:
+    """Whether the Hub may be asked for files: not in offline mode (``HF_HUB_OFFLINE``) and answering one request
+    within ``HUB_PROBE_SECONDS``. Asked once per process: without it, each file of a model the Hub cannot send is
+    retried five times with backoff (about 25 s) before the load fails. When False, only cached copies are read."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_SECONDS)
+    except Exception:  # no route, no name, refused, timed out: the HTTP client's errors have no common base here
+        return False
+    return True
+
+
+def cache_only(location: str) -> bool:
+    """True for a Hub repo that must be read from the local cache alone (``hub_reachable`` is False)."""
+    return not os.path.isdir(location) and not hub_reachable()
 
 
 def resolve_file(location: str, filename: str) -> str | None:
@@ -212,7 +237,7 @@ def required_file(location: str, filename: str) -> str:
         return path
     from huggingface_hub import hf_hub_download
 
-    return hf_hub_download(location, filename)
+    return hf_hub_download(location, filename, local_files_only=cache_only(location))
 
 
 def model_weights_sha256(location: str) -> str | None:
@@ -229,7 +254,8 @@ def resolve_onnx_export(location: str) -> str | None:
     try:
         from huggingface_hub import snapshot_download
 
-        folder = snapshot_download(location, allow_patterns=[f"{os.path.dirname(ONNX_FILE)}/*"])
+        folder = snapshot_download(location, allow_patterns=[f"{os.path.dirname(ONNX_FILE)}/*"],
+                                   local_files_only=cache_only(location))
     except Exception:  # not on the Hub, offline without a cached copy, ...
         return None
     path = os.path.join(folder, ONNX_FILE)
@@ -263,7 +289,8 @@ def load_stage(location: str, task: str, backend: str = "auto") -> Stage:
 
     from .torch_backend import TorchRunner
 
-    model = AutoModelForImageClassification.from_pretrained(location, use_safetensors=True, trust_remote_code=False)
+    model = AutoModelForImageClassification.from_pretrained(location, use_safetensors=True, trust_remote_code=False,
+                                                            local_files_only=cache_only(location))
     return Stage(model.config, processor_settings, TorchRunner(model), location, "torch")
 
 
@@ -279,7 +306,7 @@ def load_familiarity(source: str | os.PathLike | None) -> FamiliarityCheck | Non
         from huggingface_hub.errors import RemoteEntryNotFoundError
 
         try:
-            path = hf_hub_download(location, FAMILIARITY_FILE)
+            path = hf_hub_download(location, FAMILIARITY_FILE, local_files_only=cache_only(location))
         except RemoteEntryNotFoundError:
             path = None
         except Exception as error:
@@ -308,10 +335,12 @@ def load_stages(source: str | os.PathLike | None, backend: str = "auto") -> dict
         except ModelLoadError:
             raise
         except Exception as error:  # any failure to load (missing, corrupt, pickle-only ...) stops the start-up
-            hint = ""
+            problem, hint = str(error), ""
             if not os.path.isdir(location):
+                if not hub_reachable():
+                    problem = "the Hub cannot be reached from here (offline) and no cached copy is on this machine"
                 hint = (f" (no local models given, so the Hub prefix {source or os.environ.get(MODELS_ENV) or DEFAULT_MODELS} "
                         f"was tried; offline or without the Hub, set {MODELS_ENV} to a directory that holds the four "
                         "model folders, e.g. a checkout's models/)")
-            raise ModelLoadError(f"could not load the {task} model from {location}: {error}{hint}") from error
+            raise ModelLoadError(f"could not load the {task} model from {location}: {problem}{hint}") from error
     return stages

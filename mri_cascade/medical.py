@@ -2,6 +2,8 @@
 
 Only pixel data and the tags that say how to display it are read (rescale slope/intercept, window
 centre/width, photometric interpretation, frame count). Patient fields are never read, logged or returned.
+Values that come without a display window (a DICOM without window tags, a NIfTI volume) all go through one rule,
+``value_window``, over the whole series or volume.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import gzip
 import io
 import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -44,11 +48,19 @@ def _to_uint8(array: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.round(scaled).astype(np.uint8)
 
 
-def robust_window(array: np.ndarray) -> tuple[float, float]:
-    """0.5th-99.5th percentile of the non-background values: ignores hot pixels and the black surround."""
-    values = array[array > array.min()] if (array > array.min()).any() else array.ravel()
-    low, high = np.percentile(values, [0.5, 99.5])
-    return float(min(low, array.min()) if low == high else low), float(high)
+def value_window(arrays: Sequence[np.ndarray]) -> tuple[float, float]:
+    """The one window for values that come without one (a DICOM without window tags, a NIfTI volume): the least
+    and greatest value over all of ``arrays``, every slice of one series or volume, so the slices of a patient keep
+    their contrast relative to one another. Being linear, it gives the same slice for the same pixels in any linear
+    encoding (8 or 12 bits, rescale slope and intercept, MONOCHROME1), and an 8-bit picture spanning 0-255 wrapped
+    as DICOM gets exactly its pixels back, so it is answered as the picture is. (A percentile window clipped the
+    brightest 0.5 % and stretched the rest, slice by slice: the same pixels were answered otherwise.)"""
+    return float(min(array.min() for array in arrays)), float(max(array.max() for array in arrays))
+
+
+def to_grey(values: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """``values`` through ``window`` as 8-bit grey."""
+    return _to_uint8(values, *window)
 
 
 def _first(value) -> float:
@@ -58,6 +70,12 @@ def _first(value) -> float:
         return float(value)
 
 
+FROM_VOLUME_KEY = "from_volume"
+"""Key, in a loaded slice's PIL ``info``, set on the slices cut from a NIfTI volume."""
+ORIENTATION_HINT = (
+    "Its slices were cut from a NIfTI volume: if the volume's header (its affine) names the wrong axes, they are not "
+    "axial and look like nothing the models know. Check the orientation it was saved in."
+)
 NOT_BRAIN_MRI_KEY = "not_brain_mri"
 """Key, in a loaded slice's PIL ``info``, of the plain-words reason its DICOM header gives for not being brain MRI."""
 MODALITY_NAMES = {"CT": "a CT scan", "US": "an ultrasound image", "CR": "an X-ray (computed radiography)",
@@ -107,9 +125,26 @@ def header_window(values: np.ndarray, dataset) -> np.ndarray | None:
     return _to_uint8(out[:-2].reshape(values.shape), low, high)
 
 
-def read_dicom(data: bytes) -> tuple[list[np.ndarray], str | None]:
-    """Every frame of a DICOM file as 8-bit grey, rescaled, windowed, MONOCHROME1 inverted, and what its header
-    says against it being a brain MRI (``dicom_kind_problem``), from one parse of the file."""
+@dataclass
+class DicomFrames:
+    """A DICOM file's frames, from one parse of it: as 8-bit grey when its header gives a window (``grey``), else
+    rescaled values for ``value_window`` (``values``), and what its header says against it being a brain MRI."""
+
+    grey: np.ndarray | None  # (frames, H, W) uint8 through the header's window, MONOCHROME1 already inverted
+    values: np.ndarray | None  # (frames, H, W) rescaled stored values, when the header gives no window
+    inverted: bool  # MONOCHROME1: the grey made of ``values`` is to be inverted
+    note: str | None  # ``dicom_kind_problem``
+
+    def frames(self, window: tuple[float, float] | None = None) -> list[np.ndarray]:
+        """Every frame as 8-bit grey; ``values`` through ``window`` (default: ``value_window`` of this file's)."""
+        if self.grey is not None:
+            return list(self.grey)
+        grey = to_grey(self.values, window or value_window([self.values]))
+        return list(255 - grey if self.inverted else grey)
+
+
+def read_dicom(data: bytes) -> DicomFrames:
+    """Every frame of a DICOM file, rescaled, and through its header's window when it gives one (``DicomFrames``)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_rescale
@@ -137,10 +172,10 @@ def read_dicom(data: bytes) -> tuple[list[np.ndarray], str | None]:
         raise MedicalImageError(f"has {len(pixels)} frames; at most {MAX_SLICES} are accepted")
     values = np.asarray(apply_rescale(pixels, dataset), dtype=np.float64) if samples == 1 else pixels.astype(float)
     windowed = header_window(values, dataset) if samples == 1 else None
-    slices = windowed if windowed is not None else _to_uint8(values, *robust_window(values))
-    if str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        slices = 255 - slices
-    return list(slices), dicom_kind_problem(dataset)
+    inverted = str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
+    if windowed is not None:
+        return DicomFrames(255 - windowed if inverted else windowed, None, inverted, dicom_kind_problem(dataset))
+    return DicomFrames(None, values, inverted, dicom_kind_problem(dataset))
 
 
 def nifti_slices(data: bytes) -> list[np.ndarray]:
@@ -178,7 +213,7 @@ def nifti_slices(data: bytes) -> list[np.ndarray]:
         raise MedicalImageError(f"has {volume.shape[2]} slices; at most {MAX_SLICES} are accepted")
     if not np.isfinite(volume).all():
         volume = np.nan_to_num(volume, nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = robust_window(volume)
+    low, high = value_window([volume])
     slices = []
     for index in range(volume.shape[2]):
         axial = np.rot90(volume[:, :, index])  # x to the right, anterior at the top

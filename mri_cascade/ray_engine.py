@@ -12,6 +12,7 @@ reason, never a failed job.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -23,6 +24,9 @@ RAY_INSTALL = 'pip install "ray[data]==2.60.0" (or: pip install -r requirements-
 LOCAL_HEADROOM_CPUS = 0.5
 """What a local instance leaves free beside the model workers, so that Ray Data's own tasks always get a CPU."""
 CLUSTER_CPUS_PER_WORKER = 2.0
+RAY_LOGGING_LEVEL = logging.WARNING
+"""Ray's own driver logs below this level (start-up, Ray Data's plans) are not shown: the terminal keeps one
+progress bar and the summary. Workers' logs never reach it (``log_to_driver=False``)."""
 
 
 class CascadeWorker:
@@ -94,7 +98,8 @@ def worker_plan(total_cpus: float, cluster: bool, cpus_per_worker: float | None 
 def predict_on_ray(units: list[Unit], models: str | None, out: str, operating_point: str, address: str | None = None,
                    cpus_per_worker: float | None = None, batch_size: int = 32) -> dict:
     """Classify ``units`` on a Ray cluster (``address``: a running one, or "auto"; None starts a local instance)
-    into the results folder ``out`` (Parquet parts; CSV parts when ``out`` ends in ``.csv``). Returns the counts."""
+    into the results folder ``out`` (Parquet parts; CSV parts when ``out`` ends in ``.csv``). Returns the counts, and
+(path, reason) of each unit not answered in this run."""
     ray = import_ray()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +107,7 @@ def predict_on_ray(units: list[Unit], models: str | None, out: str, operating_po
         leftover.unlink()
     done = written_paths(out_dir)
     todo = [(unit, members) for unit, members in units if unit not in done]
-    summary = {"rows": len(units), "skipped": len(units) - len(todo), "answered": 0, "refused": 0}
+    summary = {"rows": len(units), "skipped": len(units) - len(todo), "answered": 0, "refused": 0, "unanswered": []}
     if not todo:
         return summary
     if models is not None and os.path.isdir(models):
@@ -110,10 +115,13 @@ def predict_on_ray(units: list[Unit], models: str | None, out: str, operating_po
     started_here = not ray.is_initialized()
     if started_here:
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=RAY_LOGGING_LEVEL)
         else:
             ray.init(num_cpus=os.cpu_count(), _node_ip_address="127.0.0.1", include_dashboard=False,
-                     log_to_driver=False)
+                     log_to_driver=False, logging_level=RAY_LOGGING_LEVEL)
+    context = ray.data.DataContext.get_current()
+    context.enable_operator_progress_bars = False  # one bar for the whole job, not one per operator
+    context.print_on_execution_start = False
     try:
         cpus_per_worker, workers = worker_plan(float(ray.cluster_resources().get("CPU", 1)), bool(address),
                                                cpus_per_worker)
@@ -127,6 +135,8 @@ def predict_on_ray(units: list[Unit], models: str | None, out: str, operating_po
             rows = {column: [value.item() if hasattr(value, "item") else value for value in batch[column]]
                     for column in PREDICTION_COLUMNS}
             write_part(rows, out_dir, out_dir.suffix.lower() == ".csv")
+            summary["unanswered"] += [(path, reason) for path, reason, refused in
+                                      zip(rows["path"], rows["reason"], rows["refused"]) if refused]
             summary["refused"] += sum(bool(refused) for refused in rows["refused"])
             summary["answered"] += sum(not refused for refused in rows["refused"])
     finally:

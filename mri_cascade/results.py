@@ -27,6 +27,7 @@ class CascadeResult:
     # and how many answered slices on their own disagree with the patient answer
     unfamiliarity: float | None = None  # how unlike the training scans the input is; above 1 is refused
     operating_point: str = DEFAULT_OPERATING_POINT  # which healthy thresholds decided it
+    healthy_threshold: float | None = None  # the P(healthy) it had to pass to be called healthy; None when refused
 
     def to_dict(self) -> dict:
         return asdict(self)

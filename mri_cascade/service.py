@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,10 @@ DISCLAIMER = (
 )
 
 
+BRANCH_WORDS = {"alzheimer": "Alzheimer's disease than a tumor", "tumor": "a tumor than Alzheimer's disease"}
+"""Stage 2's classes in the words of ``answer_against_bars``."""
+
+
 @dataclass
 class View:
     """Everything the UI shows for one scan."""
@@ -89,9 +94,35 @@ def describe(result: CascadeResult) -> View:
         for stage in result.stages
     ]
     joint = {LABELS[label]: p for label, p in result.probabilities.items()}
+    against = answer_against_bars(result)
+    if against:
+        answer += f"\n\n{against}"
     if result.reason:  # a series that left some slices out says so
         answer += f"\n\n{result.reason}"
     return View(answer, path, joint, stages, payload)
+
+
+def answer_against_bars(result: CascadeResult) -> str | None:
+    """One line on why the answer is not the highest of the seven bars (None when it is): the healthy rule's
+    threshold, or stage 2's choice of branch, decided against the joint probabilities."""
+    if result.refused or not result.probabilities or result.healthy_threshold is None:
+        return None
+    top = max(result.probabilities, key=result.probabilities.get)
+    if top == result.label:
+        return None
+    p_healthy, threshold = result.stages[0].probabilities["healthy"], result.healthy_threshold
+    digits = next((d for d in (2, 3, 4) if f"{p_healthy:.{d}f}" != f"{threshold:.{d}f}"), 4)
+    point = OPERATING_POINT_NAMES[result.operating_point].split(":")[0].lower()
+    rule = (f"At the {point} point, '{LABELS['healthy']}' needs P(healthy) > {threshold:.{digits}f}; "
+            f"here it is {p_healthy:.{digits}f}")
+    if result.label == "healthy":
+        return f"{rule}, so that is the answer, although '{LABELS[top]}' has the highest bar."
+    if top == "healthy":
+        return f"{rule}, so the answer is the likeliest disease, '{result.display_name}'."
+    branch = result.stages[1]
+    return (f"Stage 2 finds it more like {BRANCH_WORDS[branch.decision]} (P {branch.probabilities[branch.decision]:.2f}), "
+            f"so the answer is the likeliest on that branch, '{result.display_name}', although '{LABELS[top]}' has "
+            "the highest bar.")
 
 
 def limits_text() -> str:
@@ -134,10 +165,22 @@ def load_heatmap_models_in_background(cascade: Cascade) -> threading.Thread:
     return thread
 
 
-def _explanations(cascade: Cascade, images: list, result: CascadeResult, view: View) -> list:
-    """Heatmaps for ``images``; should they fail, the answer stands without them and says so."""
+Progress = Callable[[float, str], object]
+"""Told how far a long request is: (fraction done, what it is doing), e.g. a ``gr.Progress``."""
+HEATMAP_BATCH = 8
+
+
+def _explanations(cascade: Cascade, images: list, result: CascadeResult, view: View,
+                  progress: Progress | None = None, start: float = 0.0) -> list:
+    """Heatmaps for ``images``, a batch at a time (``progress`` told from ``start`` to 1); should they fail, the
+    answer stands without them and says so."""
+    explanations = []
     try:
-        return cascade.explain_batch(images, result)
+        for first in range(0, len(images), HEATMAP_BATCH):
+            if progress:
+                progress(start + (1 - start) * first / len(images), f"heatmaps: slice {first + 1} of {len(images)}")
+            explanations += cascade.explain_batch(images[first : first + HEATMAP_BATCH], result)
+        return explanations
     except Exception as error:  # e.g. the PyTorch weights for Grad-CAM cannot be loaded; never name the input
         logger.warning("heatmap failed: %s", type(error).__name__)
         view.answer += "\n\nThe heatmap could not be made for this answer."
@@ -158,15 +201,19 @@ def slice_table(result: SeriesResult) -> list[list]:
 
 
 def classify_series(cascade: Cascade, images: list[ImageSource], explain: bool = True,
-                    operating_point: str | None = None) -> tuple[View, list[list]]:
+                    operating_point: str | None = None, progress: Progress | None = None) -> tuple[View, list[list]]:
     """The patient view and per-slice table at ``operating_point``; with ``explain``, each answered slice's
-    heatmap for the patient answer's deciding model and class."""
+    heatmap for the patient answer's deciding model and class. ``progress`` is told each step."""
+    if progress:
+        progress(0.0, f"reading {len(images)} files")
     slices = load_slices(images)
+    if progress:
+        progress(0.1, f"classifying {len(slices)} slices")
     result = cascade.predict_series(slices, operating_point=operating_point)
     view = describe(result)
     if explain and not result.refused:
         answered = [index for index, item in enumerate(result.slices) if not item.refused]
-        explanations = _explanations(cascade, [slices[index] for index in answered], result, view)
+        explanations = _explanations(cascade, [slices[index] for index in answered], result, view, progress, 0.4)
         view.heatmaps = [(explanation.overlay, f"slice {index + 1}") for index, explanation in zip(answered, explanations)]
     return view, slice_table(result)
 

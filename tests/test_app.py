@@ -59,6 +59,28 @@ def test_bad_input_gets_a_clear_error_and_the_app_keeps_serving(client, tmp_path
     assert client.predict(handle_file(str(good)), api_name="/classify")["label"] in LABEL_IDS
 
 
+@pytest.mark.parametrize("name", ["notes.jpg", "scan.dcm"], ids=["text-renamed-jpg", "dicom"])
+def test_the_one_slice_box_hands_the_upload_to_our_loader(client, tmp_path, capfd, caplog, name):
+    """Catches the One slice tab's image box decoding the upload with PIL before our function runs: a text file
+    renamed .jpg got red "Error" badges with no message while the server log printed Gradio's
+    ComponentProcessingError with the upload's path, and a DICOM slice could not be read there at all."""
+    import numpy as np
+    from conftest import dicom_bytes
+
+    upload = tmp_path / name
+    if name.endswith(".dcm"):
+        upload.write_bytes(dicom_bytes(np.asarray(synthetic_slice(6), dtype=np.uint16) * 16))
+        answer, *_ = client.predict(handle_file(str(upload)), api_name="/show")
+        assert answer.startswith("## ")
+    else:
+        upload.write_bytes(b"patient notes, not a picture\n" * 20)
+        with pytest.raises(Exception, match=r"'notes\.jpg' is not a readable image"):
+            client.predict(handle_file(str(upload)), api_name="/show")
+    logged = capfd.readouterr()
+    assert name not in logged.err + logged.out and "Traceback" not in logged.err
+    assert name not in caplog.text and str(tmp_path) not in caplog.text
+
+
 def test_classify_series_takes_dicom_and_nifti_files(client, tmp_path):
     import numpy as np
     from conftest import PATIENT_ID, dicom_bytes, nifti_bytes
@@ -154,3 +176,73 @@ def test_the_page_tells_users_to_upload_the_series_for_alzheimers(app_url):
         config = json.loads(response.read())
     texts = [c.get("props", {}).get("value") for c in config["components"] if c.get("type") == "markdown"]
     assert WHAT_TO_UPLOAD in texts and "series" in WHAT_TO_UPLOAD and "Alzheimer" in WHAT_TO_UPLOAD
+
+
+@pytest.mark.parametrize("case", ["healthy on top, disease called", "disease on top, healthy called",
+                                  "other branch on top"])
+def test_an_answer_that_is_not_the_top_bar_says_why_in_one_line(tiny_cascade, case):
+    """Catches the page answering Glioma under a highest bar of 'No disease found' without a word of why."""
+    import numpy as np
+
+    from mri_cascade.service import describe
+
+    p_healthy, p_alzheimer, p_glioma, threshold = {"healthy on top, disease called": (0.39, 0.2, 0.5, 0.46),
+                                                   "disease on top, healthy called": (0.35, 0.2, 0.9, 0.30),
+                                                   "other branch on top": (0.05, 0.55, 0.9, 0.46)}[case]
+    probabilities = {"disease-detector": np.array([[p_healthy, 1 - p_healthy]]),
+                     "alzheimer-vs-tumor": np.array([[p_alzheimer, 1 - p_alzheimer]]),
+                     "alzheimer-severity": np.array([[0.4, 0.3, 0.3]]),
+                     "tumor-type": np.array([[p_glioma, (1 - p_glioma) / 2, (1 - p_glioma) / 2]])}
+    (result,) = tiny_cascade.combine(probabilities, thresholds={"alzheimer": threshold, "tumor": threshold})
+    answer = describe(result).answer
+    lines = [line for line in answer.split("\n\n") if "highest bar" in line or "needs P(healthy)" in line]
+    assert len(lines) == 1, answer
+    if case == "other branch on top":
+        assert result.label == "alzheimer_very_mild"
+        assert lines[0].startswith("Stage 2 finds it more like Alzheimer's disease than a tumor (P 0.55)")
+        assert "'Glioma' has the highest bar" in lines[0]
+    else:
+        assert lines[0].startswith(f"At the balanced point, 'No disease found' needs P(healthy) > {threshold:.2f}; "
+                                   f"here it is {p_healthy:.2f}")
+    agreeing = probabilities | {"disease-detector": np.array([[0.9, 0.1]])}
+    assert "highest bar" not in describe(tiny_cascade.combine(agreeing, thresholds={"alzheimer": 0.5, "tumor": 0.5})[0]).answer
+
+
+def test_the_operating_point_help_is_body_text_not_a_faint_hint(app_url):
+    """Catches the help under 'Operating point' set as the Radio's info, which Gradio renders small and faint."""
+    import json
+    import urllib.request
+
+    from mri_cascade.service import OPERATING_POINT_HELP
+
+    with urllib.request.urlopen(f"{app_url}/config") as response:
+        components = json.loads(response.read())["components"]
+    radio = next(c for c in components if c.get("props", {}).get("elem_id") == "operating-point")
+    assert not radio["props"].get("info")
+    help_text = next(c for c in components if c.get("props", {}).get("elem_id") == "operating-point-help")
+    assert help_text["type"] == "markdown" and help_text["props"]["value"] == OPERATING_POINT_HELP
+
+
+def test_a_series_tells_its_progress(tiny_cascade, monkeypatch):
+    """Catches minutes of silence on a long series: reading, classifying and each batch of heatmaps is told, from 0
+    to near 1, and the page's series handlers take a gr.Progress."""
+    import inspect
+
+    import gradio as gr
+
+    import app
+    from mri_cascade import service
+
+    told = []
+    monkeypatch.setattr(service, "HEATMAP_BATCH", 2)
+    service.classify_series(tiny_cascade, [synthetic_slice(seed) for seed in range(5)],
+                            progress=lambda fraction, what: told.append((fraction, what)))
+    fractions = [fraction for fraction, _ in told]
+    assert fractions == sorted(fractions) and fractions[0] == 0 and 0.5 < fractions[-1] < 1
+    assert [what for _, what in told][:2] == ["reading 5 files", "classifying 5 slices"]
+    assert "heatmaps: slice 5 of 5" in [what for _, what in told]
+    demo = app.build_demo(tiny_cascade)
+    handlers = {fn.name: fn.fn for fn in demo.fns.values()}
+    for name in ("show_series", "reshow_series"):
+        defaults = [p.default for p in inspect.signature(handlers[name]).parameters.values()]
+        assert any(isinstance(default, gr.Progress) for default in defaults)

@@ -92,3 +92,35 @@ def test_a_refusal_shows_its_reason_and_no_empty_panels(browser, guarded_cascade
         page.screenshot(path=str(ARTIFACTS / "browser-refusal.png"), full_page=True)
     finally:
         demo.close()
+
+
+def test_a_text_file_renamed_jpg_gets_a_message_naming_it(browser, app_url, tmp_path):
+    """Catches red "Error" badges with no message: the image box decoded the upload before our loader could."""
+    from playwright.sync_api import expect
+
+    notes = tmp_path / "notes.jpg"
+    notes.write_bytes(b"patient notes, not a picture\n" * 20)
+    page = open_page(browser, app_url)
+    page.locator("input[type=file]").first.set_input_files(str(notes))
+    expect(page.get_by_text("'notes.jpg' is not a readable image")).to_be_visible(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "browser-unreadable.png"), full_page=True)
+
+
+def contrast_with_white(rgb: str) -> float:
+    """WCAG contrast ratio of a CSS ``rgb(r, g, b)`` / ``rgba(...)`` colour against white."""
+    values = [float(v) for v in rgb[rgb.index("(") + 1 : -1].split(",")[:3]]
+    linear = [(v / 255 / 12.92) if v / 255 <= 0.04045 else ((v / 255 + 0.055) / 1.055) ** 2.4 for v in values]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return 1.05 / (luminance + 0.05)
+
+
+def test_the_operating_point_help_reads_as_body_text(browser, app_url):
+    """Catches the operating-point help drawn small and faint (a Radio's info) where it explains the one choice."""
+    from playwright.sync_api import expect
+
+    page = open_page(browser, app_url)
+    help_text = page.locator("#operating-point-help p")
+    expect(help_text).to_contain_text("Screening calls a scan healthy only when")
+    colour, size = help_text.evaluate("e => [getComputedStyle(e).color, parseFloat(getComputedStyle(e).fontSize)]")
+    assert contrast_with_white(colour) >= 4.5 and size >= 14  # WCAG AA for body text
+    page.locator("#operating-point").screenshot(path=str(ARTIFACTS / "browser-operating-point.png"))

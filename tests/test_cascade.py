@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import jpeg_bytes, save_tiny_models, synthetic_slice
+from conftest import free_port, jpeg_bytes, save_tiny_models, synthetic_slice
 
 from mri_cascade import LABEL_IDS, Cascade, ModelLoadError
 from mri_cascade.decisions import OPERATING_POINTS, calls_healthy
@@ -242,6 +242,27 @@ def test_a_hub_prefix_offline_says_which_variable_to_set():
     """Outside a checkout the default is the Hub prefix; offline, the error must say so and name the variable."""
     with pytest.raises(ModelLoadError, match=r"Hub prefix .*MRI_CASCADE_MODELS"):
         Cascade.from_pretrained("nobody-here/mri")
+
+
+def test_without_the_hub_and_without_models_the_error_comes_at_once(monkeypatch):
+    """Catches 26 s of retries (five per file, with backoff) before the message: with the Hub unreachable (here a
+    loopback port nobody listens on, in online mode) one probe decides, and only cached copies are read."""
+    import time
+
+    from huggingface_hub import constants
+
+    from mri_cascade import loading
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    loading.hub_reachable.cache_clear()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ModelLoadError, match=r"cannot be reached from here .*Hub prefix .*set MRI_CASCADE_MODELS"):
+            Cascade.from_pretrained("nobody-here/mri")
+        assert time.monotonic() - started < 2
+    finally:
+        loading.hub_reachable.cache_clear()
 
 
 def test_an_installed_package_finds_the_checkouts_models_from_the_working_directory(tmp_path, monkeypatch):

@@ -42,7 +42,10 @@ def test_predict_writes_one_row_per_file_and_keeps_going(tiny_models, tmp_path, 
     for row in rows:
         if row["refused"] == "False":
             assert abs(sum(float(row[label]) for label in LABEL_IDS) - 1) < 1e-4
-    assert "4 of 5 files answered" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "4 of 5 files answered" in printed.out
+    # the reason reaches the terminal, not only the CSV
+    assert f"not answered: {folder / 'patient-a' / 'broken.jpg'}: 'broken.jpg' is not a readable image" in printed.err
 
 
 def test_series_by_folder_gives_one_answer_per_patient(tiny_models, tmp_path):
@@ -83,3 +86,30 @@ def test_models_that_cannot_load_get_a_one_line_error(tmp_path, capsys):
     assert main(["predict", str(scan), "--models", str(tmp_path / "no-such-models")]) == 1
     error = capsys.readouterr().err
     assert error.startswith("mri-cascade: could not load the disease-detector model") and "Traceback" not in error
+
+
+def test_help_leads_with_classifying_and_every_command_and_flag_is_explained(capsys):
+    """Catches a --help that opened with the research commands and flags (--batch-size, --models, ...) with no help."""
+    import argparse
+
+    from mri_cascade.cli import build_parser
+
+    parser = build_parser()
+    assert parser.description.startswith("Classify brain MRI")
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    assert list(commands.choices)[0] == "predict"
+    helped = {choice.dest: choice.help for choice in commands._choices_actions}
+    for name, command in commands.choices.items():
+        assert helped.get(name), f"{name} has no help"
+        for action in command._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"mri-cascade {name} {action.option_strings or action.dest} has no help"
+
+
+def test_results_csv_is_git_ignored():
+    """Catches `mri-cascade predict`'s default output landing in commits."""
+    import subprocess
+
+    from conftest import REPO_ROOT
+
+    assert subprocess.run(["git", "check-ignore", "-q", "results.csv"], cwd=REPO_ROOT).returncode == 0

@@ -148,8 +148,68 @@ def test_test_slices_are_traced_to_their_subjects_training_slices_through_chains
 
 
 def test_unknown_folder_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="neither a train/ split"):
+    with pytest.raises(ValueError, match=f"{tmp_path} is no collection .* and holds none"):
         expand_sources([str(tmp_path)])
+
+
+def test_the_collections_give_the_same_scans_and_folds_in_any_order(collections):
+    """Catches the folds drawn over the scans in the order the roots were given: named in another order, the same
+    collections drew other folds ("the kept logits of fold 1 lack 194 of the scans asked for")."""
+    from mri_cascade.research.fold_logits import scan_keys
+
+    roots = [str(collections / "alzheimer"), str(collections / "brain_tumor")]
+    assert expand_sources(roots[::-1]) == expand_sources(roots) == roots
+    folds = []
+    for order in (roots, roots[::-1]):
+        train = load_sources(order)["train"]
+        groups = near_duplicate_groups(fingerprint_dataset(train).thumbnails)
+        folds.append(dict(zip(scan_keys(train), fold_assignment(train["label_id"], groups, 1 / 3))))
+    assert list(folds[0]) == list(folds[1]) and folds[0] == folds[1]
+
+
+def test_a_folder_of_another_kind_beside_the_collections_is_named_and_skipped(collections, tmp_path, capsys):
+    """Catches "unknown class name 'normal'" with no word of which folder: ../shared/data also holds head_ct/
+    (class folders, no splits) and tumor_boxes/ (box files), which are no image-folder collections."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(collections / "alzheimer", root / "alzheimer")
+    make_image_folder(root / "head_ct", {"normal": {"1": 1}, "stroke": {"1": 1}})  # class folders, no splits
+    (root / "tumor_boxes" / "br35h").mkdir(parents=True)
+    (root / "tumor_boxes" / "br35h" / "y0.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    make_image_folder(root / "scans_ct", {"train": {"normal": 2}})  # splits, but a class of no collection here
+    assert expand_sources([str(root)]) == [str(root / "alzheimer")]
+    notes = capsys.readouterr().err
+    for folder in ("head_ct", "tumor_boxes"):
+        assert f"note: skipping {root / folder}: it has no train/ or test/ folder of class folders" in notes
+    assert f"note: skipping {root / 'scans_ct'}: it has a class folder train/normal/, which is none of" in notes
+    with pytest.raises(ValueError, match=f"{root / 'scans_ct'} has a class folder train/normal/"):
+        load_sources([str(root / "scans_ct")])
+
+
+def test_reports_name_local_paths_relative_to_the_project():
+    """Catches benchmark.json storing the absolute path of the checkout's models/."""
+    from conftest import REPO_ROOT
+
+    from mri_cascade.research.data import report_path
+
+    assert report_path(REPO_ROOT / "models") == "models"
+    assert report_path(str(REPO_ROOT.parent / "shared" / "data" / "alzheimer")) == "../shared/data/alzheimer"
+    assert report_path("org/some-dataset") == "org/some-dataset"
+
+
+def test_a_model_whose_folds_were_drawn_in_another_order_is_warned_of(tmp_path, capsys):
+    """Catches out-of-fold figures taken silently for models trained with the collections in another order (the
+    shipped ones: alzheimer, brain_tumor, br35h) than the one the folds are drawn in."""
+    import json
+
+    from mri_cascade.research.data import fold_order_problem
+    from mri_cascade.research.fitting import warn_of_fold_order
+
+    assert fold_order_problem(["../shared/data/alzheimer", "../shared/data/br35h", "../shared/data/brain_tumor"]) is None
+    (tmp_path / "training_args.json").write_text(json.dumps({"data": ["x/alzheimer", "x/brain_tumor", "x/br35h"]}))
+    warn_of_fold_order([str(tmp_path)])
+    assert "it was trained with its collections in the order alzheimer, brain_tumor, br35h" in capsys.readouterr().err
 
 
 def test_true_families_follow_the_collection_of_healthy_scans(collections):

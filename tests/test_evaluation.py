@@ -88,13 +88,14 @@ class AnswersHealthy:
     def __init__(self, out_of_fold: set[str], swapped: set[str] = frozenset({"disease-detector"})):
         self.out_of_fold, self.swapped = out_of_fold, set(swapped)
 
-    def logits(self, scans, batch_size=8):
+    def logits(self, scans, batch_size=8, progress=None):
         n = len(scans)
         return {"disease-detector": np.tile([20.0, -20.0], (n, 1)), "alzheimer-vs-tumor": np.zeros((n, 2)),
                 "alzheimer-severity": np.zeros((n, 3)), "tumor-type": np.zeros((n, 3))}
 
 
-def test_unseen_subject_figures_take_each_fold_models_answers_on_the_subjects_they_held_out(tmp_path, tiny_cascade):
+def test_unseen_subject_figures_take_each_fold_models_answers_on_the_subjects_they_held_out(tmp_path, tiny_cascade,
+                                                                                           capsys):
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -116,7 +117,9 @@ def test_unseen_subject_figures_take_each_fold_models_answers_on_the_subjects_th
     healthy = np.array(splits["train"]["label_id"]) == "healthy"
     held_out = {0: AnswersHealthy({"disease-detector", "alzheimer-severity"}),
                 1: AnswersHealthy({"disease-detector"})}  # fold 1's severity model trained on it
+    capsys.readouterr()
     report = evaluate_cascade(tiny_cascade, splits, validation_fraction=1 / 3, validation={}, held_out=held_out)
+    assert "test split: 100%" in capsys.readouterr().err  # no silent minutes: a progress bar over the models' runs
     unseen = report["unseen_subjects_test"]
     from_folds = int((train_folds == 0).sum() + ((train_folds == 1) & healthy).sum())
     assert 0 < (train_folds == 1).sum() - ((train_folds == 1) & healthy).sum()  # fold 1 has demented scans to leave out

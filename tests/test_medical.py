@@ -20,12 +20,51 @@ def grey(image: Image.Image) -> np.ndarray:
     return np.asarray(image)[..., 0].astype(int)
 
 
-def test_dicom_without_window_tags_uses_a_robust_window():
-    pixels = brain_12bit()
-    image = load_image(dicom_bytes(pixels))
-    values = grey(image)
-    assert values.max() == 255 and values.min() == 0
-    assert np.corrcoef(values.ravel(), pixels.ravel())[0, 1] > 0.95
+def full_range_slice(seed: int = 0) -> np.ndarray:
+    """A synthetic 8-bit slice stretched to span 0-255, as exported MRI slices do."""
+    pixels = np.asarray(synthetic_slice(seed), dtype=float)
+    return np.round(pixels / pixels.max() * 255).astype(np.uint16)
+
+
+@pytest.mark.parametrize("rendering", ["8-bit", "12-bit", "MONOCHROME1", "rescaled"])
+def test_a_picture_wrapped_as_dicom_without_window_tags_gets_its_pixels_and_its_answer_back(tiny_cascade, rendering):
+    """Catches the percentile window (0.5-99.5 %, slice by slice) that reshaped contrast: the same pixels as DICOM
+    were not the picture they came from, and could be answered otherwise."""
+    pixels = full_range_slice()
+    stored, options = {"8-bit": (pixels, {"bits_stored": 8}),
+                       "12-bit": (pixels * 16, {}),
+                       "MONOCHROME1": (4095 - pixels * 16, {"photometric": "MONOCHROME1"}),
+                       "rescaled": (pixels * 16, {"rescale": (0.5, -1000.0)})}[rendering]
+    dicom = load_image(dicom_bytes(stored, **options))
+    assert np.array_equal(grey(dicom), pixels)
+    picture = Image.fromarray(pixels.astype(np.uint8), mode="L")
+    assert tiny_cascade.predict(dicom).probabilities == tiny_cascade.predict(picture).probabilities
+
+
+def test_the_dicom_files_of_a_series_share_one_window(tmp_path):
+    """Catches a series' DICOM files windowed one by one: a slice half as bright as its neighbour came out as
+    bright, and a patient's slices lost their contrast relative to one another."""
+    from mri_cascade.images import load_slices, read_sources
+
+    bright, dim = brain_12bit(1), brain_12bit(2) // 2
+    (tmp_path / "1.dcm").write_bytes(dicom_bytes(bright))
+    (tmp_path / "2.dcm").write_bytes(dicom_bytes(dim))
+    separate = [grey(image) for image in load_slices([tmp_path / "1.dcm", tmp_path / "2.dcm"])]
+    assert separate[0].max() == 255 and abs(separate[1].max() - 128) <= 1
+    multi_frame = [grey(image) for image in load_series(dicom_bytes(np.stack([bright, dim])))]
+    assert all(np.array_equal(a, b) for a, b in zip(separate, multi_frame))
+    problems = []  # the batch engine's reading: an unreadable member is a problem, the others still share the window
+    (tmp_path / "3.dcm").write_bytes(b"broken")
+    tolerant = read_sources([tmp_path / "1.dcm", tmp_path / "3.dcm", tmp_path / "2.dcm"], problems)
+    assert [grey(image).max() for image in tolerant] == [255, separate[1].max()] and "'3.dcm'" in problems[0]
+
+
+def test_a_nifti_volume_spanning_0_to_255_gets_its_pixels_back():
+    """Catches the percentile window reshaping a volume's contrast (its brightest 0.5 % clipped)."""
+    pixels = full_range_slice(3)
+    volume = np.stack([np.rot90(pixels, k=-1), np.rot90(pixels // 2, k=-1)], axis=2).astype(float)
+    first, second = (grey(image) for image in load_series(nifti_bytes(volume)))
+    assert np.array_equal(first, pixels) and np.array_equal(second, pixels // 2)
 
 
 def test_monochrome1_is_inverted():

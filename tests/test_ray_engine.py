@@ -51,12 +51,14 @@ def rows_by_path(frame: pd.DataFrame) -> dict:
     return {row["path"]: row for row in frame.to_dict("records")}
 
 
-def test_ray_rows_equal_the_plain_engine_and_a_bad_file_is_a_row(local_ray, scans, tiny_models, tmp_path):
+def test_ray_rows_equal_the_plain_engine_and_a_bad_file_is_a_row(local_ray, scans, tiny_models, tmp_path, capsys):
     plain, distributed = tmp_path / "plain.csv", tmp_path / "ray.parquet"
     assert main(["predict", str(scans), "--models", str(tiny_models), "--out", str(plain)]) == 0
+    capsys.readouterr()
     with at_most(300):
         assert main(["predict", str(scans), "--models", str(tiny_models), "--out", str(distributed),
                      "--engine", "ray", "--batch-size", "5"]) == 0
+    assert f"not answered: {scans / 'broken.jpg'}: 'broken.jpg' is not a readable image" in capsys.readouterr().err
     expected, got = rows_by_path(pd.read_csv(plain)), rows_by_path(pd.read_parquet(distributed))
     assert set(got) == set(expected) and len(got) == len(pd.read_parquet(distributed))
     for path, row in expected.items():
@@ -84,3 +86,25 @@ def test_workers_always_leave_cpus_for_the_read_tasks(total, cluster, asked):
     per_worker, workers = worker_plan(total, cluster, asked)
     assert workers >= 1 and per_worker > 0
     assert per_worker * workers <= total - LOCAL_HEADROOM_CPUS + 1e-9 or per_worker <= 0.25
+
+
+def test_ray_is_started_quiet(monkeypatch, tmp_path):
+    """Catches Ray's driver logs (start-up, Ray Data's execution plans, one bar per operator) flooding the terminal."""
+    import logging
+
+    from mri_cascade import ray_engine
+
+    started = {}
+
+    class Stop(Exception):
+        pass
+
+    def init(**options):
+        started.update(options)
+        raise Stop
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    with pytest.raises(Stop):
+        ray_engine.predict_on_ray([("a.jpg", ["a.jpg"])], None, str(tmp_path / "out"), "balanced")
+    assert started["log_to_driver"] is False and started["logging_level"] >= logging.WARNING

@@ -251,3 +251,33 @@ def test_a_vision_transformer_is_explained_on_its_patch_grid():
     maps = grad_cam(model, pixels, 1)
     assert maps.shape == (2, 56, 70) and maps.min() >= 0.0 and maps.max() == pytest.approx(1.0)
     assert not np.allclose(maps, grad_cam(model, pixels, 2), atol=1e-3)  # each class has its own evidence
+
+
+def test_a_series_of_mostly_refused_slices_is_refused_and_says_how_many_were_usable(guarded_cascade, probes):
+    """Catches a series answered from 1 of its 4 slices (the other 3 not brain MRI) as if it were the patient's."""
+    documents = [image for kind, image in probes if kind == "document"][:3]
+    brains = [synthetic_slice(seed) for seed in (3000, 3002, 3004)]
+    assert not any(result.refused for result in guarded_cascade.predict_batch(brains))
+    sparse = guarded_cascade.predict_series([brains[0], *documents])
+    assert sparse.refused and sparse.label is None
+    assert sparse.reason.startswith("Only 1 of 4 slices look like brain MRI slices") and "50%" in sparse.reason
+    mostly = guarded_cascade.predict_series([*brains, documents[0]])
+    assert not mostly.refused and "1 of 4 slices did not look like brain MRI" in mostly.reason
+
+
+def test_a_volume_refused_whole_hints_at_its_orientation(guarded_cascade, tmp_path):
+    """Catches a NIfTI volume stacked along the wrong axis (its slices on axis 0, the affine saying axis 2 is
+    head-to-foot) refused with no word of why: cut that way, no slice looks like a brain."""
+    from conftest import nifti_bytes
+
+    from mri_cascade.images import ImageLoadError, load_slices
+
+    stacked = np.stack([np.asarray(synthetic_slice(k, size=(64, 64)), dtype=float) for k in range(40)], axis=0)
+    volume = tmp_path / "volume.nii"
+    volume.write_bytes(nifti_bytes(stacked))
+    result = guarded_cascade.predict_series(str(volume))
+    assert result.refused and "orientation" in result.reason
+    thin = tmp_path / "thin.nii"  # the same mistake on a short stack: its cuts are 3 pixels wide
+    thin.write_bytes(nifti_bytes(stacked[:3]))
+    with pytest.raises(ImageLoadError, match="at least 32x32.*orientation"):
+        load_slices(str(thin))

@@ -39,6 +39,7 @@ from mri_cascade.research.cards import publish_model, render_model_card
 from mri_cascade.research.data import (
     SPLIT_SEED,
     VALIDATION_FRACTION,
+    canonical_order,
     carve_validation,
     cross_source_split,
     label_counts,
@@ -377,7 +378,7 @@ def main() -> None:
                         "epochs": training_args.num_train_epochs,
                         "learning_rate": training_args.learning_rate,
                         "batch_size": training_args.per_device_train_batch_size,
-                        "seed": training_args.seed, "data": data_args.data,
+                        "seed": training_args.seed, "data": canonical_order(data_args.data),
                         "split_seed": data_args.split_seed,
                         "validation_fraction": data_args.validation_fraction,
                         "validation": data_args.validation,

@@ -34,13 +34,14 @@ from datasets import Dataset
 from PIL import Image, ImageOps
 from scipy.stats import bootstrap
 from sklearn.metrics import roc_auc_score
+from tqdm import tqdm
 
 from ..cascade import Cascade
 from ..decisions import OPERATING_POINTS, calls_healthy, scan_families
 from ..labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, TASKS, TUMOR_TYPE, answers_match
 from ..loading import model_location, resolve_file
 from .audit import fingerprint_dataset, near_duplicate_groups
-from .data import SPLIT_SEED, VALIDATION_FRACTION, fold_assignment, true_families
+from .data import SPLIT_SEED, VALIDATION_FRACTION, fold_assignment, report_path, true_families
 from .evaluation import tasks_deciding
 from .fitting import (
     NEVER_HEALTHY,
@@ -190,10 +191,11 @@ def framing_figures(cascade: Cascade, dataset, point: str, per_class: int = FRAM
     labels = np.asarray(dataset["label_id"])
     chosen = np.concatenate([rng.permutation(np.flatnonzero(labels == label))[:per_class] for label in np.unique(labels)])
     originals = [dataset[int(i)]["image"].convert("RGB") for i in chosen]
-    given = cascade.predict_batch(originals, operating_point=point)
+    given = cascade.predict_batch(originals, operating_point=point, progress="framing: as given")
     figures = {"images": len(originals), "border_share": BORDER_SHARE}
     for name, change in (("border", framed), ("mirrored", ImageOps.mirror)):
-        changed = cascade.predict_batch([change(image) for image in originals], operating_point=point)
+        changed = cascade.predict_batch([change(image) for image in originals], operating_point=point,
+                                        progress=f"framing: {name}")
         figures[name] = {"refused": sum(r.refused for r in changed),
                          "same_answer": sum(r.label == g.label for r, g in zip(changed, given) if not g.refused),
                          "originals_answered": sum(not g.refused for g in given)}
@@ -244,7 +246,7 @@ def out_of_fold_scans(cascade: Cascade, sources: list[str], fold_models: Sequenc
         members = np.flatnonzero((assignment == fold) & answerable)
         if not len(members):
             continue
-        logit_parts.append(models.logits(train.select(members), batch_size))
+        logit_parts.append(models.logits(train.select(members), batch_size, progress=f"fold {fold}"))
         chosen.append(members)
         folds[fold] = {"images": len(members), "out_of_fold": sorted(models.out_of_fold)}
     chosen = np.concatenate(chosen)
@@ -271,13 +273,14 @@ def run_benchmark(models: str, sources: list[str], batch_size: int = 16,
     answers, thresholds = cross_fitted_answers(cascade, probabilities, truth, first_half)
     p_healthy = probabilities[DISEASE_DETECTOR.name][:, 0]
     alzheimer_fold = np.where(true_family == "alzheimer", scans.fold, -1)
-    report = {"models": models, "fold_models": [str(d) for d in fold_models], "data": sources,
+    report = {"models": report_path(models), "fold_models": [report_path(d) for d in fold_models],
+              "data": [report_path(source) for source in sources],
               "held_out_fold": shipped_fold, "folds": scans.folds, "images": len(truth),
               "clusters": int(len(np.unique(clusters))), "cross_fitted_thresholds": thresholds,
               "alzheimer_detector_auc_by_fold": {fold: auc_of(truth != "healthy", -p_healthy)(
                   np.flatnonzero(alzheimer_fold == fold)) for fold in scans.folds}}
     everything = np.ones(len(truth), dtype=bool)
-    for point in OPERATING_POINTS:
+    for point in tqdm(OPERATING_POINTS, desc="figures and bootstrap intervals", unit="operating point"):
         slice_level = {"all": level_figures(answers[point], truth, p_healthy, clusters, everything)}
         for family in ("alzheimer", "tumor"):
             slice_level[family] = level_figures(answers[point], truth, p_healthy, clusters, true_family == family)

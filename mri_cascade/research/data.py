@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -57,6 +58,58 @@ def split_folders(root: str) -> dict[str, str]:
             if name.lower() in SPLIT_NAMES and os.path.isdir(os.path.join(root, name))}
 
 
+def collection_name(source: str) -> str:
+    """A collection's name: a local root's folder name (``alzheimer``), else the Hub id."""
+    return os.path.basename(os.path.normpath(source)) if os.path.isdir(source) else source
+
+
+def canonical_order(sources: Sequence[str]) -> list[str]:
+    """The collections in the one order their scans are put together in, by name. The grouped folds
+    (``fold_assignment``) depend on the order of the scans, so the same collections named in another order drew
+    other folds: kept fold logits then lacked scans, and a model's held-out fold was no longer the one measured."""
+    return sorted(sources, key=collection_name)
+
+
+def fold_order_problem(trained_on: Sequence[str]) -> str | None:
+    """Why a model trained on the collections ``trained_on`` (its training record's ``data``, in its order) held out
+    other folds than ``canonical_order`` draws; None when it did not."""
+    if list(trained_on) == canonical_order(trained_on):
+        return None
+    names = [Path(source).name for source in trained_on]
+    wanted = [Path(source).name for source in canonical_order(trained_on)]
+    return (f"it was trained with its collections in the order {', '.join(names)}, so its validation fold was drawn "
+            f"over the scans in that order, not in the one order used here ({', '.join(wanted)}): figures "
+            "called out of fold may count scans it trained on; train it again (run_train.py now takes that order)")
+
+
+def report_path(source: str | os.PathLike) -> str:
+    """A path as reports store it: relative to the project (the checkout whose models/ the package finds, else the
+    working directory), so a report reads the same on every machine; a Hub id unchanged."""
+    from ..loading import checkout_models
+
+    if not os.path.exists(source):
+        return str(source)
+    models = checkout_models()
+    return os.path.relpath(Path(source).resolve(), models.parent if models else Path.cwd())
+
+
+def collection_problem(root: str) -> str | None:
+    """Why a local folder is no image-folder collection the project can use (``<root>/<split>/<class>/*`` with
+    known class names), in words that follow its path; None when it is one."""
+    folders = split_folders(root)
+    if not folders:
+        return "has no train/ or test/ folder of class folders"
+    for split, path in folders.items():
+        for name in sorted(os.listdir(path)):
+            if not os.path.isdir(os.path.join(path, name)):
+                continue
+            try:
+                label_id_from_source(name)
+            except ValueError:
+                return (f"has a class folder {split}/{name}/, which is none of the Alzheimer or brain tumor classes")
+    return None
+
+
 def load_source(source: str) -> DatasetDict:
     """One collection, as splits of (image, label_id, source, file, modality, subject).
 
@@ -69,15 +122,16 @@ def load_source(source: str) -> DatasetDict:
     """
     local = os.path.isdir(source)
     if local:
+        problem = collection_problem(source)
+        if problem:
+            raise ValueError(f"{source} {problem}")
         folders = split_folders(source)
-        if not folders:
-            raise ValueError(f"{source} has no train/ or test/ folder of class folders")
         raw = load_dataset(
             "imagefolder", data_files={split: os.path.join(path, "**") for split, path in folders.items()}, drop_labels=False
         )
     else:
         raw = load_dataset(source)
-    name = os.path.basename(os.path.normpath(source)) if local else source
+    name = collection_name(source)
     root = os.path.abspath(source) if local else None
     non_mri = audited_non_mri().get(name, {})
     subject_of = subjects_listed(Path(root) / SUBJECTS_FILE) if root else {}
@@ -87,7 +141,10 @@ def load_source(source: str) -> DatasetDict:
         split = SPLIT_NAMES.get(split.lower(), split)
         column = _class_column(dataset)
         names = dataset.features[column].names
-        label_ids = [label_id_from_source(names[i]) for i in dataset[column]]
+        try:
+            label_ids = [label_id_from_source(names[i]) for i in dataset[column]]
+        except ValueError as error:
+            raise ValueError(f"{source}, {split} split: {error}") from None
         paths = [image["path"] or "" for image in dataset.cast_column("image", Image(decode=False))["image"]]
         files = [os.path.relpath(path, root).replace(os.sep, "/") if root and path else path for path in paths]
         files_seen.update(files)
@@ -115,11 +172,12 @@ def subjects_listed(path: Path) -> dict[str, str]:
 
 
 def load_sources(sources: Sequence[str], non_mri: bool = False) -> DatasetDict:
-    """Several collections concatenated split by split (``train`` and ``test``; a collection without a test split,
-    such as Br35H, adds to train only): MRI only, unless ``non_mri``
+    """Several collections concatenated split by split, in ``canonical_order`` whatever order they are given in
+    (``train`` and ``test``; a collection without a test split, such as Br35H, adds to train only): MRI only, unless
+    ``non_mri``
     keeps the images the modality audit found to be another modality (CT), for refusal checks and their own
     report. No model trains, validates or is scored for accuracy on those."""
-    loaded = [load_source(source) for source in sources]
+    loaded = [load_source(source) for source in canonical_order(sources)]
     splits = sorted(set.union(*(set(d) for d in loaded)))
     joined = {split: concatenate_datasets([d[split] for d in loaded if split in d]) for split in splits}
     if not non_mri:
@@ -218,19 +276,27 @@ def label_counts(dataset: Dataset) -> dict[str, int]:
 
 
 def expand_sources(sources: Sequence[str]) -> list[str]:
-    """Accept a folder of collections (``../shared/data`` holding ``alzheimer/`` and ``brain_tumor/``)
-    as well as collection roots and Hub ids."""
+    """Collection roots and Hub ids, and the collections in a folder of them (``../shared/data`` holding
+    ``alzheimer/``, ``brain_tumor/``, ...), in ``canonical_order``. A folder in there that is no usable collection
+    (``collection_problem``: ``head_ct/`` has no splits, ``tumor_boxes/`` holds boxes) is skipped with a note on
+    stderr naming it."""
     expanded = []
     for source in sources:
         if os.path.isdir(source) and not split_folders(source):
-            children = sorted(os.path.join(source, c) for c in os.listdir(source))
-            collections = [c for c in children if split_folders(c)]
+            children = sorted(os.path.join(source, c) for c in os.listdir(source)
+                              if not c.startswith(".") and os.path.isdir(os.path.join(source, c)))
+            problems = {child: collection_problem(child) for child in children}
+            collections = [child for child, problem in problems.items() if problem is None]
             if not collections:
-                raise ValueError(f"{source} holds neither a train/ split nor collections with one")
+                raise ValueError(f"{source} is no collection (it has no train/ or test/ folder of class folders) "
+                                 "and holds none")
+            for child, problem in problems.items():
+                if problem:
+                    print(f"note: skipping {child}: it {problem}", file=sys.stderr)
             expanded.extend(collections)
         else:
             expanded.append(source)
-    return expanded
+    return canonical_order(expanded)
 
 
 def true_families(dataset: Dataset) -> np.ndarray:

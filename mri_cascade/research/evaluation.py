@@ -241,7 +241,7 @@ def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str 
     _, duplicates = duplicates_of_reference(test_prints, train_prints)
 
     truth = np.asarray(test["label_id"])
-    probabilities = cascade.stage_probabilities(test["image"], batch_size=batch_size)
+    probabilities = cascade.stage_probabilities(test["image"], batch_size=batch_size, progress="test split")
 
     def figures_on(keep: np.ndarray, probabilities: dict[str, np.ndarray] = probabilities) -> dict:
         return cascade_figures(cascade, {task: p[keep] for task, p in probabilities.items()}, truth[keep], point)
@@ -263,7 +263,8 @@ def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str 
             members = np.flatnonzero((folds == fold) & np.array([tasks_deciding(label) <= models.out_of_fold
                                                                  for label in truth]))
             if len(members) and models.swapped:  # this cascade's own answers are in already
-                fold_probabilities = cascade.calibrated(models.logits(test.select(members), batch_size))
+                fold_probabilities = cascade.calibrated(models.logits(test.select(members), batch_size,
+                                                                      progress=f"test scans of fold {fold}"))
                 for task, values in fold_probabilities.items():
                     unseen_probabilities[task][members] = values
             unseen[members] = True
@@ -275,12 +276,14 @@ def evaluate_cascade(cascade, splits, batch_size: int = 8, operating_point: str 
             **figures_on(unseen, unseen_probabilities),
         }
     if non_mri_test is not None and len(non_mri_test):
-        results = cascade.predict_batch(non_mri_test["image"], batch_size=batch_size, operating_point=point)
+        results = cascade.predict_batch(non_mri_test["image"], batch_size=batch_size, operating_point=point,
+                                        progress="non-MRI test scans")
         report["non_mri_test"] = {"images": len(results), "refused": sum(result.refused for result in results),
                                   "answered": dict(Counter(result.label for result in results if not result.refused))}
     if validation is None:
         _, fold = carve_validation(splits["train"], validation_fraction, seed, train_prints.thumbnails)
-        validation = cascade_figures(cascade, cascade.stage_probabilities(fold["image"], batch_size=batch_size),
+        validation = cascade_figures(cascade, cascade.stage_probabilities(fold["image"], batch_size=batch_size,
+                                                                          progress="validation fold"),
                                      np.asarray(fold["label_id"]), point)
     return {**report, "validation": validation}
 

@@ -9,6 +9,7 @@ applied by ``cascade.calls_healthy``.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ from ..loading import (
     resolve_file,
 )
 from .calibration_fit import expected_calibration_error, fit_temperature, reliability_diagram
-from .data import SPLIT_SEED, VALIDATION_FRACTION, split_validation
+from .data import SPLIT_SEED, VALIDATION_FRACTION, canonical_order, fold_order_problem, split_validation
 from .evaluation import cascade_figures, decision_figures, tasks_deciding, tune_healthy_threshold
 from .fold_logits import FOLD_LOGITS_SUFFIX, FoldLogits, is_fold_logits_file, scan_keys
 
@@ -201,11 +202,13 @@ class FoldModels:
     swapped: set[str] = field(default_factory=set)  # the tasks a fold model answers, rather than the shipped one
     kept: dict[str, FoldLogits] = field(default_factory=dict)  # task -> its fold model's kept logits
 
-    def logits(self, scans, batch_size: int = 8) -> dict[str, np.ndarray]:
+    def logits(self, scans, batch_size: int = 8, progress: str | None = None) -> dict[str, np.ndarray]:
         """Every task's logits on ``scans`` (a dataset with ``image``, ``source`` and ``file``): a kept task's
-        from its file, only the others through their models."""
+        from its file, only the others through their models (``progress``: a bar's description, as in
+        ``Cascade.run_models``)."""
         live = [task for task in TASKS if task not in self.kept]
-        logits = Cascade(self.stages).stage_logits(scans["image"], batch_size, tasks=live) if live else {}
+        logits = Cascade(self.stages).stage_logits(scans["image"], batch_size, tasks=live,
+                                                   progress=progress) if live else {}
         for stored in set(self.kept.values()):
             logits.update({task: values for task, values in stored.lookup(scans).items() if self.kept[task] is stored})
         return logits
@@ -220,6 +223,8 @@ def fold_models_by_fold(shipped: dict[str, Stage], fold_models: Sequence[Path] =
     is out of fold on the fold its own training held out (``held_out_fold``; none if it trained on every scan), a
     swapped-in one on its fold; the swapped-in models run with the shipped ones' test-time flips."""
     shipped_folds = {task: held_out_fold(stage.location, validation_fraction, seed) for task, stage in shipped.items()}
+    warn_of_fold_order([stage.location for stage in shipped.values()] + [str(Path(d) / task) for d in fold_models
+                                                                         for task in TASKS if (Path(d) / task).is_dir()])
     swaps: dict[int, dict[str, Stage]] = {}
     kept: dict[int, dict[str, FoldLogits]] = {}
 
@@ -259,6 +264,15 @@ def fold_models_by_fold(shipped: dict[str, Stage], fold_models: Sequence[Path] =
     return by_fold
 
 
+def warn_of_fold_order(locations: Sequence[str]) -> None:
+    """A warning on stderr for each model among ``locations`` whose training drew its folds over its collections in
+    another order than ``data.canonical_order`` (``data.fold_order_problem``)."""
+    for location in locations:
+        problem = fold_order_problem((training_record(location) or {}).get("data", []))
+        if problem:
+            print(f"warning: the model at {location}: {problem}", file=sys.stderr)
+
+
 def training_record(location: str) -> dict | None:
     path = resolve_file(location, TRAINING_RECORD)
     return json.loads(Path(path).read_text()) if path else None
@@ -277,7 +291,8 @@ def held_out_logits(shipped: dict[str, Stage], train, fold_models: Sequence[Path
         _, validation = split_validation(train, groups, validation_fraction, seed, fold)
         print(f"fold {fold}: {len(validation)} validation images, out of fold: "
               f"{', '.join(task for task in TASKS if task in models.out_of_fold)}", flush=True)
-        held.append(HeldOut(fold, models.logits(validation), np.asarray(validation["label_id"]), models.out_of_fold,
+        held.append(HeldOut(fold, models.logits(validation, progress=f"fold {fold}"), np.asarray(validation["label_id"]),
+                            models.out_of_fold,
                             np.asarray(validation["subject"])))
     return held
 
@@ -304,7 +319,7 @@ def keep_fold_logits(models_dir: Path, fold_dir: Path, splits, batch_size: int =
     scans = concatenate_datasets([validation, splits["test"]])
     print(f"fold {fold}: {len(validation)} validation and {len(splits['test'])} test images through "
           f"{', '.join(sorted(models.swapped))}", flush=True)
-    logits = models.logits(scans, batch_size)
+    logits = models.logits(scans, batch_size, progress=f"fold {fold}")
     tasks = sorted(models.swapped)
     return FoldLogits(fold, {task: training_record(models.stages[task].location) for task in tasks},
                       {task: model_weights_sha256(models.stages[task].location) for task in tasks},
@@ -316,11 +331,12 @@ def unseen_subject_models(cascade: Cascade, sources: Sequence[str], fold_models:
                           validation_fraction: float = VALIDATION_FRACTION,
                           seed: int = SPLIT_SEED) -> dict[int, FoldModels]:
     """For ``evaluation.evaluate_cascade``'s test figures on unseen subjects: each held-out fold's models
-    (``fold_models_by_fold``). Empty unless every model trained on ``sources``' collections in that order, so that
-    its folds are the ones ``data.fold_assignment`` draws from them."""
+    (``fold_models_by_fold``). Empty unless every model trained on ``sources``' collections in ``canonical_order``,
+    so that its folds are the ones ``data.fold_assignment`` draws from them."""
+    wanted = [Path(source).name for source in canonical_order(sources)]
     for stage in cascade.stages.values():
         record = training_record(stage.location) or {}
-        if [Path(source).name for source in record.get("data", [])] != [Path(source).name for source in sources]:
+        if [Path(source).name for source in record.get("data", [])] != wanted:
             return {}
     return fold_models_by_fold(cascade.stages, fold_models, validation_fraction, seed)
 
@@ -370,7 +386,8 @@ def calibrate_models(models_dir: Path, splits, out_dir: Path, validation_fractio
     shipped = load_stages(models_dir)
     held = held_out_logits(shipped, splits["train"], fold_models, validation_fraction, seed)
     cascade = Cascade(shipped)
-    test_logits, test_truth = cascade.stage_logits(splits["test"]["image"]), np.asarray(splits["test"]["label_id"])
+    test_logits = cascade.stage_logits(splits["test"]["image"], progress="test split")
+    test_truth = np.asarray(splits["test"]["label_id"])
 
     def members_and_labels(truth: np.ndarray, task) -> tuple[np.ndarray, np.ndarray]:
         members = np.isin(truth, task.members())
