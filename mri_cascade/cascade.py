@@ -40,7 +40,7 @@ from .images import HEAD_LEVEL, ImageSource, crop_to_head, head_box, load_image,
 from .labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, TASKS
 from .loading import SERIES_OPERATING_POINTS_KEY, Stage, load_familiarity, load_stages, read_operating_points
 from .medical import FROM_VOLUME_KEY, NOT_BRAIN_MRI_KEY, ORIENTATION_HINT
-from .modality import bone_rim
+from .modality import pixel_features
 from .results import REFUSED_DISPLAY_NAME, CascadeResult, SeriesResult
 
 HEADER_REFUSAL = "MRI Cascade reads only 2-D brain MRI slices, so it gives no diagnosis."
@@ -94,14 +94,14 @@ class Cascade:
         return self.run_models(images, batch_size, tasks=tasks, progress=progress)[0]
 
     def run_models(self, images: Sequence[ImageSource], batch_size: int = 8, header_notes: list | None = None,
-                   ct_looks: list | None = None, tasks: Collection[str] | None = None,
+                   pixel_rows: list | None = None, tasks: Collection[str] | None = None,
                    progress: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Every model's logits (columns in each task's class order) and image embeddings for every image.
 
         Images are preprocessed once per distinct image-processor setting, then every model runs on each batch,
         the ONNX ones side by side (``Stage.start_runs``). ``tasks``, when given, runs only those models.
         ``header_notes``, when given, receives each image's DICOM header note (why its header says it is not a
-        brain MRI, else None), in order; ``ct_looks`` whether each image looks like a head CT (``modality.bone_rim``).
+        brain MRI, else None), in order; ``pixel_rows`` each image's ``modality.pixel_features`` (for the CT test).
         ``progress``, when given, is the description of a progress bar (tqdm, on stderr) over the images.
         """
         wanted = list(TASKS) if tasks is None else [task for task in TASKS if task in tasks]
@@ -112,8 +112,8 @@ class Cascade:
             loaded = [load_image(image) for image in chunk]
             if header_notes is not None:
                 header_notes.extend(image.info.get(NOT_BRAIN_MRI_KEY) for image in loaded)
-            if ct_looks is not None:
-                ct_looks.extend(bone_rim(image).looks_like_ct for image in loaded)
+            if pixel_rows is not None:
+                pixel_rows.extend(pixel_features(image) for image in loaded)
             return [self.stages[tasks[0]].preprocess(loaded) for tasks in groups]
 
         logits: dict[str, list[np.ndarray]] = {task: [np.zeros((0, len(TASKS[task].classes)))] for task in wanted}
@@ -165,18 +165,19 @@ class Cascade:
 
     def with_refusals(self, results: list[CascadeResult], embeddings: dict[str, np.ndarray],
                       header_notes: Sequence[str | None] | None = None,
-                      ct_looks: Sequence[bool] | None = None) -> list[CascadeResult]:
+                      pixel_rows: Sequence[np.ndarray] | None = None) -> list[CascadeResult]:
         """``results`` with every input that does not look like a brain MRI slice replaced by a refusal: too
         unfamiliar to the refusal check, or looking like a head CT to it (``decisions.refuses``), or with a
         DICOM header note (``run_models``) that names another modality or body part, whose words then lead the
-        reason. A refused image that looks like CT is told so."""
+        reason. A refused image that looks like CT is told so. ``pixel_rows``: each image's pixel features (for the CT
+        test; without them it does not run)."""
         if not results:
             return results
         scores = self.unfamiliarity(embeddings)
         notes = header_notes or [None] * len(results)
-        ct_looks = ct_looks or [False] * len(results)
-        refused = (np.zeros(len(results), bool) if scores is None
-                   else refuses(scores, ct_looks, self.familiarity.ct_floor))
+        ct_looks = (self.familiarity.looks_like_ct(embeddings, np.stack(pixel_rows))
+                    if scores is not None and pixel_rows is not None else np.zeros(len(results), bool))
+        refused = np.zeros(len(results), bool) if scores is None else refuses(scores, ct_looks)
         refined = []
         for index, result in enumerate(results):
             score = None if scores is None else float(scores[index])
@@ -196,11 +197,11 @@ class Cascade:
         ``refuse_unfamiliar`` is False. ``progress``: as in ``run_models``."""
         check_operating_point(operating_point or self.operating_point)
         notes: list[str | None] = []
-        ct_looks: list[bool] = []
-        logits, embeddings = self.run_models(images, batch_size, header_notes=notes, ct_looks=ct_looks,
+        pixel_rows: list[np.ndarray] = []
+        logits, embeddings = self.run_models(images, batch_size, header_notes=notes, pixel_rows=pixel_rows,
                                              progress=progress)
         results = self.combine(self.calibrated(logits), operating_point)
-        return self.with_refusals(results, embeddings, notes, ct_looks) if refuse_unfamiliar else results
+        return self.with_refusals(results, embeddings, notes, pixel_rows) if refuse_unfamiliar else results
 
     def predict(self, image: ImageSource, refuse_unfamiliar: bool = True,
                 operating_point: str | None = None) -> CascadeResult:
@@ -217,12 +218,12 @@ class Cascade:
         point = check_operating_point(operating_point or self.operating_point)
         slices = load_slices(images)
         notes: list[str | None] = []
-        ct_looks: list[bool] = []
-        logits, embeddings = self.run_models(slices, batch_size, header_notes=notes, ct_looks=ct_looks)
+        pixel_rows: list[np.ndarray] = []
+        logits, embeddings = self.run_models(slices, batch_size, header_notes=notes, pixel_rows=pixel_rows)
         probabilities = self.calibrated(logits)
         per_slice = self.combine(probabilities, point)
         if refuse_unfamiliar:
-            per_slice = self.with_refusals(per_slice, embeddings, notes, ct_looks)
+            per_slice = self.with_refusals(per_slice, embeddings, notes, pixel_rows)
         answered = [index for index, result in enumerate(per_slice) if not result.refused]
         if series_too_sparse(len(answered), len(slices)):
             # each distinct reason once

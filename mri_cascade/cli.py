@@ -265,19 +265,30 @@ def keep_fold_logits_command(args: argparse.Namespace) -> int:
 
 
 def familiarity_command(args: argparse.Namespace) -> int:
+    from .research.ct_probes import HEAD_CT_FOLDER
     from .research.data import expand_sources, load_sources
     from .research.refusal_fit import fit_and_report
 
+    head_ct = args.head_ct or next((str(Path(d) / HEAD_CT_FOLDER) for d in args.data
+                                    if (Path(d) / HEAD_CT_FOLDER).is_dir()), None)
     splits = load_sources(expand_sources(args.data), non_mri=True)
     report = fit_and_report(local_models(args.models), splits, Path(args.out), args.validation_fraction,
-                            args.seed, args.components)
-    print(f"limit {report['limit']:.4f} from {report['validation']['images']} validation scans")
+                            args.seed, args.components, head_ct)
+    print(f"limit {report['limit']:.4f} from {report['validation']['images']} validation scans; CT test limit "
+          f"P(head CT) > {report['ct_limit']:.4f}, learned from {report['ct_training_images']} head CT pictures")
     for name in ("validation", "test", "non_mri_development", "non_mri_held_out", "non_brain_medical_development",
-                 "non_brain_medical_held_out", "ct_development", "ct_held_out"):
-        figures = report[name]
-        print(f"{name:<30} refused {figures['refused']:>4} of {figures['images']:>5} ({100 * figures['refused_share']:.2f} %)"
-              f"  least unfamiliarity {figures['least_unfamiliarity']:.2f}")
+                 "non_brain_medical_held_out", "ct_development", "ct_held_out", "head_ct", "head_ct_bleeds"):
+        if name in report:
+            figures = report[name]
+            print(f"{name:<30} refused {figures['refused']:>4} of {figures['images']:>5} "
+                  f"({100 * figures['refused_share']:.2f} %)  least unfamiliarity {figures['least_unfamiliarity']:.2f}")
     print(f"other brain MRI (matplotlib sample): unfamiliarity {report['other_brain_mri']['unfamiliarity']:.2f}")
+    for fold, figures in report.get("ct_leave_one_source_out", {}).items():
+        print(f"\nCT test, {fold} (learned from {figures['ct_training_images']}, limit {figures['limit']:.4f}):")
+        for kind in ("unseen_ct", "mri"):
+            for name, row in figures[kind].items():
+                print(f"  {name:<52} refused {row['refused']:>4} of {row['images']:>5} ({100 * row['share']:.2f} %, "
+                      f"95 % CI {100 * row['low']:.2f}-{100 * row['high']:.2f})")
     return 0
 
 
@@ -424,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     familiarity.add_argument("--seed", type=int, default=SPLIT_SEED, help="the folds' seed (run_train.py --split_seed)")
     familiarity.add_argument("--components", type=int, default=128,
                              help="Principal components of the embeddings that the check models.")
+    familiarity.add_argument("--head-ct", default=None, metavar="DIR",
+                             help="Head CT (normal/ and stroke/ of <series>-<n>.jpg) the CT test learns from and is "
+                             "judged on, leave one source out (default: head_ct/ inside a data folder given).")
     familiarity.set_defaults(run=familiarity_command)
 
     export = commands.add_parser("export-onnx", help="Write onnx/model.onnx into each model folder (ONNX Runtime).")

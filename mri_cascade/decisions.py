@@ -4,7 +4,7 @@
 - family: what stage 2 says, Alzheimer-type when P(alzheimer) >= P(tumor) (``scan_families``);
 - the answer and the joint distribution over the seven ids (``decide``);
 - a patient's series: each model's probabilities averaged over the slices (``pool_series``);
-- refusal: unfamiliarity above 1, or above the CT floor for a picture that looks like CT (``refuses``);
+- refusal: unfamiliarity above 1, or looking like a head CT (``refuses``);
 - a series with too few answered slices is refused (``series_too_sparse``).
 """
 
@@ -62,11 +62,10 @@ def pool_series(stage_probabilities: dict[str, np.ndarray]) -> dict[str, np.ndar
             for task, probabilities in stage_probabilities.items()}
 
 
-def refuses(unfamiliarity: np.ndarray, looks_like_ct: np.ndarray, ct_floor: float) -> np.ndarray:
-    """The refusal rule: unfamiliarity above ``REFUSAL_LIMIT``, or looking like a head CT by its pixels
-    (``modality.bone_rim``) with unfamiliarity above ``ct_floor``."""
-    unfamiliarity = np.asarray(unfamiliarity, dtype=float)
-    return (unfamiliarity > REFUSAL_LIMIT) | (np.asarray(looks_like_ct, dtype=bool) & (unfamiliarity > ct_floor))
+def refuses(unfamiliarity: np.ndarray, looks_like_ct: np.ndarray) -> np.ndarray:
+    """The refusal rule: unfamiliarity above ``REFUSAL_LIMIT``, or looking like a head CT to the refusal check's CT
+    test (``FamiliarityCheck.looks_like_ct``), however familiar otherwise."""
+    return (np.asarray(unfamiliarity, dtype=float) > REFUSAL_LIMIT) | np.asarray(looks_like_ct, dtype=bool)
 
 
 def series_too_sparse(answered: int, slices: int) -> bool:

@@ -12,9 +12,11 @@ development part of ``probes``). Its limit lies halfway, in log-odds, between th
 validation scans and the lowest among those development pictures. The *unfamiliarity* is
 the larger of the two ratios (score over limit); above 1 the cascade refuses to answer (``decisions.refuses``).
 
-A head CT is refused a second way: a picture that looks like CT by its pixels (``modality.bone_rim``: a saturated
-bone ring around a flat brain) is refused once its unfamiliarity passes a lower floor, the highest unfamiliarity of
-a training-data MRI slice that the same rule takes for CT (``ct_floor``). The reason then says that it looks like CT.
+A head CT is refused by a test of its own, whatever its unfamiliarity: a logistic regression, brain MRI against
+head CT (``ct_probability``), on the same features and on the pixel features that set CT apart
+(``modality.pixel_features``: where the bright pixels lie, a bone ring at the head's edge or not). It learned from
+every CT source the project has, with bleeds and infarcts painted in and other windows (``research.ct_probes``); its
+limit (``ct_limit``) comes from the training MRI's out-of-fold scores. The reason then says that it looks like CT.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ REFUSAL_REASON = (
     "blank frames and scans of other body parts are refused."
 )
 CT_REFUSAL_REASON = (
-    "This looks like a CT scan (a bright bone ring around a flat grey brain), not an MRI. MRI Cascade reads only "
+    "This looks like a CT scan, not an MRI. MRI Cascade reads only "
     "2-D brain MRI slices, so it gives no diagnosis; upload an MRI slice (T1, T2 or FLAIR) instead."
 )
 
@@ -69,7 +71,11 @@ class FamiliarityCheck:
     other_weights: np.ndarray | None = None  # (features,): logistic regression, "not a brain MRI slice" is positive
     other_bias: float = 0.0
     other_limit: float = 1.0  # P(not a brain MRI slice) above which the second test refuses
-    ct_floor: float = 1.0  # unfamiliarity above which a picture that looks like CT is refused
+    ct_weights: np.ndarray | None = None  # (features + PIXEL_FEATURES,): logistic regression, head CT is positive
+    ct_bias: float = 0.0
+    ct_limit: float = 1.0  # P(head CT) above which the CT test refuses
+    pixel_mean: np.ndarray | None = None  # (PIXEL_FEATURES,): the pixel features' standardisation
+    pixel_scale: np.ndarray | None = None
 
     def residual_ratio(self, features: np.ndarray) -> np.ndarray:
         centred = features - self.mean
@@ -81,6 +87,22 @@ class FamiliarityCheck:
         if self.other_weights is None:
             return np.zeros(len(features))
         return 1 / (1 + np.exp(-(features @ self.other_weights + self.other_bias)))
+
+    def ct_features(self, embeddings: dict[str, np.ndarray], pixels: np.ndarray) -> np.ndarray:
+        """The CT test's input: the joined embeddings, then the pixel features standardised and scaled to about
+        unit length, as each model's embedding is."""
+        standard = (np.asarray(pixels, dtype=np.float64) - self.pixel_mean) / self.pixel_scale
+        return np.concatenate([joined_features(embeddings, self.tasks), standard / np.sqrt(standard.shape[1])], axis=1)
+
+    def ct_probability(self, embeddings: dict[str, np.ndarray], pixels: np.ndarray) -> np.ndarray:
+        """P(head CT) from the CT test, per image; zeros when the check has none."""
+        if self.ct_weights is None:
+            return np.zeros(len(pixels))
+        with blas_controller().limit(limits=1, user_api="blas"):
+            return 1 / (1 + np.exp(-(self.ct_features(embeddings, pixels) @ self.ct_weights + self.ct_bias)))
+
+    def looks_like_ct(self, embeddings: dict[str, np.ndarray], pixels: np.ndarray) -> np.ndarray:
+        return self.ct_probability(embeddings, pixels) > self.ct_limit
 
     def unfamiliarity(self, embeddings: dict[str, np.ndarray]) -> np.ndarray:
         """Per image: the larger of residual length over its limit and P(not a brain MRI slice) over its limit;
@@ -99,11 +121,13 @@ class FamiliarityCheck:
         metadata = {"limit": repr(self.limit), "tasks": json.dumps(self.tasks),
                     "weights_sha256": json.dumps(self.weights_sha256),
                     "other_bias": repr(self.other_bias), "other_limit": repr(self.other_limit),
-                    "ct_floor": repr(self.ct_floor)}
+                    "ct_bias": repr(self.ct_bias), "ct_limit": repr(self.ct_limit)}
         # safetensors writes raw memory: PCA's components are a transposed (Fortran-ordered) view
         tensors = {"mean": self.mean, "components": self.components}
         if self.other_weights is not None:
             tensors["other_weights"] = self.other_weights
+        if self.ct_weights is not None:
+            tensors.update(ct_weights=self.ct_weights, pixel_mean=self.pixel_mean, pixel_scale=self.pixel_scale)
         save_file({name: np.ascontiguousarray(value, dtype=np.float32) for name, value in tensors.items()},
                   str(path), metadata=metadata)
 
@@ -114,8 +138,10 @@ class FamiliarityCheck:
         with safe_open(str(path), framework="numpy") as stored:
             metadata = stored.metadata()
             mean, components = stored.get_tensor("mean"), stored.get_tensor("components")
-            other = stored.get_tensor("other_weights").astype(np.float64) if "other_weights" in stored.keys() else None
+            optional = {name: stored.get_tensor(name).astype(np.float64) if name in stored.keys() else None
+                        for name in ("other_weights", "ct_weights", "pixel_mean", "pixel_scale")}
         return cls(json.loads(metadata["tasks"]), mean.astype(np.float64), components.astype(np.float64),
-                   float(metadata["limit"]), json.loads(metadata["weights_sha256"]), other,
+                   float(metadata["limit"]), json.loads(metadata["weights_sha256"]), optional["other_weights"],
                    float(metadata.get("other_bias", 0.0)), float(metadata.get("other_limit", 1.0)),
-                   float(metadata.get("ct_floor", 1.0)))
+                   optional["ct_weights"], float(metadata.get("ct_bias", 0.0)), float(metadata.get("ct_limit", 1.0)),
+                   optional["pixel_mean"], optional["pixel_scale"])

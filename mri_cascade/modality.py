@@ -1,15 +1,14 @@
-"""Telling a head CT from an MRI slice by what sets CT apart: a saturated bone ring around a flat grey brain.
+"""What sets a head CT apart from an MRI slice in its pixels, as features for the CT test of the refusal check.
 
-On CT shown in a brain window, the skull is the brightest thing in the picture and the brain inside it is flat
-grey; on MRI the skull is dark (cortical bone gives no signal) and what is brightest lies inside the head (fat,
-fluid, enhancing tissue). ``bone_rim`` measures both: the share of saturated pixels in the outer rim of the head,
-and inside the brain. The modality audit (``non_mri.csv``) lists which CT slices of the collections it finds;
-the refusal check uses it to say why it refuses.
+On CT shown in a brain window, the skull is the brightest thing in the picture, a ring at the head's edge, and the
+brain inside it is flat grey; on MRI the skull is a dark band (cortical bone gives no signal) between a bright scalp
+and the brain. A fresh bleed on CT is as bright as bone, but it lies inside the ring, not at the edge. So the
+features (``pixel_features``) are where the bright pixels lie: the intensity profile from the head's edge inwards,
+the saturated shares of the outer rim and of the inner brain, and the head's grey-level histogram. (The modality
+audit, ``non_mri.csv``, found most of the collections' CT slices with a rule on the two saturated shares.)
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -18,17 +17,6 @@ SIDE = 128  # the picture is measured at 128x128
 HEAD_LEVEL = 25  # grey level above which a pixel is part of the head
 BONE_LEVEL = 235  # a saturated (bone-window) pixel
 RIM_DEPTH, BRAIN_DEPTH = 6, 14  # erosions (pixels at SIDE) that leave the head without its rim / the brain
-RIM_SHARE, BRAIN_SHARE = 0.15, 0.03  # CT: more saturated rim than this, less saturated brain than that
-
-
-@dataclass(frozen=True)
-class BoneRim:
-    rim_saturation: float  # share of the head's outer rim that is saturated
-    brain_saturation: float  # share of the inner brain that is saturated
-
-    @property
-    def looks_like_ct(self) -> bool:
-        return self.rim_saturation > RIM_SHARE and self.brain_saturation < BRAIN_SHARE
 
 
 def erode(mask: np.ndarray, iterations: int) -> np.ndarray:
@@ -41,12 +29,30 @@ def erode(mask: np.ndarray, iterations: int) -> np.ndarray:
     return mask
 
 
-def bone_rim(image: Image.Image) -> BoneRim:
+EDGE_DEPTHS = 12  # the profile from the head's edge inwards: the mean grey of each of the first 12 one-pixel rings
+HISTOGRAM_BINS = 16
+PIXEL_FEATURES = 2 + EDGE_DEPTHS + HISTOGRAM_BINS
+
+
+def pixel_features(image: Image.Image) -> np.ndarray:
+    """(PIXEL_FEATURES,) float32 in [0, 1], at 128x128: the saturated shares of the head's outer rim (its first
+    ``RIM_DEPTH`` rings) and of the brain (deeper than ``BRAIN_DEPTH``), the mean grey of each ring from the head's
+    edge inwards (bone on CT; scalp, then dark skull on MRI), and the head's grey-level histogram."""
     grey = np.asarray(image.convert("L").resize((SIDE, SIDE), Image.BILINEAR), dtype=np.float32)
     head = grey > HEAD_LEVEL
-    rim = head & ~erode(head, RIM_DEPTH)
-    brain = erode(head, BRAIN_DEPTH)
-    if not rim.any() or not brain.any():
-        return BoneRim(0.0, 0.0)
     saturated = grey >= BONE_LEVEL
-    return BoneRim(float(saturated[rim].mean()), float(saturated[brain].mean()))
+    profile = np.zeros(EDGE_DEPTHS, dtype=np.float32)
+    inside, rim = head, np.zeros_like(head)
+    for depth in range(max(EDGE_DEPTHS, BRAIN_DEPTH)):
+        deeper = erode(inside, 1)
+        ring = inside & ~deeper
+        if depth < EDGE_DEPTHS:
+            profile[depth] = grey[ring].mean() / 255 if ring.any() else 0.0
+        if depth < RIM_DEPTH:
+            rim |= ring
+        inside = deeper
+    rim_saturation = float(saturated[rim].mean()) if rim.any() and inside.any() else 0.0
+    brain_saturation = float(saturated[inside].mean()) if rim.any() and inside.any() else 0.0
+    counts = np.histogram(grey[head], bins=HISTOGRAM_BINS, range=(0, 256))[0] if head.any() else np.zeros(HISTOGRAM_BINS)
+    histogram = counts / max(counts.sum(), 1)
+    return np.concatenate([[rim_saturation, brain_saturation], profile, histogram]).astype(np.float32)

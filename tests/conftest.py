@@ -237,22 +237,42 @@ def odd_but_valid_corpus() -> list[tuple[str, bytes]]:
     ]
 
 
+def ct_like_slice(size: int = 256, seed: int = 0, bleed: bool = False) -> Image.Image:
+    """A head CT in a brain window: a saturated bone ring around a flat grey disc; with ``bleed``, a bright
+    (bone-bright) blob inside the ring, as a fresh bleed is."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size]
+    cx, cy = size / 2 + rng.uniform(-8, 8), size / 2 + rng.uniform(-8, 8)
+    radius = np.hypot((x - cx) / rng.uniform(0.38, 0.44), (y - cy) / rng.uniform(0.4, 0.46)) / size
+    pixels = np.where(radius < 1, 255.0, 0.0)  # the skull
+    pixels[radius < 0.88] = 95 + 6 * rng.standard_normal(int((radius < 0.88).sum()))  # the flat brain
+    if bleed:
+        bx, by = cx + rng.uniform(-0.15, 0.15) * size, cy + rng.uniform(-0.15, 0.15) * size
+        pixels[np.hypot(x - bx, y - by) < rng.uniform(0.08, 0.14) * size] = 245
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L")
+
+
 def fit_tiny_familiarity(root: Path, components: int = 8) -> Path:
-    """Fit and store the refusal check of the tiny models in ``root`` on synthetic slices."""
+    """Fit and store the refusal check of the tiny models in ``root`` on synthetic slices, its CT test on CT-like
+    slices without bleeds."""
     from mri_cascade import Cascade
     from mri_cascade.familiarity import FAMILIARITY_FILE
-    from mri_cascade.modality import bone_rim
-    from mri_cascade.research.refusal_fit import fit_familiarity, weights_sha256
+    from mri_cascade.research.probes import non_mri_images
+    from mri_cascade.research.refusal_fit import Features, fit_familiarity, weights_sha256
 
     cascade = Cascade.from_pretrained(root)
-    train = [synthetic_slice(seed, lesion=seed % 2 == 1) for seed in range(80)]
-    validation = [synthetic_slice(seed, lesion=seed % 2 == 1) for seed in range(1000, 1040)]
-    train_embeddings, validation_embeddings = cascade.run_models(train)[1], cascade.run_models(validation)[1]
-    looks_ct = np.array([bone_rim(image).looks_like_ct for image in train + validation])
-    ct_looking = {task: np.concatenate([train_embeddings[task], validation_embeddings[task]])[looks_ct]
-                  for task in train_embeddings}  # none: every CT-looking picture is refused
-    check = fit_familiarity(train_embeddings, validation_embeddings, weights_sha256(root), components,
-                            ct_looking_mri=ct_looking)
+
+    def features(images) -> Features:
+        pixels = []
+        embeddings = cascade.run_models(images, pixel_rows=pixels)[1]
+        return Features(embeddings, np.stack(pixels))
+
+    train = features([synthetic_slice(seed, lesion=seed % 2 == 1) for seed in range(80)])
+    validation = features([synthetic_slice(seed, lesion=seed % 2 == 1) for seed in range(1000, 1040)])
+    ct = features([ct_like_slice(seed=seed) for seed in range(40)])
+    others = features([image for _, image in non_mri_images(seed=0)])
+    check = fit_familiarity(train.embeddings, validation.embeddings, weights_sha256(root), components,
+                            train_pixels=train.pixels, ct=ct, not_ct=others)
     check.save(root / "disease-detector" / FAMILIARITY_FILE)
     return root
 

@@ -2,23 +2,13 @@
 
 import numpy as np
 import pytest
-from conftest import make_image_folder, synthetic_slice
+from conftest import ct_like_slice, make_image_folder, synthetic_slice
 from PIL import Image
 
 import mri_cascade.research.data as data
 from mri_cascade.decisions import refuses
 from mri_cascade.familiarity import CT_REFUSAL_REASON
-from mri_cascade.modality import bone_rim, erode
-
-
-def ct_like_slice(size: int = 256, seed: int = 0) -> Image.Image:
-    """A head CT in a brain window, as the rule sees it: a saturated bone ring around a flat grey disc."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size]
-    radius = np.hypot(x - size / 2, y - size / 2) / (0.42 * size)
-    pixels = np.where(radius < 1, 255.0, 0.0)  # the skull
-    pixels[radius < 0.88] = 95 + 6 * rng.standard_normal(int((radius < 0.88).sum()))  # the flat brain
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L")
+from mri_cascade.modality import PIXEL_FEATURES, erode, pixel_features
 
 
 @pytest.mark.parametrize("iterations", [1, 6, 14])
@@ -32,22 +22,40 @@ def test_the_erosion_is_scipys_binary_erosion(iterations):
         np.testing.assert_array_equal(erode(mask, iterations), binary_erosion(mask, iterations=iterations))
 
 
-def test_the_rule_tells_a_ct_like_slice_from_an_mri_like_one():
-    assert bone_rim(ct_like_slice()).looks_like_ct
-    assert not bone_rim(synthetic_slice(3)).looks_like_ct
-    assert not bone_rim(synthetic_slice(4, lesion=True)).looks_like_ct
-    assert not bone_rim(Image.new("L", (64, 64))).looks_like_ct  # blank: nothing to measure
+def test_pixel_features_see_the_bone_ring_at_the_edge_not_a_bleed_inside():
+    """The edge profile is bright at the head's edge for CT, bleed or not, and dark there for an MRI-like slice."""
+    plain, bleeding, mri = (pixel_features(image) for image in (ct_like_slice(), ct_like_slice(bleed=True),
+                                                                synthetic_slice(4, lesion=True)))
+    assert plain.shape == (PIXEL_FEATURES,) and plain.dtype == np.float32
+    edge = slice(3, 7)  # the profile's second to fifth rings (the first is blurred with the background)
+    assert plain[edge].mean() > 0.9 and bleeding[edge].mean() > 0.9 and mri[edge].mean() < 0.7
+    assert bleeding[1] > plain[1]  # the bleed saturates the inner brain
+    assert not pixel_features(Image.new("L", (64, 64))).any()  # blank: nothing to measure
 
 
-def test_a_ct_looking_picture_is_refused_from_the_ct_floor_on():
-    refused = refuses(np.array([0.7, 0.7, 0.4, 1.2]), np.array([True, False, True, False]), ct_floor=0.5)
-    assert refused.tolist() == [True, False, False, True]
+def test_a_ct_looking_picture_is_refused_however_familiar():
+    refused = refuses(np.array([0.7, 0.7, 0.4, 1.2]), np.array([True, False, True, False]))
+    assert refused.tolist() == [True, False, True, True]
+
+
+def test_a_ct_with_a_bright_bleed_inside_the_ring_is_refused_as_ct(guarded_cascade):
+    """The CT test learned from CT-like slices without bleeds; a bleed inside the ring must not make it pass as MRI.
+    Catches the old bone-rim rule, which asked for a flat brain (a bleed made it say 'not CT')."""
+    for seed in range(100, 106):
+        result = guarded_cascade.predict(ct_like_slice(seed=seed, bleed=True))
+        assert result.refused and result.label is None and result.reason == CT_REFUSAL_REASON
 
 
 def test_the_cascade_refuses_a_ct_like_slice_and_says_it_looks_like_ct(guarded_cascade):
-    result = guarded_cascade.predict(ct_like_slice())
+    result = guarded_cascade.predict(ct_like_slice(seed=200))
     assert result.refused and result.label is None
     assert result.reason == CT_REFUSAL_REASON
+
+
+def test_an_mri_like_slice_with_an_enhancing_lesion_is_answered(guarded_cascade):
+    for seed in range(3100, 3106):
+        result = guarded_cascade.predict(synthetic_slice(seed, lesion=True))
+        assert not result.refused and result.label
 
 
 @pytest.fixture()
