@@ -122,6 +122,14 @@ def print_benchmark(report: dict) -> None:
         row = framing[change]
         print(f"{change}: refused {row['refused']} of {framing['images']}; same answer as the original "
               f"{row['same_answer']} of {row['originals_answered']}")
+    baselines = report.get("alzheimer_baselines")
+    if baselines:
+        print(f"\nAlzheimer's, {baselines['subjects']} subjects ({baselines['demented']} demented), AUC of demented "
+              "against healthy, 95 % CI over subjects:")
+        for name in ("detector_auc", "dark_share_auc", "histogram_regression_auc", "detector_margin_over_dark_share",
+                     "detector_margin_over_histogram_regression"):
+            row = baselines[name]
+            print(f"  {name.replace('_', ' '):<44} {row['value']:+.3f} ({row['low']:+.3f} to {row['high']:+.3f})")
 
 
 def print_summary(report: dict) -> None:
@@ -273,7 +281,7 @@ def familiarity_command(args: argparse.Namespace) -> int:
                                     if (Path(d) / HEAD_CT_FOLDER).is_dir()), None)
     splits = load_sources(expand_sources(args.data), non_mri=True)
     report = fit_and_report(local_models(args.models), splits, Path(args.out), args.validation_fraction,
-                            args.seed, args.components, head_ct)
+                            args.seed, args.components, head_ct, args.cache)
     print(f"limit {report['limit']:.4f} from {report['validation']['images']} validation scans; CT test limit "
           f"P(head CT) > {report['ct_limit']:.4f}, learned from {report['ct_training_images']} head CT pictures")
     for name in ("validation", "test", "non_mri_development", "non_mri_held_out", "non_brain_medical_development",
@@ -438,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     familiarity.add_argument("--head-ct", default=None, metavar="DIR",
                              help="Head CT (normal/ and stroke/ of <series>-<n>.jpg) the CT test learns from and is "
                              "judged on, leave one source out (default: head_ct/ inside a data folder given).")
+    familiarity.add_argument("--cache", default=None, metavar="DIR",
+                             help="Keep each image set's embeddings here, and read them back on a later run with the "
+                             "same weights and seed (a re-fit then runs no model).")
     familiarity.set_defaults(run=familiarity_command)
 
     export = commands.add_parser("export-onnx", help="Write onnx/model.onnx into each model folder (ONNX Runtime).")

@@ -294,9 +294,25 @@ def run_benchmark(models: str, sources: list[str], batch_size: int = 16,
         np.array([TUMOR_TYPE.class_of.get(label, "") for label in truth])
     report["tumor_type"] = {part: with_interval(accuracy_of(type_right), typed & (parts == part), clusters)
                             for part in np.unique(parts[typed])}
+    report["alzheimer_baselines"] = alzheimer_baselines(scans, probabilities, truth)
     shipped_scans = scans.dataset.select(np.flatnonzero(scans.fold == shipped_fold))
     report["framing"] = framing_figures(cascade, shipped_scans, "balanced")
     return report
+
+
+def alzheimer_baselines(scans: OutOfFoldScans, probabilities: dict[str, np.ndarray], truth: np.ndarray) -> dict:
+    """The detector's subject-level AUC beside the one-line baselines (``atrophy``), on the same subjects and the same
+    out-of-fold slices: the dark (CSF) share and the histogram regression."""
+    from .atrophy import baseline_figures, out_of_fold_histogram_scores, subject_measures
+
+    pooled, pooled_truth, named = pooled_subjects(probabilities, truth, scans.subjects)
+    if not len(named):
+        return {}
+    members = np.flatnonzero(scans.subjects != "")
+    dark, histograms = subject_measures(scans.dataset.select(members)["image"], scans.subjects[members], named)
+    demented = (pooled_truth != "healthy").astype(int)
+    return baseline_figures(-pooled[DISEASE_DETECTOR.name][:, 0], dark,
+                            out_of_fold_histogram_scores(histograms, demented), demented, with_interval)
 
 
 def subject_figures(cascade: Cascade, probabilities: dict[str, np.ndarray], truth: np.ndarray, subjects: np.ndarray,

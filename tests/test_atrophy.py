@@ -1,0 +1,40 @@
+"""The Alzheimer baselines: the dark (CSF) share and the histogram regression, and the detector's margin over them."""
+
+import numpy as np
+from PIL import Image
+
+from mri_cascade.research.atrophy import baseline_figures, out_of_fold_histogram_scores, slice_measures, subject_measures
+from mri_cascade.research import benchmark
+from mri_cascade.research.benchmark import with_interval
+
+
+def brain(dark_share: float, seed: int) -> Image.Image:
+    """A skull-stripped 'slice': tissue at grey 150-200 with ``dark_share`` of the brain at CSF grey 30."""
+    rng = np.random.default_rng(seed)
+    pixels = np.zeros((64, 64))
+    pixels[8:56, 8:56] = rng.uniform(150, 200, (48, 48))
+    dark = rng.random((48, 48)) < dark_share
+    pixels[8:56, 8:56][dark] = 30
+    return Image.fromarray(pixels.astype(np.uint8), mode="L")
+
+
+def test_the_dark_share_counts_csf_inside_the_brain_only():
+    dark, histogram = slice_measures(brain(0.2, 0))
+    assert abs(dark - 0.2) < 0.02  # the black background is not counted
+    assert histogram.shape == (20,) and abs(histogram.sum() - 1) < 1e-9
+
+
+def test_more_csf_ranks_subjects_as_demented_and_the_margin_is_paired(monkeypatch):
+    """Subjects with more CSF are demented: both baselines find it (AUC near 1); a detector that scores at random
+    has a negative margin over them. Catches a sign error (AUC near 0) and a margin of the wrong way round."""
+    demented = np.array([0, 1] * 20)
+    subjects = np.repeat(np.arange(40).astype(str), 3)
+    images = [brain(0.1 + 0.15 * demented[int(s)] + 0.02 * k, int(s) * 10 + k) for s in range(40) for k in range(3)]
+    monkeypatch.setattr(benchmark, "BOOTSTRAP_RESAMPLES", 200)
+    dark, histograms = subject_measures(images, subjects, np.arange(40).astype(str))
+    scores = out_of_fold_histogram_scores(histograms, demented)
+    chance = np.random.default_rng(0).random(40)
+    figures = baseline_figures(chance, dark, scores, demented, with_interval)
+    assert figures["dark_share_auc"]["value"] > 0.95 and figures["histogram_regression_auc"]["value"] > 0.9
+    assert figures["detector_margin_over_dark_share"]["value"] < -0.2
+    assert figures["detector_margin_over_dark_share"]["high"] < 0
