@@ -3,8 +3,8 @@
 import numpy as np
 from PIL import Image
 
-from mri_cascade.research.atrophy import baseline_figures, out_of_fold_histogram_scores, slice_measures, subject_measures
 from mri_cascade.research import benchmark
+from mri_cascade.research.atrophy import baseline_figures, out_of_fold_histogram_scores, slice_measures, subject_measures
 from mri_cascade.research.benchmark import with_interval
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from ..images import HEAD_LEVEL
 
@@ -40,39 +40,41 @@ def head_ct_slices(root: str | Path) -> list[HeadCt]:
     return slices
 
 
-def brain_region(grey: np.ndarray) -> np.ndarray:
-    """The inside of the head, well within the skull: head pixels eroded by a twelfth of the head's width."""
+MASK_SIDE = 128  # masks are drawn at this size and stretched to the picture: erosions at 650 px are slow
+
+
+def brain_region(grey: np.ndarray, depth_share: float = 1 / 12) -> np.ndarray:
+    """The inside of the head, well within the skull, as a ``MASK_SIDE`` square mask: head pixels eroded by
+    ``depth_share`` of the head's width."""
     from scipy.ndimage import binary_erosion, binary_fill_holes
 
-    head = binary_fill_holes(grey > HEAD_LEVEL * max(float(np.percentile(grey, 99)), 1.0))
+    small = np.asarray(Image.fromarray(grey.astype(np.uint8)).resize((MASK_SIDE, MASK_SIDE), Image.BILINEAR))
+    head = binary_fill_holes(small > HEAD_LEVEL * max(float(np.percentile(small, 99)), 1.0))
     columns = np.flatnonzero(head.any(axis=0))
-    depth = max(2, (columns[-1] - columns[0]) // 12) if len(columns) else 2
+    depth = max(1, round((columns[-1] - columns[0]) * depth_share)) if len(columns) else 1
     return binary_erosion(head, iterations=int(depth))
 
 
 def _blob(shape: tuple[int, int], region: np.ndarray, rng: np.random.Generator, share: tuple[float, float],
-          crescent: bool = False) -> np.ndarray | None:
-    """A soft-edged mask (0-1) of an ellipse, or of a crescent hugging the region's edge, inside ``region``."""
+          inner: np.ndarray | None = None) -> np.ndarray | None:
+    """A soft-edged mask (0-1) of ``shape`` of an ellipse inside ``region`` (a ``MASK_SIDE`` square mask); with
+    ``inner`` (a deeper region), only its part outside ``inner``: a crescent hugging the region's edge."""
     inside = np.argwhere(region)
-    if len(inside) < 50:
+    if len(inside) < 20:
         return None
-    height, width = shape
-    y, x = np.mgrid[0:height, 0:width]
+    y, x = np.mgrid[0:MASK_SIDE, 0:MASK_SIDE]
     side = np.sqrt(region.sum())
     cy, cx = inside[rng.integers(len(inside))]
-    ry, rx = side * rng.uniform(*share, size=2)
+    ry, rx = np.maximum(side * rng.uniform(*share, size=2), 1.0)
     angle = rng.uniform(0, np.pi)
     u = ((x - cx) * np.cos(angle) + (y - cy) * np.sin(angle)) / rx
     v = (-(x - cx) * np.sin(angle) + (y - cy) * np.cos(angle)) / ry
-    mask = (u**2 + v**2) < 1
-    if crescent:  # a subdural-like rim: the ellipse's part near the region's edge
-        from scipy.ndimage import binary_erosion
-
-        mask &= ~binary_erosion(region, iterations=max(2, int(side * 0.04)))
-    mask &= region
-    if mask.sum() < 10:
+    mask = ((u**2 + v**2) < 1) & region
+    if inner is not None:
+        mask &= ~inner
+    if mask.sum() < 3:
         return None
-    soft = Image.fromarray((mask * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.5))
+    soft = Image.fromarray((mask * 255).astype(np.uint8)).resize(shape[::-1], Image.BILINEAR)
     return np.asarray(soft, dtype=np.float32) / 255
 
 
@@ -80,9 +82,9 @@ def painted_bleed(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     """``image`` (a head CT) with one to three bright bleeds painted inside the skull, near bone-bright (grey 190 to
     255): round intracerebral ones, or a crescent along the skull's inside."""
     grey = np.asarray(image.convert("L"), dtype=np.float32)
-    region = brain_region(grey)
+    region, inner = brain_region(grey), brain_region(grey, 1 / 8)
     for _ in range(int(rng.integers(1, 4))):
-        mask = _blob(grey.shape, region, rng, (0.04, 0.18), crescent=rng.random() < 0.3)
+        mask = _blob(grey.shape, region, rng, (0.04, 0.18), inner if rng.random() < 0.3 else None)
         if mask is not None:
             level = rng.uniform(190, 255)
             texture = rng.normal(0, 6, grey.shape)

@@ -3,6 +3,7 @@ refuses: validation and test scans, generated non-MRI pictures, real non-brain m
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,7 +172,8 @@ def unfamiliarity_histogram(scores: dict[str, np.ndarray], path) -> None:
 
 
 def fit_and_report(models_dir, splits, out_dir, validation_fraction: float = VALIDATION_FRACTION, seed: int = SPLIT_SEED,
-                   components: int = DEFAULT_COMPONENTS, head_ct: str | Path | None = None) -> dict:
+                   components: int = DEFAULT_COMPONENTS, head_ct: str | Path | None = None,
+                   cache: str | Path | None = None) -> dict:
     """Fit the refusal check on the training script's training part and the development parts of the probe sets,
     set its limits on its validation split, store it beside the disease detector, and measure refusals on the test
     splits, on generated non-MRI pictures (development: seed 0; held out: seed 1), on real non-brain medical
@@ -183,7 +185,9 @@ def fit_and_report(models_dir, splits, out_dir, validation_fraction: float = VAL
     folder of ``ct_probes.head_ct_slices``), each with painted lesions, windows, crops and compression
     (``ct_probes.ct_variants``). Its report is leave one CT source out (``leave_one_ct_source_out``): the
     collections' CT, ``head_ct``, and painted bleeds on the half of the ``head_ct`` series it did not learn from,
-    each in turn unseen, with every MRI source's validation and test scans."""
+    each in turn unseen, with every MRI source's validation and test scans. ``cache``: a folder where each set's
+    features are kept, keyed by the models' weights and the seed, and read back by a later run (to re-fit without
+    re-running the models)."""
     from ..cascade import Cascade
     from ..loading import load_stages
     from .ct_probes import ct_variants, head_ct_slices, painted_bleed
@@ -222,10 +226,19 @@ def fit_and_report(models_dir, splits, out_dir, validation_fraction: float = VAL
               **{name: [image for _, image in pairs] for name, pairs in probes.items()}, **ct_sets,
               "other_brain_mri": [other_brain_mri()]}
     features = {}
+    identity = hashlib.sha256(json.dumps(weights_sha256(models_dir), sort_keys=True).encode()).hexdigest()[:16]
     for name, images in inputs.items():
+        cached = Path(cache) / f"{identity}-{seed}-{name}.npz" if cache else None
+        if cached and cached.is_file():
+            stored = np.load(cached)
+            features[name] = Features({task: stored[task] for task in TASKS}, stored["pixels"])
+            continue
         pixels: list[np.ndarray] = []
         embeddings = cascade.run_models(list(images), 16, pixel_rows=pixels, progress=f"embedding {name}")[1]
         features[name] = Features(embeddings, np.stack(pixels) if pixels else np.zeros((0, PIXEL_FEATURES)))
+        if cached:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cached, pixels=features[name].pixels, **features[name].embeddings)
     not_ct = Features.join([features[name] for name in ("non_mri_development", "non_brain_medical_development")])
     development = Features.join([not_ct, features["ct_development"]])
     every_ct = [name for name in ("collection_ct", "collection_ct_variants", "head_ct", "head_ct_variants")
@@ -274,8 +287,6 @@ CT_VARIANTS = 8  # altered copies of each collection CT slice the CT test learns
 
 def series_half(series: np.ndarray) -> np.ndarray:
     """True for the ``head_ct`` series in the first half by the hash of their names: a patient's slices stay together."""
-    import hashlib
-
     return np.array([int(hashlib.sha256(name.encode()).hexdigest(), 16) % 2 == 0 for name in series], dtype=bool)
 
 
