@@ -130,6 +130,11 @@ def print_benchmark(report: dict) -> None:
                      "detector_margin_over_histogram_regression"):
             row = baselines[name]
             print(f"  {name.replace('_', ' '):<44} {row['value']:+.3f} ({row['low']:+.3f} to {row['high']:+.3f})")
+    for point, stability in report.get("series_threshold_stability", {}).items():
+        print(f"{point} series threshold fitted on {stability['resamples']} bootstrap resamples of "
+              f"{stability['subjects']} Alzheimer-family subjects, scored on those left out (5th-95th percentiles): "
+              + "; ".join(f"{name.replace('_', ' ')} {row['p5']:.3f}-{row['p95']:.3f} (median {row['median']:.3f})"
+                          for name, row in stability.items() if isinstance(row, dict)))
 
 
 def print_summary(report: dict) -> None:

@@ -38,3 +38,24 @@ def test_more_csf_ranks_subjects_as_demented_and_the_margin_is_paired(monkeypatc
     assert figures["dark_share_auc"]["value"] > 0.95 and figures["histogram_regression_auc"]["value"] > 0.9
     assert figures["detector_margin_over_dark_share"]["value"] < -0.2
     assert figures["detector_margin_over_dark_share"]["high"] < 0
+
+
+def test_the_series_threshold_is_refitted_on_resamples_and_scored_on_the_subjects_left_out(tiny_cascade):
+    """Subjects whose pooled P(healthy) separates them perfectly: every resample's threshold keeps every left-out
+    healthy subject and finds every left-out diseased one. Catches scoring on the subjects the threshold was fitted on
+    (no left-out set) and recall and healthy kept swapped."""
+    from mri_cascade.research.benchmark import series_threshold_stability
+
+    rng = np.random.default_rng(0)
+    subjects = np.repeat([f"s{i:02d}" for i in range(30)], 2)
+    diseased = np.repeat(np.arange(30) % 3 == 0, 2)
+    p_healthy = np.where(diseased, rng.uniform(0.05, 0.3, 60), rng.uniform(0.7, 0.95, 60))
+    probabilities = {"disease-detector": np.c_[p_healthy, 1 - p_healthy],
+                     "alzheimer-vs-tumor": np.tile([0.9, 0.1], (60, 1)),
+                     "alzheimer-severity": np.tile([0.6, 0.3, 0.1], (60, 1)),
+                     "tumor-type": np.tile([0.4, 0.3, 0.3], (60, 1))}
+    truth = np.where(diseased, "alzheimer_very_mild", "healthy").astype(object)
+    stability = series_threshold_stability(tiny_cascade, probabilities, truth, subjects, "balanced")
+    assert stability["resamples"] > 150 and stability["subjects"] == 30
+    assert stability["disease_recall"]["p5"] == 1.0 and stability["healthy_kept"]["p5"] == 1.0
+    assert 0.3 <= stability["threshold"]["p5"] <= stability["threshold"]["p95"] < 0.7

@@ -37,8 +37,8 @@ from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from ..cascade import Cascade
-from ..decisions import OPERATING_POINTS, calls_healthy, scan_families
-from ..labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, TASKS, TUMOR_TYPE, answers_match
+from ..decisions import OPERATING_POINTS, calls_healthy, healthy_above, scan_families
+from ..labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, FAMILIES, TASKS, TUMOR_TYPE, answers_match
 from ..loading import model_location, resolve_file
 from .audit import fingerprint_dataset, near_duplicate_groups
 from .data import SPLIT_SEED, VALIDATION_FRACTION, fold_assignment, report_path, true_families
@@ -295,9 +295,49 @@ def run_benchmark(models: str, sources: list[str], batch_size: int = 16,
     report["tumor_type"] = {part: with_interval(accuracy_of(type_right), typed & (parts == part), clusters)
                             for part in np.unique(parts[typed])}
     report["alzheimer_baselines"] = alzheimer_baselines(scans, probabilities, truth)
+    report["series_threshold_stability"] = {
+        point: series_threshold_stability(cascade, probabilities, truth, scans.subjects, point)
+        for point in OPERATING_POINTS}
     shipped_scans = scans.dataset.select(np.flatnonzero(scans.fold == shipped_fold))
     report["framing"] = framing_figures(cascade, shipped_scans, "balanced")
     return report
+
+
+THRESHOLD_RESAMPLES = 200
+
+
+def series_threshold_stability(cascade: Cascade, probabilities: dict[str, np.ndarray], truth: np.ndarray,
+                               subjects: np.ndarray, point: str, seed: int = 0) -> dict:
+    """How far the Alzheimer family's series threshold, fitted as ``calibrate`` fits it (``fit_operating_points`` on
+    pooled subjects), and the recall it gives carry over to subjects it was not fitted on: fitted on each of
+    ``THRESHOLD_RESAMPLES`` bootstrap resamples of the subjects, scored on the subjects left out of that resample.
+    The 5th to 95th percentiles of the threshold, of disease recall and of healthy kept."""
+    pooled, pooled_truth, named = pooled_subjects(probabilities, truth, subjects)
+    alzheimer = scan_families(pooled[ALZHEIMER_VS_TUMOR.name]) == FAMILIES[0]
+    pooled = {task: p[alzheimer] for task, p in pooled.items()}
+    pooled_truth = pooled_truth[alzheimer]
+    diseased, p_healthy = pooled_truth != "healthy", pooled[DISEASE_DETECTOR.name][:, 0]
+    rng = np.random.default_rng(seed)
+    thresholds, recalls, kept = [], [], []
+    for _ in range(THRESHOLD_RESAMPLES):
+        drawn = rng.integers(0, len(pooled_truth), len(pooled_truth))
+        left_out = np.setdiff1d(np.arange(len(pooled_truth)), drawn)
+        if not diseased[drawn].any() or diseased[drawn].all() or not diseased[left_out].any() or diseased[left_out].all():
+            continue
+        fitted = fit_operating_points(cascade, {task: p[drawn] for task, p in pooled.items()}, pooled_truth[drawn],
+                                      families=FAMILIES[:1])
+        threshold = fitted["operating_points"][point][FAMILIES[0]]
+        healthy = healthy_above(p_healthy[left_out], threshold)
+        thresholds.append(threshold)
+        recalls.append(float((~healthy[diseased[left_out]]).mean()))
+        kept.append(float(healthy[~diseased[left_out]].mean()))
+
+    def spread(values: list[float]) -> dict:
+        low, median, high = np.percentile(values, [5, 50, 95])
+        return {"p5": float(low), "median": float(median), "p95": float(high)}
+
+    return {"resamples": len(thresholds), "subjects": int(len(pooled_truth)), "threshold": spread(thresholds),
+            "disease_recall": spread(recalls), "healthy_kept": spread(kept)}
 
 
 def alzheimer_baselines(scans: OutOfFoldScans, probabilities: dict[str, np.ndarray], truth: np.ndarray) -> dict:
