@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from .cascade import Cascade
+from .explain import DEFAULT_EXPLANATION
 from .images import MAX_FILE_BYTES, MAX_PIXELS, MIN_SIDE, ImageSource, load_image, load_slices
 from .labels import LABELS, TASKS, label_id_from_source
 from .medical import MAX_SLICES
@@ -20,6 +22,10 @@ from .results import CascadeResult, SeriesResult
 EXAMPLES_ENV = "MRI_CASCADE_EXAMPLES"
 """Environment variable naming another folder of example scans for the Space (default: the project's examples/)."""
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXPLANATION_REPORT = Path(__file__).resolve().parent.parent / "reports" / "explanation_benchmark_reporting.json"
+"""The explanation benchmark's held-out part (``mri-cascade explain-benchmark``): the heatmap caption's figure."""
+REPORTED_METHODS = {"occlusion": "occlusion, answer", "grad-cam": "grad-cam, deciding model"}
+"""The explanation methods' names in that report."""
 OPERATING_POINT_NAMES = {
     "balanced": "Balanced",
     "screening": "Screening: fewer missed diseases, more false alarms",
@@ -64,6 +70,12 @@ class View:
     payload: dict  # the API JSON
     refused: bool = False  # no diagnosis: the page shows the reason only
     heatmaps: list[tuple[Image.Image, str]] = field(default_factory=list)  # (overlay, caption), answered scans
+    heatmap_caption: str = ""  # what the heatmaps are and how often they pointed right (``heatmap_caption``)
+    result: CascadeResult | None = field(default=None, repr=False)  # the answer the heatmaps explain
+    images: list[Image.Image] = field(default_factory=list, repr=False)  # the slices read, until their heatmaps are
+    # drawn (``heatmaps_for``)
+    drawing: bool = False  # ``heatmaps_for`` has started on this view
+    replaced: bool = False  # the page shows another answer now (``replace``): its heatmaps are not wanted
 
 
 def describe(result: CascadeResult) -> View:
@@ -138,14 +150,14 @@ def cache_ttl_seconds() -> int:
 
 
 def classify(cascade: Cascade, image: ImageSource, explain: bool = True, operating_point: str | None = None) -> View:
-    """The view of one slice at ``operating_point`` (default: the cascade's own); with ``explain``, the deciding
-    model's heatmap over it (when answered)."""
+    """The view of one slice at ``operating_point`` (default: the cascade's own); with ``explain``, its heatmap
+    too (when answered; ``heatmaps_for``). The Space answers with ``explain=False`` and draws the heatmap after."""
     loaded = load_image(image)
     result = cascade.predict(loaded, operating_point=operating_point)
     view = describe(result)
-    if explain and not result.refused:
-        explanations = _explanations(cascade, [loaded], result, view)
-        view.heatmaps = [(item.overlay, f"{item.stage}: evidence for {item.target}") for item in explanations]
+    view.result, view.images = result, [] if result.refused else [loaded]
+    if explain:
+        _explain_now(cascade, view)
     return view
 
 
@@ -168,23 +180,104 @@ def load_heatmap_models_in_background(cascade: Cascade) -> threading.Thread:
 Progress = Callable[[float, str], object]
 """Told how far a long request is: (fraction done, what it is doing), e.g. a ``gr.Progress``."""
 HEATMAP_BATCH = 8
+HEATMAP_WAIT_SECONDS = 600
+"""How long the Space keeps an answer's slices in memory (never on disk) for its heatmaps, which are drawn after
+the answer is shown and may queue behind other pages' heatmaps; drawing them lets the slices go at once."""
+HEATMAP_FAILED = "The heatmap could not be made for this answer."
+HEATMAP_PENDING = "Drawing the heatmap …"
+HEATMAP_EXPIRED = ("The heatmap was not drawn: the scan had already been deleted from the server. Classify it again "
+                   "to see it.")
+HEATMAP_WHAT = ("Occlusion map: bright where painting over the slice (with the head's median grey) lowers the "
+                "answer's probability most.")
 
 
-def _explanations(cascade: Cascade, images: list, result: CascadeResult, view: View,
-                  progress: Progress | None = None, start: float = 0.0) -> list:
-    """Heatmaps for ``images``, a batch at a time (``progress`` told from ``start`` to 1); should they fail, the
-    answer stands without them and says so."""
+def heatmaps_for(cascade: Cascade, view: View, progress: Progress | None = None, start: float = 0.0) -> View | None:
+    """Draw the heatmaps of ``view``'s answer (``classify`` or ``classify_series`` with ``explain=False``):
+    ``view.heatmaps``, one per answered slice of a series, and ``view.heatmap_caption``; then ``view`` no longer
+    holds its slices. ``progress`` is told each batch, from ``start`` to 1. Should the heatmaps fail, the caption says
+    so and the answer stands. None when there is nothing to draw: a refused answer, a view already being drawn, or
+    one ``replace``d before its last batch (the heatmaps stop at the next batch)."""
+    if view.result is None or view.result.refused or view.drawing:
+        return None
+    view.drawing = True
+    if isinstance(view.result, SeriesResult):
+        indices = [index for index, item in enumerate(view.result.slices) if not item.refused]
+        names = [f"slice {index + 1}" for index in indices]
+    else:
+        indices, names = [0], []
+    images = [view.images[index] for index in indices]
     explanations = []
     try:
         for first in range(0, len(images), HEATMAP_BATCH):
             if progress:
                 progress(start + (1 - start) * first / len(images), f"heatmaps: slice {first + 1} of {len(images)}")
-            explanations += cascade.explain_batch(images[first : first + HEATMAP_BATCH], result)
-        return explanations
+            if view.replaced:
+                return None
+            explanations += cascade.explain_batch(images[first : first + HEATMAP_BATCH], view.result)
     except Exception as error:  # e.g. the PyTorch weights for Grad-CAM cannot be loaded; never name the input
         logger.warning("heatmap failed: %s", type(error).__name__)
-        view.answer += "\n\nThe heatmap could not be made for this answer."
-        return []
+        view.heatmaps, view.heatmap_caption = [], HEATMAP_FAILED
+    else:
+        if view.replaced:
+            return None
+        names = names or [f"{item.stage}: evidence for {item.target}" for item in explanations]
+        view.heatmaps = [(item.overlay, name) for item, name in zip(explanations, names)]
+        view.heatmap_caption = heatmap_caption(view.result)
+    finally:
+        view.images = []
+    return view
+
+
+def _explain_now(cascade: Cascade, view: View, progress: Progress | None = None, start: float = 0.0) -> None:
+    """``heatmaps_for`` within the answer (``explain=True``): a failure is said under the answer."""
+    if heatmaps_for(cascade, view, progress, start) is not None and view.heatmap_caption == HEATMAP_FAILED:
+        view.answer += f"\n\n{HEATMAP_FAILED}"
+
+
+def replace(shown: View | None, new: View) -> View:
+    """``new``, the answer a page shows instead of ``shown``: heatmaps still being drawn for ``shown`` stop."""
+    if shown is not None and shown is not new:
+        shown.replaced = True
+    return new
+
+
+def heatmap_pointing(method: str = DEFAULT_EXPLANATION) -> dict | None:
+    """How often ``method``'s hottest point lay on the tumor, on the held-out tumor slices with known boxes of
+    ``EXPLANATION_REPORT`` (all sources): {"value": share, "low", "high" (95 % interval, may be None), "images"}.
+    Read afresh on every call; None when the report is missing, unreadable or has no such figure."""
+    try:
+        report = json.loads(EXPLANATION_REPORT.read_text(encoding="utf-8"))
+        figure = report["methods"][REPORTED_METHODS[method]]["by_source"]["all"]["pointing"]
+        share, images = figure["value"], int(figure["images"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        logger.warning("the explanation report cannot be read: %s", type(error).__name__)
+        return None
+    if share is None or not images:
+        return None
+    return {"value": float(share), "low": figure.get("low"), "high": figure.get("high"), "images": images}
+
+
+def heatmap_caption(result: CascadeResult) -> str:
+    """What the heatmap of ``result`` is, and for a tumor how often it pointed at the tumor on held-out slices
+    (``heatmap_pointing``; no figure when the report is missing). Alzheimer's disease and healthy scans have no
+    boxes to check a map against: their caption says it shows what the answer depends on."""
+    if result.label is None:
+        return ""
+    if result.label.startswith("alzheimer_"):
+        return (f"{HEATMAP_WHAT} Alzheimer's disease has no boxes to check it against: it shows what the answer "
+                "depends on, not a lesion.")
+    if result.label == "healthy":
+        return f"{HEATMAP_WHAT} With no disease found there is no lesion to point at: it shows what the answer depends on."
+    pointing = heatmap_pointing()
+    if pointing is None:
+        return HEATMAP_WHAT
+    interval = ""
+    if pointing["low"] is not None and pointing["high"] is not None:
+        interval = f" (95 % CI {100 * pointing['low']:.0f}-{100 * pointing['high']:.0f} %)"
+    return (f"{HEATMAP_WHAT} On {pointing['images']} held-out tumor slices with known boxes its hottest point lay on "
+            f"the tumor {100 * pointing['value']:.0f} % of the time{interval}.")
 
 
 SLICE_COLUMNS = ["slice", "answer", "probability", "P(disease)"]
@@ -203,7 +296,7 @@ def slice_table(result: SeriesResult) -> list[list]:
 def classify_series(cascade: Cascade, images: list[ImageSource], explain: bool = True,
                     operating_point: str | None = None, progress: Progress | None = None) -> tuple[View, list[list]]:
     """The patient view and per-slice table at ``operating_point``; with ``explain``, each answered slice's
-    heatmap for the patient answer's deciding model and class. ``progress`` is told each step."""
+    heatmap for the patient answer (``heatmaps_for``). ``progress`` is told each step."""
     if progress:
         progress(0.0, f"reading {len(images)} files")
     slices = load_slices(images)
@@ -211,10 +304,9 @@ def classify_series(cascade: Cascade, images: list[ImageSource], explain: bool =
         progress(0.1, f"classifying {len(slices)} slices")
     result = cascade.predict_series(slices, operating_point=operating_point)
     view = describe(result)
-    if explain and not result.refused:
-        answered = [index for index, item in enumerate(result.slices) if not item.refused]
-        explanations = _explanations(cascade, [slices[index] for index in answered], result, view, progress, 0.4)
-        view.heatmaps = [(explanation.overlay, f"slice {index + 1}") for index, explanation in zip(answered, explanations)]
+    view.result, view.images = result, [] if result.refused else list(slices)
+    if explain:
+        _explain_now(cascade, view, progress, 0.4)
     return view, slice_table(result)
 
 
