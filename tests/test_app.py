@@ -29,15 +29,20 @@ def test_classify_returns_the_design_json(client, tmp_path):
         assert names == ["disease-detector", "alzheimer-vs-tumor", leaf]
 
 
-def test_the_ui_endpoint_answers_in_words_and_bars(client, tmp_path):
+def test_the_ui_endpoint_answers_in_words_and_bars_and_the_heatmap_follows(client, tmp_path):
+    from mri_cascade.service import HEATMAP_PENDING
+
     scan = tmp_path / "scan.png"
     synthetic_slice(1).save(scan)
-    answer, path, heatmap, joint, *stages = client.predict(handle_file(str(scan)), api_name="/show")
+    answer, path, heatmap, caption, joint, *stages = client.predict(handle_file(str(scan)), api_name="/show")
     assert answer.startswith("## ") and "%" in answer
     assert path["visible"] is True and path["value"].startswith("Disease detector:")
     assert joint["visible"] is True and len(joint["value"]["confidences"]) == 7
-    with Image.open(heatmap["value"]) as overlay:  # the deciding model's heatmap over the scan, at the scan's size
+    assert heatmap["visible"] is True and heatmap["value"] is None and caption["value"] == HEATMAP_PENDING
+    overlay_file, caption = client.predict(api_name="/show_heatmap")  # the answer just given, from this session
+    with Image.open(overlay_file) as overlay:  # the answer's heatmap over the scan, at the scan's size
         assert overlay.size == synthetic_slice(1).size and overlay.mode == "RGB"
+    assert caption.startswith("Occlusion map: bright where painting over the slice")
 
 
 @pytest.mark.parametrize(
@@ -157,12 +162,12 @@ def test_a_refusal_hides_the_heatmap_and_bars_and_says_what_to_upload(guarded_ca
     from mri_cascade.service import REFUSAL_ADVICE, classify
 
     letter = next(image for kind, image in non_mri_images() if kind == "document")
-    answer, path, heatmap, joint, *stages = panel_values(classify(guarded_cascade, letter), series=False)
+    answer, path, heatmap, caption, joint, *stages = panel_values(classify(guarded_cascade, letter), series=False)
     assert answer.startswith("## No answer") and REFUSAL_ADVICE in answer
     assert path["visible"] is False and heatmap["visible"] is False and joint["visible"] is False
-    assert all(stage["visible"] is False for stage in stages)
+    assert caption["visible"] is False and all(stage["visible"] is False for stage in stages)
     answered = panel_values(classify(guarded_cascade, synthetic_slice(3001)), series=False)
-    assert answered[2]["visible"] is True and answered[3]["visible"] is True
+    assert all(answered[index]["visible"] is True for index in (2, 3, 4))
 
 
 def test_the_page_tells_users_to_upload_the_series_for_alzheimers(app_url):
@@ -243,6 +248,6 @@ def test_a_series_tells_its_progress(tiny_cascade, monkeypatch):
     assert "heatmaps: slice 5 of 5" in [what for _, what in told]
     demo = app.build_demo(tiny_cascade)
     handlers = {fn.name: fn.fn for fn in demo.fns.values()}
-    for name in ("show_series", "reshow_series"):
+    for name in ("show_series", "reshow_series", "draw_series"):
         defaults = [p.default for p in inspect.signature(handlers[name]).parameters.values()]
         assert any(isinstance(default, gr.Progress) for default in defaults)

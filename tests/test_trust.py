@@ -162,9 +162,9 @@ def test_the_page_shows_a_refusal_without_bars_or_heatmap(guarded_client, probes
 
     picture = tmp_path / "noise.png"
     next(image for kind, image in probes if kind == "noise").save(picture)
-    answer, path, heatmap, joint, *stages = guarded_client.predict(handle_file(str(picture)), api_name="/show")
+    answer, path, heatmap, caption, joint, *stages = guarded_client.predict(handle_file(str(picture)), api_name="/show")
     assert "No answer" in answer and "not look like a 2-D brain MRI slice" in answer
-    for panel in (path, heatmap, joint):  # hidden and empty, not left on the page
+    for panel in (path, heatmap, caption, joint):  # hidden and empty, not left on the page
         assert panel["visible"] is False and not panel["value"]
 
 
@@ -225,7 +225,7 @@ def test_a_series_names_the_slices_that_disagree_with_the_patient_answer(tiny_ca
               "alzheimer-vs-tumor": np.log(np.tile([0.01, 0.99], (10, 1))),
               "alzheimer-severity": np.log(np.tile([0.4, 0.3, 0.3], (10, 1))), "tumor-type": tumor_type}
     monkeypatch.setattr(tiny_cascade, "calibrated", lambda values: {t: np.exp(v) for t, v in values.items()})
-    monkeypatch.setattr(tiny_cascade, "run_models", lambda images, batch_size=8, header_notes=None, pixel_rows=None:
+    monkeypatch.setattr(tiny_cascade, "run_models", lambda images, batch_size=8, header_notes=None, ct_looks=None:
                         (logits, {task: np.zeros((10, 4)) for task in TASKS}))
     series = tiny_cascade.predict_series([synthetic_slice(seed) for seed in range(10)])
     assert series.label == "tumor_glioma" and series.probabilities["tumor_glioma"] == pytest.approx(0.99 * 0.99 * 0.541)
