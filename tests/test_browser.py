@@ -50,7 +50,8 @@ def test_upload_shows_answer_bars_and_heatmap(browser, app_url, tmp_path):
     expect(page.locator("#joint")).to_contain_text(answer.inner_text().strip())
     expect(page.locator("#path")).to_contain_text("Disease detector")
     expect(page.locator("#stage-1")).to_be_visible()
-    expect(page.locator("#heatmap img")).to_be_visible()  # where the deciding model looked, beside the bars
+    expect(page.locator("#heatmap img")).to_be_visible(timeout=60_000)  # follows the answer, beside the bars
+    expect(page.locator("#heatmap-caption")).to_contain_text("Occlusion map: bright where painting over the slice")
     page.screenshot(path=str(ARTIFACTS / "browser-upload.png"), full_page=True)
     assert Path(ARTIFACTS / "browser-upload.png").stat().st_size > 10_000
 
@@ -67,7 +68,7 @@ def test_an_example_answers_on_click_and_the_operating_point_switches(browser, a
     answer = page.locator("#answer")
     expect(answer.locator("h2")).to_be_visible(timeout=60_000)
     expect(answer).to_contain_text("operating point: Balanced")
-    expect(page.locator("#heatmap img")).to_be_visible()
+    expect(page.locator("#heatmap img")).to_be_visible(timeout=60_000)
     page.screenshot(path=str(ARTIFACTS / "browser-example-answer.png"), full_page=True)
     page.locator("#operating-point").get_by_text("Screening: fewer missed").click()
     expect(answer).to_contain_text("operating point: Screening", timeout=60_000)
@@ -87,11 +88,69 @@ def test_a_refusal_shows_its_reason_and_no_empty_panels(browser, guarded_cascade
         page.locator("input[type=file]").first.set_input_files(str(letter))
         expect(page.locator("#answer h2")).to_have_text("No answer: not a brain MRI slice", timeout=60_000)
         expect(page.locator("#answer")).to_contain_text("Upload a single 2-D brain MRI slice instead")
-        for panel in ("#heatmap", "#joint", "#path", "#stage-1"):
+        for panel in ("#heatmap", "#heatmap-caption", "#joint", "#path", "#stage-1"):
             expect(page.locator(panel)).to_be_hidden()
         page.screenshot(path=str(ARTIFACTS / "browser-refusal.png"), full_page=True)
     finally:
         demo.close()
+
+
+def test_the_answer_shows_while_its_heatmap_is_still_being_drawn(browser, app_url, tiny_cascade, monkeypatch,
+                                                                  tmp_path):
+    """Catches the answer held back until the heatmap is drawn (occlusion takes 1-2 s a slice)."""
+    import threading
+
+    from playwright.sync_api import expect
+
+    from mri_cascade.service import HEATMAP_PENDING
+
+    release = threading.Event()
+    explain_batch = tiny_cascade.explain_batch
+
+    def slow(*args, **kwargs):
+        release.wait(30)
+        return explain_batch(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_cascade, "explain_batch", slow)
+    scan = tmp_path / "slice.png"
+    synthetic_slice(12).save(scan)
+    page = open_page(browser, app_url)
+    page.locator("input[type=file]").first.set_input_files(str(scan))
+    expect(page.locator("#answer h2")).to_be_visible(timeout=60_000)
+    expect(page.locator("#heatmap-caption")).to_contain_text(HEATMAP_PENDING)
+    expect(page.locator("#heatmap img")).to_have_count(0)
+    release.set()
+    expect(page.locator("#heatmap img")).to_be_visible(timeout=60_000)
+    expect(page.locator("#heatmap-caption")).to_contain_text("Occlusion map")
+
+
+def test_the_series_gallery_shows_whole_slices_and_labels_that_fit(browser, app_url, tmp_path):
+    """Catches the series heatmaps cropped to squares (object-fit cover), a third column cut off at the panel's edge
+    and the gallery's label cut off mid-word."""
+    from playwright.sync_api import expect
+
+    slices = []
+    for seed in range(3):
+        slices.append(str(tmp_path / f"slice-{seed}.png"))
+        synthetic_slice(seed, lesion=True).save(slices[-1])
+    page = open_page(browser, app_url)
+    page.get_by_role("tab", name="Patient series").click()
+    page.locator("input[type=file][multiple]").set_input_files(slices)
+    gallery = page.locator("#series-heatmaps")
+    expect(gallery.locator("img")).to_have_count(3, timeout=60_000)
+    expect(page.locator("#series-heatmap-caption")).to_contain_text("Occlusion map")
+    fits = gallery.evaluate("""g => {
+        const edge = g.getBoundingClientRect().right;
+        const images = [...g.querySelectorAll('img')];
+        const texts = [...g.querySelectorAll('.caption-label, [data-testid=block-label]')];
+        return {fit: images.map(i => getComputedStyle(i).objectFit),
+                inside: images.every(i => i.getBoundingClientRect().right <= edge + 1),
+                cut: texts.filter(t => t.scrollWidth > t.clientWidth + 1).map(t => t.innerText),
+                captions: texts.map(t => t.innerText)};
+    }""")
+    assert fits["fit"] == ["contain"] * 3 and fits["inside"] and fits["cut"] == []
+    assert {"slice 1", "slice 2", "slice 3"} <= set(fits["captions"])
+    gallery.screenshot(path=str(ARTIFACTS / "browser-series-heatmaps.png"))
 
 
 def test_a_text_file_renamed_jpg_gets_a_message_naming_it(browser, app_url, tmp_path):
