@@ -225,7 +225,7 @@ def test_a_series_names_the_slices_that_disagree_with_the_patient_answer(tiny_ca
               "alzheimer-vs-tumor": np.log(np.tile([0.01, 0.99], (10, 1))),
               "alzheimer-severity": np.log(np.tile([0.4, 0.3, 0.3], (10, 1))), "tumor-type": tumor_type}
     monkeypatch.setattr(tiny_cascade, "calibrated", lambda values: {t: np.exp(v) for t, v in values.items()})
-    monkeypatch.setattr(tiny_cascade, "run_models", lambda images, batch_size=8, header_notes=None, ct_looks=None:
+    monkeypatch.setattr(tiny_cascade, "run_models", lambda images, batch_size=8, header_notes=None, pixel_rows=None:
                         (logits, {task: np.zeros((10, 4)) for task in TASKS}))
     series = tiny_cascade.predict_series([synthetic_slice(seed) for seed in range(10)])
     assert series.label == "tumor_glioma" and series.probabilities["tumor_glioma"] == pytest.approx(0.99 * 0.99 * 0.541)
