@@ -55,11 +55,12 @@ def latency_ms(cascade: Cascade, images: list, runs: int) -> dict[str, float]:
 
 
 def heatmap_ms(cascade: Cascade, images: list, runs: int) -> dict[str, float]:
-    """Extra time of the deciding stage's Grad-CAM heatmap (PyTorch, gradients) after an answer."""
-    results = [cascade.predict(image) for image in images[:runs]]
-    cascade.explain(images[0], results[0])
+    """Extra time of the shipped heatmap (occlusion of the answer: every model on its path re-run on each window)
+    after an answer."""
+    answered = [(image, result) for image in images[:runs] if not (result := cascade.predict(image)).refused]
+    cascade.explain(*answered[0])
     times = []
-    for image, result in zip(images, results):
+    for image, result in answered:
         start = time.perf_counter()
         cascade.explain(image, result)
         times.append((time.perf_counter() - start) * 1000)
