@@ -301,7 +301,8 @@ class Cascade:
         """Occlusion sensitivity (``explain.two_level_occlusion``): the fall in the answer's
         joint probability (the product of the decisions along its path, as ``decide`` forms it) when each window
         of the head is painted over with the head's median grey, background left black. Every model on the path
-        runs on every window. The map covers the head's crop, or the whole slice for models that read it whole."""
+        runs on every window. The map covers the head's crop, or the whole slice for models that read it whole, and
+        is zero off the head (no pixel there was painted over)."""
         path = result.stages
         framed = crop_to_head(image) if self.crops_to_head(result) else image
         grey = np.asarray(framed.convert("L"))
@@ -325,4 +326,7 @@ class Cascade:
                 scores *= probabilities[decided.name][:, TASKS[decided.name].classes.index(decided.decision)]
             return scores
 
-        return two_level_occlusion(score, float(score(None)[0]))
+        heatmap = two_level_occlusion(score, float(score(None)[0]))
+        # only the head's pixels were painted over: heat stays on them, not on the background a window also covered
+        inside = Image.fromarray(head).resize(heatmap.shape[::-1], Image.Resampling.BOX)
+        return heatmap * (np.asarray(inside.convert("F")) / 255 > 0.5)

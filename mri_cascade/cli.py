@@ -298,9 +298,10 @@ def familiarity_command(args: argparse.Namespace) -> int:
     print(f"other brain MRI (matplotlib sample): unfamiliarity {report['other_brain_mri']['unfamiliarity']:.2f}")
     for fold, figures in report.get("ct_leave_one_source_out", {}).items():
         print(f"\nCT test, {fold} (learned from {figures['ct_training_images']}, limit {figures['limit']:.4f}):")
-        for kind in ("unseen_ct", "mri"):
-            for name, row in figures[kind].items():
-                print(f"  {name:<52} refused {row['refused']:>4} of {row['images']:>5} ({100 * row['share']:.2f} %, "
+        for kind in ("unseen_ct", "unseen_ct_whole_check", "mri"):
+            for name, row in figures.get(kind, {}).items():
+                label = name + (" (whole check)" if kind == "unseen_ct_whole_check" else "")
+                print(f"  {label:<52} refused {row['refused']:>4} of {row['images']:>5} ({100 * row['share']:.2f} %, "
                       f"95 % CI {100 * row['low']:.2f}-{100 * row['high']:.2f})")
     return 0
 

@@ -185,3 +185,14 @@ def test_the_shipped_heatmap_points_at_real_tumors():
         if result.label and result.label.startswith("tumor_"):
             hits.append(points_at(cascade.explain(item.path, result).heatmap, item.boxes))
     assert len(hits) >= 12 and np.mean(hits) >= 0.6, json.dumps(hits)
+
+
+def test_the_map_lies_on_the_head_only(lesion_finder):
+    """No heat off the head: only head pixels are painted over, so a window's fall is not spread onto the background
+    it also covered. Catches maps whose mass leaks outside the head (an Alzheimer answer's map must keep at least 95 %
+    of its mass inside)."""
+    rng = np.random.default_rng(3)
+    image = lesion_slice(rng, (9, 9))  # a lesion near the head's edge
+    heatmap = lesion_finder.explain(image, lesion_finder.predict(image, refuse_unfamiliar=False)).heatmap
+    head = np.asarray(image) > 0
+    assert heatmap[~head].sum() <= 0.05 * heatmap.sum() and heatmap[head].max() == pytest.approx(1.0)

@@ -116,10 +116,12 @@ def ct_refused(check: FamiliarityCheck, images: Features) -> np.ndarray:
 
 
 def leave_one_ct_source_out(mri_train: Features, mri_judged: dict[str, Features], folds: dict[str, dict],
-                            not_ct: Features | None = None) -> dict:
+                            not_ct: Features | None = None, whole: FamiliarityCheck | None = None) -> dict:
     """The CT test fitted again for each fold of ``folds`` (name -> {"train": CT Features it learns from,
     "unseen": {name: CT Features it never saw}}) on ``mri_train``'s MRI, and scored: the share of each unseen CT
-    set it refuses, with a 95 % Wilson interval, and the share of each ``mri_judged`` set of MRI it refuses."""
+    set it refuses, with a 95 % Wilson interval, and the share of each ``mri_judged`` set of MRI it refuses. With
+    ``whole`` (the fitted check, whose other tests never learned from ``head_ct``), also what the whole rule refuses:
+    unfamiliarity above 1 or the fold's CT test."""
     from scipy.stats import binomtest
 
     def share(refused: np.ndarray) -> dict:
@@ -134,6 +136,10 @@ def leave_one_ct_source_out(mri_train: Features, mri_judged: dict[str, Features]
         report[fold] = {"ct_training_images": len(parts["train"]), "limit": check.ct_limit,
                         "unseen_ct": {name: share(ct_refused(check, images)) for name, images in parts["unseen"].items()},
                         "mri": {name: share(ct_refused(check, images)) for name, images in mri_judged.items()}}
+        if whole is not None:
+            report[fold]["unseen_ct_whole_check"] = {
+                name: share(refuses(whole.unfamiliarity(images.embeddings), ct_refused(check, images)))
+                for name, images in parts["unseen"].items()}
     return report
 
 
@@ -271,7 +277,7 @@ def fit_and_report(models_dir, splits, out_dir, validation_fraction: float = VAL
     if len(head_ct_files):
         report["ct_leave_one_source_out"] = leave_one_ct_source_out(
             features["train"], mri_by_source(features, {"validation": validation, "test": test}),
-            ct_folds(features, series_half(series)), not_ct)
+            ct_folds(features, series_half(series)), not_ct, check)
     out_dir.mkdir(parents=True, exist_ok=True)
     for folder in (out_dir, models_dir / "disease-detector"):  # the detector's model card quotes it
         (folder / "familiarity.json").write_text(json.dumps(report, indent=2))
