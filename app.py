@@ -28,7 +28,6 @@ from mri_cascade.service import (
     example_scans,
     heatmaps_for,
     limits_text,
-    load_heatmap_models_in_background,
     replace,
 )
 
@@ -251,7 +250,6 @@ def main() -> None:
         prevent_thread_lock=True,
     )
     print(f"MRI Cascade: ready on {demo.local_url}", file=sys.stderr, flush=True)
-    load_heatmap_models_in_background(cascade)
     demo.block_thread()
 
 

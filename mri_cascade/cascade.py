@@ -36,7 +36,7 @@ from .explain import (
     uncrop,
 )
 from .familiarity import CT_REFUSAL_REASON, REFUSAL_REASON, FamiliarityCheck
-from .images import HEAD_LEVEL, ImageSource, crop_to_head, head_box, load_image, load_slices
+from .images import ImageSource, crop_to_head, head_box, head_mask, load_image, load_slices
 from .labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, TASKS
 from .loading import SERIES_OPERATING_POINTS_KEY, Stage, load_familiarity, load_stages, read_operating_points
 from .medical import FROM_VOLUME_KEY, NOT_BRAIN_MRI_KEY, ORIENTATION_HINT
@@ -163,6 +163,12 @@ class Cascade:
         """Per image: how unlike the training scans it is (above 1: refused); None without a refusal check."""
         return None if self.familiarity is None else self.familiarity.unfamiliarity(embeddings)
 
+    def pixel_rows_wanted(self, refuse_unfamiliar: bool) -> list | None:
+        """A list for ``run_models`` to fill with pixel features when the refusal check has a CT test to read them,
+        else None: they cost a few milliseconds a scan."""
+        wanted = refuse_unfamiliar and self.familiarity is not None and self.familiarity.ct_weights is not None
+        return [] if wanted else None
+
     def with_refusals(self, results: list[CascadeResult], embeddings: dict[str, np.ndarray],
                       header_notes: Sequence[str | None] | None = None,
                       pixel_rows: Sequence[np.ndarray] | None = None) -> list[CascadeResult]:
@@ -197,7 +203,7 @@ class Cascade:
         ``refuse_unfamiliar`` is False. ``progress``: as in ``run_models``."""
         check_operating_point(operating_point or self.operating_point)
         notes: list[str | None] = []
-        pixel_rows: list[np.ndarray] = []
+        pixel_rows = self.pixel_rows_wanted(refuse_unfamiliar)
         logits, embeddings = self.run_models(images, batch_size, header_notes=notes, pixel_rows=pixel_rows,
                                              progress=progress)
         results = self.combine(self.calibrated(logits), operating_point)
@@ -218,7 +224,7 @@ class Cascade:
         point = check_operating_point(operating_point or self.operating_point)
         slices = load_slices(images)
         notes: list[str | None] = []
-        pixel_rows: list[np.ndarray] = []
+        pixel_rows = self.pixel_rows_wanted(refuse_unfamiliar)
         logits, embeddings = self.run_models(slices, batch_size, header_notes=notes, pixel_rows=pixel_rows)
         probabilities = self.calibrated(logits)
         per_slice = self.combine(probabilities, point)
@@ -306,7 +312,7 @@ class Cascade:
         path = result.stages
         framed = crop_to_head(image) if self.crops_to_head(result) else image
         grey = np.asarray(framed.convert("L"))
-        head = grey > HEAD_LEVEL * float(np.percentile(grey, 99))
+        head = head_mask(grey)
         median = int(np.median(grey[head])) if head.any() else 0
         inputs, fills, heads = {}, {}, {}
         for decided in path:

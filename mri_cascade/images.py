@@ -228,12 +228,21 @@ HEAD_MARGIN = 0.04
 """Background kept around the head, as a share of the box's side."""
 
 
+def head_level(grey: np.ndarray) -> float:
+    """The grey level above which a pixel of a slice (an array) counts as head: ``HEAD_LEVEL`` of its 99th percentile."""
+    return HEAD_LEVEL * float(np.percentile(grey, 99))
+
+
+def head_mask(grey: np.ndarray) -> np.ndarray:
+    return grey > head_level(grey)
+
+
 def head_box(image: Image.Image) -> tuple[int, int, int, int] | None:
     """The square (left, top, right, bottom) box around the head in a slice, with a small margin; it may reach
     past the image's edges, where ``Image.crop`` pads with black. None when no head stands out from the
     background (a blank or uniformly bright image)."""
     grey = np.asarray(image.convert("L"), dtype=np.float32)
-    level = HEAD_LEVEL * float(np.percentile(grey, 99))
+    level = head_level(grey)
     head = grey > level
     if level <= 0 or head.all():
         return None

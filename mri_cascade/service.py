@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -159,22 +158,6 @@ def classify(cascade: Cascade, image: ImageSource, explain: bool = True, operati
     if explain:
         _explain_now(cascade, view)
     return view
-
-
-def load_heatmap_models_in_background(cascade: Cascade) -> threading.Thread:
-    """Load the PyTorch models behind the heatmaps while the app already answers: the ONNX cascade starts without
-    torch, so the first heatmap would otherwise wait seconds for it. A failure is logged; the heatmaps then say
-    they could not be made."""
-    def load() -> None:
-        try:
-            for stage in cascade.stages.values():
-                stage.torch_model  # noqa: B018 - reading the property loads the model
-        except Exception as error:
-            logger.warning("the heatmap models could not be loaded: %s", type(error).__name__)
-
-    thread = threading.Thread(target=load, name="heatmap-models", daemon=True)
-    thread.start()
-    return thread
 
 
 Progress = Callable[[float, str], object]

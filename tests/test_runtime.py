@@ -214,17 +214,14 @@ def test_processor_settings_it_cannot_reproduce_go_through_the_transformers_proc
     np.testing.assert_allclose(pixels, stage.processor(images, return_tensors="np")["pixel_values"])
 
 
-def test_the_heatmap_models_load_in_the_background_and_a_failure_only_logs(exported_models, caplog):
-    from mri_cascade.service import load_heatmap_models_in_background
-
+def test_the_shipped_heatmap_runs_on_onnx_without_loading_pytorch(exported_models):
+    """Occlusion re-runs the ONNX models: no stage loads its PyTorch model for it (the app no longer loads them at
+    start-up). Catches an occlusion path that falls back to the PyTorch models."""
     cascade = Cascade.from_pretrained(exported_models)
-    load_heatmap_models_in_background(cascade).join(60)
-    assert all(stage._torch_model is not None for stage in cascade.stages.values())
-    broken = Cascade.from_pretrained(exported_models)
-    broken.stages["tumor-type"].location = str(exported_models / "missing")
-    with caplog.at_level("WARNING"):
-        load_heatmap_models_in_background(broken).join(60)
-    assert "heatmap models could not be loaded" in caplog.text
+    assert {stage.backend for stage in cascade.stages.values()} == {"onnx"}
+    scan = synthetic_slice(2, lesion=True)
+    assert cascade.explain(scan).heatmap.max() == pytest.approx(1.0)
+    assert all(stage._torch_model is None for stage in cascade.stages.values())
 
 
 def test_a_stage_loads_its_pytorch_model_once_however_many_threads_ask(exported_models, monkeypatch):

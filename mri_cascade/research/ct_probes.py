@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..images import HEAD_LEVEL
+from ..images import head_mask
 
 HEAD_CT_FOLDER = "head_ct"
 HEAD_CT_FILE = re.compile(r"(?P<series>.+)-(?P<index>\d+)\.jpg$", re.IGNORECASE)
@@ -49,7 +49,7 @@ def brain_region(grey: np.ndarray, depth_share: float = 1 / 12) -> np.ndarray:
     from scipy.ndimage import binary_erosion, binary_fill_holes
 
     small = np.asarray(Image.fromarray(grey.astype(np.uint8)).resize((MASK_SIDE, MASK_SIDE), Image.BILINEAR))
-    head = binary_fill_holes(small > HEAD_LEVEL * max(float(np.percentile(small, 99)), 1.0))
+    head = binary_fill_holes(head_mask(small))
     columns = np.flatnonzero(head.any(axis=0))
     depth = max(1, round((columns[-1] - columns[0]) * depth_share)) if len(columns) else 1
     return binary_erosion(head, iterations=int(depth))

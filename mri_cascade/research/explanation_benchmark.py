@@ -20,6 +20,7 @@ no boxes: their maps are judged on their mass inside the head and on the sanity 
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import time
 from collections.abc import Callable
@@ -29,9 +30,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from scipy.stats import spearmanr
+from tqdm import tqdm
 
 from ..cascade import Cascade
-from ..images import HEAD_LEVEL, load_image
+from ..explain import display_size
+from ..images import head_mask, load_image
 from ..labels import TUMOR_TYPE
 from ..loading import load_stages
 from ..results import CascadeResult
@@ -96,9 +99,8 @@ def cluster_parts(images: list[Image.Image], names: list[str]) -> tuple[np.ndarr
     return groups, np.array([draw[group] < CHOOSING_SHARE for group in groups])
 
 
-def head_mask(image: Image.Image) -> np.ndarray:
-    grey = np.asarray(image.convert("L"), dtype=np.float32)
-    return grey > HEAD_LEVEL * float(np.percentile(grey, 99))
+def head_of(image: Image.Image) -> np.ndarray:
+    return head_mask(np.asarray(image.convert("L"), dtype=np.float32))
 
 
 def box_mask(shape: tuple[int, int], boxes, margin: float = 0.0) -> np.ndarray:
@@ -127,7 +129,7 @@ def mass_in(heatmap: np.ndarray, mask: np.ndarray) -> float:
 def painted(image: Image.Image, pixels: np.ndarray) -> Image.Image:
     """``image`` in grey with ``pixels`` (a mask) set to the head's median grey."""
     grey = np.asarray(image.convert("L")).copy()
-    head = head_mask(image)
+    head = head_of(image)
     grey[pixels] = int(np.median(grey[head])) if head.any() else 0
     return Image.fromarray(grey, mode="L")
 
@@ -136,7 +138,7 @@ def deletion_curve(cascade: Cascade, image: Image.Image, heatmap: np.ndarray, re
                    rng: np.random.Generator) -> dict[str, list[float]]:
     """The fall in the answer's joint probability with the hottest, and random, ``DELETION_SHARES`` of the head's
     pixels painted over (ties in the map broken at random)."""
-    head = np.flatnonzero(head_mask(image).ravel())
+    head = np.flatnonzero(head_of(image).ravel())
     order = head[np.lexsort((rng.random(len(head)), -heatmap.ravel()[head]))]
     pictures, kinds = [], []
     for share in DELETION_SHARES:
@@ -210,8 +212,6 @@ def randomised_tasks(method: str, result: CascadeResult) -> list[str]:
 def score_slices(cascade: Cascade, models: str, slices: list[BoxedSlice], methods: list[str],
                  sanity_every: int = 1, seed: int = 0, progress: bool = True) -> list[dict]:
     """Per slice answered with a tumor, and per method: pointing, mass in box, deletion curve, sanity, time."""
-    from tqdm import tqdm
-
     rng = np.random.default_rng(seed)
     randomised: dict[tuple[str, ...], Cascade] = {}
     rows = []
@@ -221,8 +221,6 @@ def score_slices(cascade: Cascade, models: str, slices: list[BoxedSlice], method
         if result.refused or not result.label.startswith("tumor_"):
             rows.append({"source": item.source, "name": item.name, "answered_tumor": False})
             continue
-        from ..explain import display_size
-
         shown = display_size(image)
         boxes = box_mask(shown.size[::-1], item.boxes)
         row = {"source": item.source, "name": item.name, "answered_tumor": True, "label": result.label,
@@ -238,7 +236,7 @@ def score_slices(cascade: Cascade, models: str, slices: list[BoxedSlice], method
                 if tasks not in randomised:
                     randomised[tasks] = randomised_cascade(models, tasks)
                 figures["sanity_rho"] = rank_correlation(heatmap, METHODS[method](randomised[tasks], image, result),
-                                                         head_mask(shown))
+                                                         head_of(shown))
             row["methods"][method] = figures
         rows.append(row)
     return rows
@@ -294,10 +292,6 @@ def alzheimer_figures(cascade: Cascade, models: str, data_root: str | Path, coun
                       progress: bool = True) -> dict:
     """On up to ``count`` Alzheimer slices (one per subject of ``subjects.csv``, demented classes first) that the
     cascade answers with Alzheimer's: the map's mass inside the head and the sanity test's rank correlation."""
-    import csv
-
-    from tqdm import tqdm
-
     root = Path(data_root) / "alzheimer"
     with open(root / "subjects.csv", newline="") as stream:
         rows = [row for row in csv.DictReader(stream) if row["path"].startswith("train/")]
@@ -314,9 +308,7 @@ def alzheimer_figures(cascade: Cascade, models: str, data_root: str | Path, coun
             continue
         answered += 1
         heatmap = METHODS[method](cascade, image, result)
-        from ..explain import display_size
-
-        head = head_mask(display_size(image))
+        head = head_of(display_size(image))
         inside.append(mass_in(heatmap, head))
         tasks = tuple(randomised_tasks(method, result))
         if tasks not in randomised:
