@@ -92,23 +92,21 @@ def fit_ct_test(check: FamiliarityCheck, mri: Features, ct: Features, not_ct: Fe
     """Fit ``check``'s CT test in place: the pixel features' standardisation, a class-balanced logistic regression of
     head CT against brain MRI and ``not_ct`` (other pictures, so that a photo is not called a CT), and its limit from
     5-fold out-of-fold scores of the MRI."""
-    if not_ct is not None and len(not_ct):
-        mri_count, mri = len(mri), Features.join([mri, not_ct])
-    else:
-        mri_count = len(mri)
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    pixels = np.concatenate([mri.pixels, ct.pixels]).astype(np.float64)
+    negatives = Features.join([mri, not_ct]) if not_ct is not None and len(not_ct) else mri
+    pixels = np.concatenate([negatives.pixels, ct.pixels]).astype(np.float64)
     check.pixel_mean, check.pixel_scale = pixels.mean(axis=0), pixels.std(axis=0) + 1e-6
-    features = np.concatenate([check.ct_features(mri.embeddings, mri.pixels), check.ct_features(ct.embeddings, ct.pixels)])
-    is_ct = np.r_[np.zeros(len(mri)), np.ones(len(ct))]
+    features = np.concatenate([check.ct_features(negatives.embeddings, negatives.pixels),
+                               check.ct_features(ct.embeddings, ct.pixels)])
+    is_ct = np.r_[np.zeros(len(negatives)), np.ones(len(ct))]
     model = LogisticRegression(C=CT_REGULARISATION, class_weight="balanced", max_iter=5000)
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
     out_of_fold = cross_val_predict(model, features, is_ct, cv=folds, method="predict_proba")[:, 1]
     model.fit(features, is_ct)
     check.ct_weights, check.ct_bias = model.coef_[0].astype(np.float64), float(model.intercept_[0])
-    check.ct_limit = max(0.5, float(np.quantile(out_of_fold[:mri_count], CT_MRI_QUANTILE)))
+    check.ct_limit = max(0.5, float(np.quantile(out_of_fold[:len(mri)], CT_MRI_QUANTILE)))
 
 
 def ct_refused(check: FamiliarityCheck, images: Features) -> np.ndarray:
@@ -131,6 +129,7 @@ def leave_one_ct_source_out(mri_train: Features, mri_judged: dict[str, Features]
 
     report = {}
     for fold, parts in folds.items():
+        # a check with only the CT test: its other tests are not fitted again for each fold
         check = FamiliarityCheck([*sorted(mri_train.embeddings)], np.zeros(1), np.zeros((0, 1)), 1.0, {})
         fit_ct_test(check, mri_train, parts["train"], not_ct)
         report[fold] = {"ct_training_images": len(parts["train"]), "limit": check.ct_limit,
