@@ -58,4 +58,7 @@ def test_the_series_threshold_is_refitted_on_resamples_and_scored_on_the_subject
     stability = series_threshold_stability(tiny_cascade, probabilities, truth, subjects, "balanced")
     assert stability["resamples"] > 150 and stability["subjects"] == 30
     assert stability["disease_recall"]["p5"] == 1.0 and stability["healthy_kept"]["p5"] == 1.0
+    assert stability["disease_recall_every_subject"]["p5"] == 1.0 and stability["healthy_kept_every_subject"]["p5"] == 1.0
+    assert stability["disease_recall_fixed_threshold"]["p5"] == 1.0
+    assert stability["fitted_on_every_subject"]["disease_recall"] == 1.0
     assert 0.3 <= stability["threshold"]["p5"] <= stability["threshold"]["p95"] < 0.7

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from ..cascade import Cascade
 from ..decisions import OPERATING_POINTS, calls_healthy, healthy_above, scan_families
-from ..labels import ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, FAMILIES, TASKS, TUMOR_TYPE, answers_match
+from ..labels import ALZHEIMER_SEVERITY, ALZHEIMER_VS_TUMOR, DISEASE_DETECTOR, FAMILIES, TASKS, TUMOR_TYPE, answers_match
 from ..loading import model_location, resolve_file
 from .audit import fingerprint_dataset, near_duplicate_groups
 from .data import SPLIT_SEED, VALIDATION_FRACTION, fold_assignment, report_path, true_families
@@ -47,6 +47,7 @@ from .fitting import (
     NEVER_HEALTHY,
     TRAINING_RECORD,
     fit_operating_points,
+    fit_pooled_alzheimer_points,
     fit_series_operating_points,
     fold_models_by_fold,
     held_out_fold,
@@ -166,12 +167,19 @@ def cross_fitted_answers(cascade: Cascade, probabilities: dict[str, np.ndarray],
 
 def level_figures(answers: np.ndarray, truth: np.ndarray, p_healthy: np.ndarray, clusters: np.ndarray,
                   members: np.ndarray) -> dict:
-    """End to end, disease recall, healthy kept and the detector's AUC, over ``members``, with intervals."""
+    """End to end, disease recall, healthy kept, their mean (the balanced accuracy of healthy against diseased) and
+    the detector's AUC, over ``members``, with intervals."""
     right = answers_match(answers, truth)
     diseased, called_healthy = truth != "healthy", answers == "healthy"
+
+    def balanced_accuracy(i: np.ndarray) -> float | None:
+        sick, well = i[diseased[i]], i[~diseased[i]]
+        return float((1 - called_healthy[sick].mean() + called_healthy[well].mean()) / 2) if len(sick) and len(well) else None
+
     figures = {"end_to_end": with_interval(accuracy_of(right), members, clusters),
                "disease_recall": with_interval(accuracy_of(~called_healthy), members & diseased, clusters),
                "healthy_kept": with_interval(accuracy_of(called_healthy), members & ~diseased, clusters),
+               "detector_balanced_accuracy": with_interval(balanced_accuracy, members, clusters),
                "detector_auc": with_interval(auc_of(diseased, -p_healthy), members, clusters)}
     figures["images"] = int(members.sum())
     return figures
@@ -295,6 +303,7 @@ def run_benchmark(models: str, sources: list[str], batch_size: int = 16,
     report["tumor_type"] = {part: with_interval(accuracy_of(type_right), typed & (parts == part), clusters)
                             for part in np.unique(parts[typed])}
     report["alzheimer_baselines"] = alzheimer_baselines(scans, probabilities, truth)
+    report["alzheimer_severity"] = severity_figures(probabilities, truth, scans.subjects)
     report["series_threshold_stability"] = {
         point: series_threshold_stability(cascade, probabilities, truth, scans.subjects, point)
         for point in OPERATING_POINTS}
@@ -308,36 +317,54 @@ THRESHOLD_RESAMPLES = 200
 
 def series_threshold_stability(cascade: Cascade, probabilities: dict[str, np.ndarray], truth: np.ndarray,
                                subjects: np.ndarray, point: str, seed: int = 0) -> dict:
-    """How far the Alzheimer family's series threshold, fitted as ``calibrate`` fits it (``fit_operating_points`` on
-    pooled subjects), and the recall it gives carry over to subjects it was not fitted on: fitted on each of
-    ``THRESHOLD_RESAMPLES`` bootstrap resamples of the subjects, scored on the subjects left out of that resample.
-    The 5th to 95th percentiles of the threshold, of disease recall and of healthy kept."""
+    """How far the Alzheimer family's series threshold, fitted as ``calibrate`` fits it
+    (``fit_pooled_alzheimer_points``), and the recall it gives carry over to subjects it was not fitted on: fitted
+    on each of ``THRESHOLD_RESAMPLES`` bootstrap resamples of the subjects, scored on the subjects left out of that
+    resample (``disease_recall``, ``healthy_kept``) and on every subject (``..._every_subject``: the spread that the
+    threshold's own movement causes). Beside them, ``disease_recall_fixed_threshold``: the threshold fitted on every
+    subject scored on each resample's left-out subjects, the spread that scoring a few dozen subjects alone gives.
+    The 5th, 50th and 95th percentiles of each, and the threshold and its figures fitted on every subject."""
     pooled, pooled_truth, named = pooled_subjects(probabilities, truth, subjects)
     alzheimer = scan_families(pooled[ALZHEIMER_VS_TUMOR.name]) == FAMILIES[0]
     pooled = {task: p[alzheimer] for task, p in pooled.items()}
     pooled_truth = pooled_truth[alzheimer]
     diseased, p_healthy = pooled_truth != "healthy", pooled[DISEASE_DETECTOR.name][:, 0]
+    def threshold_of(members: np.ndarray) -> float:
+        fitted = fit_pooled_alzheimer_points(cascade, {task: p[members] for task, p in pooled.items()},
+                                             pooled_truth[members])
+        return fitted["operating_points"][point][FAMILIES[0]]
+
+    def recall_and_kept(threshold: float, members: np.ndarray) -> tuple[float, float]:
+        healthy = healthy_above(p_healthy[members], threshold)
+        return float((~healthy[diseased[members]]).mean()), float(healthy[~diseased[members]].mean())
+
+    everyone = np.arange(len(pooled_truth))
+    fitted_on_everyone = threshold_of(everyone)
     rng = np.random.default_rng(seed)
-    thresholds, recalls, kept = [], [], []
+    figures: dict[str, list[float]] = {name: [] for name in (
+        "threshold", "disease_recall", "healthy_kept", "disease_recall_every_subject", "healthy_kept_every_subject",
+        "disease_recall_fixed_threshold")}
     for _ in range(THRESHOLD_RESAMPLES):
         drawn = rng.integers(0, len(pooled_truth), len(pooled_truth))
-        left_out = np.setdiff1d(np.arange(len(pooled_truth)), drawn)
+        left_out = np.setdiff1d(everyone, drawn)
         if not diseased[drawn].any() or diseased[drawn].all() or not diseased[left_out].any() or diseased[left_out].all():
             continue
-        fitted = fit_operating_points(cascade, {task: p[drawn] for task, p in pooled.items()}, pooled_truth[drawn],
-                                      families=FAMILIES[:1])
-        threshold = fitted["operating_points"][point][FAMILIES[0]]
-        healthy = healthy_above(p_healthy[left_out], threshold)
-        thresholds.append(threshold)
-        recalls.append(float((~healthy[diseased[left_out]]).mean()))
-        kept.append(float(healthy[~diseased[left_out]].mean()))
+        threshold = threshold_of(drawn)
+        figures["threshold"].append(threshold)
+        for suffix, members in (("", left_out), ("_every_subject", everyone)):
+            recall, kept = recall_and_kept(threshold, members)
+            figures[f"disease_recall{suffix}"].append(recall)
+            figures[f"healthy_kept{suffix}"].append(kept)
+        figures["disease_recall_fixed_threshold"].append(recall_and_kept(fitted_on_everyone, left_out)[0])
 
     def spread(values: list[float]) -> dict:
         low, median, high = np.percentile(values, [5, 50, 95])
         return {"p5": float(low), "median": float(median), "p95": float(high)}
 
-    return {"resamples": len(thresholds), "subjects": int(len(pooled_truth)), "threshold": spread(thresholds),
-            "disease_recall": spread(recalls), "healthy_kept": spread(kept)}
+    recall, kept = recall_and_kept(fitted_on_everyone, everyone)
+    return {"resamples": len(figures["threshold"]), "subjects": int(len(pooled_truth)),
+            "fitted_on_every_subject": {"threshold": fitted_on_everyone, "disease_recall": recall, "healthy_kept": kept},
+            **{name: spread(values) for name, values in figures.items()}}
 
 
 def alzheimer_baselines(scans: OutOfFoldScans, probabilities: dict[str, np.ndarray], truth: np.ndarray) -> dict:
@@ -353,6 +380,35 @@ def alzheimer_baselines(scans: OutOfFoldScans, probabilities: dict[str, np.ndarr
     demented = (pooled_truth != "healthy").astype(int)
     return baseline_figures(-pooled[DISEASE_DETECTOR.name][:, 0], dark,
                             out_of_fold_histogram_scores(histograms, demented), demented, with_interval)
+
+
+def severity_figures(probabilities: dict[str, np.ndarray], truth: np.ndarray, subjects: np.ndarray) -> dict:
+    """How far stage 3 tells a new patient's severity, per subject with dementia (its slices pooled as a series):
+    how often its pooled severity is the subject's, beside always answering the most common severity; its balanced
+    accuracy; and the AUC of mild or worse against very mild. Stage 3 alone, whatever the detector said."""
+    pooled, pooled_truth, named = pooled_subjects(probabilities, truth, subjects)
+    demented = np.isin(pooled_truth, ALZHEIMER_SEVERITY.members())
+    if not demented.any():
+        return {}
+    severity = pooled[ALZHEIMER_SEVERITY.name][demented]
+    true_class = np.array([ALZHEIMER_SEVERITY.class_index(label) for label in pooled_truth[demented]])
+    said = severity.argmax(axis=1)
+    most_common = int(np.bincount(true_class).argmax())
+    everyone, names = np.ones(len(true_class), dtype=bool), named[demented]
+    present = np.unique(true_class)
+
+    def balanced(i: np.ndarray) -> float | None:
+        recalls = [float((said[i][true_class[i] == k] == k).mean()) for k in present if (true_class[i] == k).any()]
+        return float(np.mean(recalls)) if len(recalls) == len(present) else None
+
+    worse = true_class > 0
+    return {"subjects": int(len(true_class)),
+            "by_severity": {ALZHEIMER_SEVERITY.classes[k]: int((true_class == k).sum()) for k in present},
+            "right": with_interval(accuracy_of(said == true_class), everyone, names),
+            "always_most_common": {"severity": ALZHEIMER_SEVERITY.classes[most_common],
+                                   **with_interval(accuracy_of(true_class == most_common), everyone, names)},
+            "balanced_accuracy": with_interval(balanced, everyone, names),
+            "mild_or_worse_auc": with_interval(auc_of(worse, severity[:, 1:].sum(axis=1)), everyone, names)}
 
 
 def subject_figures(cascade: Cascade, probabilities: dict[str, np.ndarray], truth: np.ndarray, subjects: np.ndarray,

@@ -71,22 +71,39 @@ def best_accuracy_threshold(p_healthy: np.ndarray, is_healthy: np.ndarray, disea
     return float(candidates[best[-1]])
 
 
-def family_thresholds(p_healthy: np.ndarray, is_healthy: np.ndarray, disease_answer_right: np.ndarray) -> dict[str, float]:
+def equal_error_threshold(p_healthy: np.ndarray, is_healthy: np.ndarray) -> float:
+    """The threshold t (healthy iff P(healthy) > t) where disease recall and healthy kept are closest. Candidates
+    are those of ``best_accuracy_threshold``; between equally close candidates the higher one wins."""
+    p_healthy = np.asarray(p_healthy, dtype=float)
+    if not is_healthy.any() or is_healthy.all():
+        raise ValueError("an equal-error threshold needs healthy and diseased validation scans")
+    scores = np.unique(p_healthy)
+    candidates = np.concatenate([[0.0], (scores[:-1] + scores[1:]) / 2, [1.0]])
+    called_healthy = healthy_above(p_healthy[None, :], candidates[:, None])
+    gap = np.abs((~called_healthy[:, ~is_healthy]).mean(axis=1) - called_healthy[:, is_healthy].mean(axis=1))
+    return float(candidates[np.flatnonzero(np.isclose(gap, gap.min()))[-1]])
+
+
+def family_thresholds(p_healthy: np.ndarray, is_healthy: np.ndarray, disease_answer_right: np.ndarray,
+                      equal_error: bool = False) -> dict[str, float]:
     """One family's two thresholds (see ``fit_operating_points``) from its scans' P(healthy), which of them are
-    healthy, and whether the cascade's disease answer to each is right."""
-    balanced = best_accuracy_threshold(p_healthy, is_healthy, disease_answer_right)
+    healthy, and whether the cascade's disease answer to each is right; ``balanced`` at the equal-error point
+    instead of the best accuracy when ``equal_error``."""
+    balanced = (equal_error_threshold(p_healthy, is_healthy) if equal_error
+                else best_accuracy_threshold(p_healthy, is_healthy, disease_answer_right))
     screening = tune_healthy_threshold(p_healthy, is_healthy, SCREENING_DISEASE_RECALL)["threshold"]
     return {"balanced": balanced, "screening": max(balanced, screening)}
 
 
 def fit_operating_points(cascade: Cascade, stage_probabilities: dict[str, np.ndarray], truth: np.ndarray,
-                         families: Sequence[str] = FAMILIES) -> dict:
+                         families: Sequence[str] = FAMILIES, equal_error: bool = False) -> dict:
     """Both operating points from calibrated validation probabilities and the true label ids.
 
     A scan's family is what stage 2 says, as in the cascade. ``balanced`` takes, per family, the threshold with
     the best end-to-end accuracy; ``screening`` the lowest threshold with >= 95 % disease recall, so that as many
     healthy scans as possible stay healthy, but never one below ``balanced``: screening must not miss more
-    diseases than the default. Only ``families`` are fitted (each must hold diseased scans). Returns the
+    diseases than the default. With ``equal_error``, ``balanced`` is instead where disease recall equals healthy
+    kept (``equal_error_threshold``). Only ``families`` are fitted (each must hold diseased scans). Returns the
     thresholds and their validation figures.
     """
     truth = np.asarray(truth)
@@ -100,7 +117,7 @@ def fit_operating_points(cascade: Cascade, stage_probabilities: dict[str, np.nda
         if not (~is_healthy[members]).any():
             raise ValueError(f"the validation data holds no diseased scans that stage 2 calls {family}")
         fitted = family_thresholds(p_healthy[members], is_healthy[members],
-                                   answers_match(disease_answers[members], truth[members]))
+                                   answers_match(disease_answers[members], truth[members]), equal_error)
         for point in OPERATING_POINTS:
             points[point][family] = fitted[point]
     validation = {}
@@ -128,10 +145,10 @@ def pooled_subjects(stage_probabilities: dict[str, np.ndarray], truth: np.ndarra
 
 def fit_series_operating_points(cascade: Cascade, stage_probabilities: dict[str, np.ndarray], truth: np.ndarray,
                                 subjects: np.ndarray, slice_points: dict[str, dict[str, float]]) -> dict | None:
-    """Both operating points for a patient's series, fitted as ``fit_operating_points`` does on the subjects'
-    pooled probabilities (``pooled_subjects``): a mean over slices is less extreme than one slice, so the
-    slice thresholds call too many series diseased. Only the Alzheimer collection names its subjects, so the
-    Alzheimer family's thresholds are fitted and the tumor family's are the slice ones, ``slice_points``. None
+    """Both operating points for a patient's series, fitted on the subjects' pooled probabilities
+    (``pooled_subjects``): a mean over slices is less extreme than one slice, so the slice thresholds call too
+    many series diseased. Only the Alzheimer collection names its subjects, so the Alzheimer family's thresholds
+    are fitted (``fit_pooled_alzheimer_points``) and the tumor family's are the slice ones, ``slice_points``. None
     when no diseased subject is named: a series is then answered with the slice thresholds."""
     probabilities, pooled_truth, named = pooled_subjects(stage_probabilities, truth, subjects)
     if not len(named):
@@ -139,12 +156,21 @@ def fit_series_operating_points(cascade: Cascade, stage_probabilities: dict[str,
     alzheimer = scan_families(probabilities[ALZHEIMER_VS_TUMOR.name]) == FAMILIES[0]
     if not (pooled_truth[alzheimer] != "healthy").any():
         return None
-    fitted = fit_operating_points(cascade, {task: p[alzheimer] for task, p in probabilities.items()},
-                                  pooled_truth[alzheimer], families=FAMILIES[:1])
+    fitted = fit_pooled_alzheimer_points(cascade, {task: p[alzheimer] for task, p in probabilities.items()},
+                                         pooled_truth[alzheimer])
     fitted["operating_points"] = {point: {**slice_points[point], **thresholds}
                                   for point, thresholds in fitted["operating_points"].items()}
     fitted["validation_subjects"] = int(alzheimer.sum())
     return fitted
+
+
+def fit_pooled_alzheimer_points(cascade: Cascade, pooled: dict[str, np.ndarray], pooled_truth: np.ndarray) -> dict:
+    """The Alzheimer family's series thresholds from pooled subjects that stage 2 calls Alzheimer's
+    (``fit_operating_points``), ``balanced`` at the equal-error point: with a hundred-odd subjects the curve of
+    end-to-end accuracy is flat at its top and its maximum jumps between far-apart thresholds from one sample of
+    subjects to another (the benchmark's ``series_threshold_stability``), where the point of equal disease
+    recall and healthy kept moves little."""
+    return fit_operating_points(cascade, pooled, pooled_truth, families=FAMILIES[:1], equal_error=True)
 
 
 def update_config(model_dir: Path, changes: dict, remove: Sequence[str] = ()) -> None:
