@@ -21,8 +21,13 @@ from .results import CascadeResult, SeriesResult
 EXAMPLES_ENV = "MRI_CASCADE_EXAMPLES"
 """Environment variable naming another folder of example scans for the Space (default: the project's examples/)."""
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
-EXPLANATION_REPORT = Path(__file__).resolve().parent.parent / "reports" / "explanation_benchmark_reporting.json"
+REPORTS_DIR = Path(__file__).resolve().parent.parent / "reports"
+EXPLANATION_REPORT = REPORTS_DIR / "explanation_benchmark_reporting.json"
 """The explanation benchmark's held-out part (``mri-cascade explain-benchmark``): the heatmap caption's figure."""
+BENCHMARK_REPORT = REPORTS_DIR / "benchmark.json"
+"""The benchmark on new patients (``mri-cascade benchmark``): the severity caution's figures."""
+SEVERITY_CAUTION = ("**How severe is the least sure part of this answer.** The severity comes from the patient's "
+                    "clinical dementia rating, which one scan shows only in part.")
 REPORTED_METHODS = {"occlusion": "occlusion, answer", "grad-cam": "grad-cam, deciding model"}
 """The explanation methods' names in that report."""
 OPERATING_POINT_NAMES = {
@@ -108,6 +113,8 @@ def describe(result: CascadeResult) -> View:
     against = answer_against_bars(result)
     if against:
         answer += f"\n\n{against}"
+    if result.label.startswith("alzheimer_"):
+        answer += f"\n\n{severity_caution()}"
     if result.reason:  # a series that left some slices out says so
         answer += f"\n\n{result.reason}"
     return View(answer, path, joint, stages, payload)
@@ -240,6 +247,42 @@ def heatmap_pointing(method: str = DEFAULT_EXPLANATION) -> dict | None:
     if share is None or not images:
         return None
     return {"value": float(share), "low": figure.get("low"), "high": figure.get("high"), "images": images}
+
+
+def severity_reliability() -> dict | None:
+    """The benchmark's figures of stage 3 on new patients with dementia (``benchmark.severity_figures``): how often
+    their severity was right, and how often always answering the most common one was. Read afresh on every call;
+    None when the report is missing, unreadable or has no such figures."""
+    try:
+        figures = json.loads(BENCHMARK_REPORT.read_text(encoding="utf-8"))["alzheimer_severity"]
+        right, common = figures["right"], figures["always_most_common"]
+        reliability = {"subjects": int(figures["subjects"]), "right": float(right["value"]),
+                       "low": right.get("low"), "high": right.get("high"),
+                       "most_common": str(common["severity"]).replace("_", " "), "always_most_common": float(common["value"])}
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        logger.warning("the benchmark report cannot be read: %s", type(error).__name__)
+        return None
+    return reliability if reliability["subjects"] else None
+
+
+def severity_caution() -> str:
+    """The line under an Alzheimer's answer: severity is its least sure part, with the benchmark's figures
+    (``severity_reliability``) when there are any, and a plain verdict when it does no better than always
+    answering the most common severity."""
+    figures = severity_reliability()
+    if figures is None:
+        return SEVERITY_CAUTION
+    interval = ""
+    if figures["low"] is not None and figures["high"] is not None:
+        interval = f" (95 % CI {100 * figures['low']:.0f}-{100 * figures['high']:.0f} %)"
+    verdict = ""
+    if figures["low"] is None or figures["low"] <= figures["always_most_common"]:
+        verdict = " On new patients it has not been shown to do better than that."
+    return (f"{SEVERITY_CAUTION} For {figures['subjects']} new patients with dementia (benchmark) it was right for "
+            f"{100 * figures['right']:.0f} %{interval}; always answering *{figures['most_common']}* was right for "
+            f"{100 * figures['always_most_common']:.0f} %.{verdict}")
 
 
 def heatmap_caption(result: CascadeResult) -> str:
