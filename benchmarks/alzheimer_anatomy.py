@@ -1,28 +1,43 @@
-"""Does where the dark (CSF) pixels lie say more about Alzheimer's than how many there are?
+"""Does where the dark (CSF) pixels lie, or what a frozen DINOv2 sees, say more about Alzheimer's than how many there are?
 
 The Alzheimer slices are atlas-registered and skull-stripped, so a pixel's place is an anatomical place once the
-slice's level is known. Per subject (``subjects.csv``, every subject of the training split), with 5-fold subject-level
-cross-validation repeated over seeds, AUC of demented against healthy:
+slice's level is known, and the level is known: a subject's ``entropy_rank`` (``subjects.csv``) is its slices'
+order in the volume. Each slice's most similar slice of the same subject is always a neighbouring rank, and rank k of
+every subject lies within a slice of rank k of the subjects' mean (``levels``, printed). Ranks 1-25 are in every
+subject's training split; they run from the basal ganglia to the tops of the lateral ventricles, above the medial
+temporal lobe.
+
+Per subject (every subject of the training split), with 5-fold subject-level cross-validation repeated over seeds,
+AUC of demented against healthy, and each one's margin over the dark share on the same folds:
 
 - ``dark share``: the benchmark's baseline (``research.atrophy``), no fitting;
 - ``histogram``: logistic regression on the subject's mean grey-level histogram;
-- ``regional``: logistic regression on the dark share of each cell of a grid over the slice, averaged over the
-  subject's slices (ventricles, temporal horns and cortex fall in different cells);
-- ``against healthy of the same level``: each slice is matched to its nearest slices (32x32 thumbnails) among the
-  *training folds'* healthy subjects, which sets its level; the features are how much darker than them each cell is,
-  averaged over the subject's slices (a coarse voxel-based-morphometry map of missing tissue).
+- ``regional``: the dark share of each cell of a grid over the slice, averaged over the subject's slices
+  (ventricles, temporal lobes and cortex fall in different cells), and with the histogram beside it;
+- ``against healthy of the same level (thumbnails)``: each slice matched to its nearest slices (32x32 thumbnails)
+  among the *training folds'* healthy subjects; the features are how much darker than them each cell is, averaged;
+- ``dark share per level``: one dark share per rank 1-25;
+- ``grey level per voxel, levels aligned``: ranks 1-25 stacked as a volume, each slice scaled by its 99th
+  percentile, smoothed and sampled every ``VOXEL_STEP`` pixels, PCA to ``VOXEL_COMPONENTS`` inside the training folds;
+  a map of where tissue is darker (voxel-based-morphometry-like);
+- ``frozen DINOv2 class token`` (with ``--dinov2 DIR``, a ``python -m train.dinov2`` output): the class token of
+  ranks 1-25, averaged over them.
 
-Nothing is written; figures are printed. ``python -m benchmarks.alzheimer_anatomy ../shared/data``.
+The logistic regressions are standardised with C = ``C``. Nothing is written; figures are printed.
+``python -m benchmarks.alzheimer_anatomy ../shared/data [--dinov2 artifacts/dinov2-small]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy.ndimage import gaussian_filter
+from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
@@ -34,6 +49,11 @@ from mri_cascade.research.atrophy import BRAIN_LEVEL, DARK_LEVEL, slice_measures
 GRID = 8  # cells along each side of the slice
 NEIGHBOURS = 5
 SEEDS = 5
+C = 0.1
+LEVELS = range(1, 26)  # the entropy ranks every subject has in the training split
+VOXEL_SIGMA, VOXEL_STEP, VOXEL_COMPONENTS = 3.0, 8, 10
+DINOV2_C = 0.01
+DINOV2_SIZE = (196, 224)  # width, height: 14 x 16 patches of 14 px, the slices' aspect
 
 
 def dark_cells(grey: np.ndarray) -> np.ndarray:
@@ -51,18 +71,77 @@ def thumbnail(grey: np.ndarray) -> np.ndarray:
 
 
 def load(data_root: Path):
+    """Every training-split slice: grey levels, subject, whether demented, level (entropy rank), path."""
     rows = [row for row in csv.DictReader(open(data_root / "alzheimer" / "subjects.csv")) if row["path"].startswith("train/")]
     greys = [np.asarray(Image.open(data_root / "alzheimer" / row["path"]).convert("L"), dtype=np.float32) for row in rows]
     subjects = np.array([row["subject"] for row in rows])
     demented = np.array([not row["subject"].startswith("NonDemented") for row in rows])
-    return greys, subjects, demented
+    levels = np.array([int(row["entropy_rank"]) for row in rows])
+    return greys, subjects, demented, levels, [data_root / "alzheimer" / row["path"] for row in rows]
+
+
+def aligned(members: dict[str, np.ndarray], levels: np.ndarray, names: np.ndarray) -> np.ndarray:
+    """Per subject, the indices of its slices of ``LEVELS``, in level order: (subjects, levels)."""
+    return np.array([[members[s][levels[members[s]] == level][0] for level in LEVELS] for s in names])
+
+
+def level_agreement(thumbs: np.ndarray, by_level: np.ndarray) -> tuple[float, float]:
+    """How well ranks give levels: the share of slices whose most similar slice of the same subject is a neighbouring
+    rank, and the share of subjects whose slices lie, by median, within one rank of the subjects' mean at that rank."""
+    neighbouring, within_one = [], []
+    mean = thumbs[by_level].mean(axis=0)
+    mean /= np.linalg.norm(mean, axis=1, keepdims=True)
+    for row in by_level:
+        similar = thumbs[row] @ thumbs[row].T
+        np.fill_diagonal(similar, -np.inf)
+        neighbouring.append(np.abs(similar.argmax(axis=1) - np.arange(len(row))) == 1)
+        within_one.append(abs(np.median((thumbs[row] @ mean.T).argmax(axis=1) - np.arange(len(row)))) <= 1)
+    return float(np.concatenate(neighbouring).mean()), float(np.mean(within_one))
+
+
+def voxel_features(greys: list[np.ndarray], by_level: np.ndarray) -> np.ndarray:
+    """Each subject's levels as one volume of grey levels relative to each slice's 99th percentile, smoothed and
+    sampled every VOXEL_STEP pixels."""
+    def sampled(index: int) -> np.ndarray:
+        grey = greys[index]
+        scaled = grey / max(np.percentile(grey[grey > BRAIN_LEVEL], 99), 1.0)
+        return gaussian_filter(scaled, VOXEL_SIGMA)[::VOXEL_STEP, ::VOXEL_STEP].ravel()
+    return np.stack([np.concatenate([sampled(i) for i in row]) for row in by_level])
+
+
+def dinov2_class_tokens(model_dir: Path, paths: list[Path], by_level: np.ndarray) -> np.ndarray:
+    """The frozen DINOv2's class token of each subject's levels, averaged over them."""
+    import torch
+    from transformers import Dinov2Model
+
+    from train.dinov2 import IMAGENET_MEAN, IMAGENET_STD
+
+    model = Dinov2Model.from_pretrained(model_dir).eval()
+    mean, std = np.array(IMAGENET_MEAN)[:, None, None], np.array(IMAGENET_STD)[:, None, None]
+
+    def pixels(path: Path) -> np.ndarray:
+        grey = np.asarray(Image.open(path).convert("L").resize(DINOV2_SIZE, Image.BICUBIC), dtype=np.float32) / 255
+        return ((np.repeat(grey[None], 3, axis=0) - mean) / std).astype(np.float32)
+
+    tokens = []
+    with torch.no_grad():
+        for row in by_level:
+            batch = torch.from_numpy(np.stack([pixels(paths[i]) for i in row]))
+            tokens.append(model(pixel_values=batch).last_hidden_state[:, 0].mean(dim=0).numpy())
+    return np.stack(tokens)
+
+
+def logistic(c: float = C, components: int | None = None):
+    steps = [StandardScaler(), *([PCA(components)] if components else []), LogisticRegression(C=c, max_iter=5000)]
+    return make_pipeline(*steps)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("data", type=Path)
+    parser.add_argument("data", type=Path, help="the shared data folder (with alzheimer/ and its subjects.csv)")
+    parser.add_argument("--dinov2", type=Path, help="a converted DINOv2 ViT-S/14 (python -m train.dinov2 --out DIR)")
     args = parser.parse_args()
-    greys, slice_subject, slice_demented = load(args.data)
+    greys, slice_subject, slice_demented, levels, paths = load(args.data)
     cells = np.stack([dark_cells(g) for g in greys])
     thumbs = np.stack([thumbnail(g) for g in greys])
     measures = [slice_measures(Image.fromarray(g.astype(np.uint8))) for g in greys]
@@ -71,26 +150,33 @@ def main() -> None:
     names = np.unique(slice_subject)
     members = {s: np.flatnonzero(slice_subject == s) for s in names}
     demented = np.array([slice_demented[members[s][0]] for s in names]).astype(int)
-    per_subject = {"dark share": np.array([[dark[members[s]].mean()] for s in names]),
-                   "histogram": np.stack([histograms[members[s]].mean(axis=0) for s in names]),
-                   "regional": np.stack([cells[members[s]].mean(axis=0) for s in names])}
+    by_level = aligned(members, levels, names)
+    neighbouring, within_one = level_agreement(thumbs, by_level)
+    print(f"levels: a slice's most similar slice of its subject is a neighbouring rank for {100 * neighbouring:.1f} % "
+          f"of slices; {100 * within_one:.1f} % of subjects lie within one rank of the mean subject")
+    fitted: dict[str, tuple[np.ndarray, Callable]] = {
+        "histogram": (np.stack([histograms[members[s]].mean(axis=0) for s in names]), logistic),
+        "regional": (np.stack([cells[members[s]].mean(axis=0) for s in names]), logistic),
+        "grid and histogram together": (np.hstack([np.stack([cells[members[s]].mean(axis=0) for s in names]),
+                                                   np.stack([histograms[members[s]].mean(axis=0) for s in names])]),
+                                        logistic),
+        "dark share per level": (dark[by_level], logistic),
+        "grey level per voxel, levels aligned": (voxel_features(greys, by_level),
+                                                 lambda: logistic(components=VOXEL_COMPONENTS)),
+    }
+    if args.dinov2:
+        fitted["frozen DINOv2 class token"] = (dinov2_class_tokens(args.dinov2, paths, by_level),
+                                               lambda: logistic(DINOV2_C))
+    dark_share = np.array([dark[members[s]].mean() for s in names])
     print(f"{len(names)} subjects ({demented.sum()} demented), {len(greys)} slices; AUC, subject-level 5-fold CV, "
-          f"{SEEDS} seeds (mean, range over seeds)")
-
-    def model():
-        return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000))
-
-    results = {name: [] for name in (*per_subject, "against healthy of the same level", "regional + histogram")}
+          f"{SEEDS} seeds (mean, range over seeds), and the margin over the dark share (mean, range)")
+    results = {name: [] for name in ("dark share", *fitted, "against healthy of the same level (thumbnails)")}
     for seed in range(SEEDS):
         scores = {name: np.zeros(len(names)) for name in results}
+        scores["dark share"] = dark_share
         for train, test in StratifiedKFold(5, shuffle=True, random_state=seed).split(names, demented):
-            for name, features in per_subject.items():
-                if name == "dark share":
-                    scores[name][test] = features[test, 0]
-                else:
-                    scores[name][test] = model().fit(features[train], demented[train]).predict_proba(features[test])[:, 1]
-            both = np.hstack([per_subject["regional"], per_subject["histogram"]])
-            scores["regional + histogram"][test] = model().fit(both[train], demented[train]).predict_proba(both[test])[:, 1]
+            for name, (features, model) in fitted.items():
+                scores[name][test] = model().fit(features[train], demented[train]).predict_proba(features[test])[:, 1]
             healthy_slices = np.concatenate([members[names[i]] for i in train if not demented[i]])
             deficit = np.zeros((len(names), cells.shape[1]))
             for i, subject in enumerate(names):
@@ -98,12 +184,15 @@ def main() -> None:
                 reference = healthy_slices[slice_subject[healthy_slices] != subject]  # never the subject itself
                 nearest = np.argsort(-(thumbs[own] @ thumbs[reference].T), axis=1)[:, :NEIGHBOURS]
                 deficit[i] = (cells[own] - cells[reference][nearest].mean(axis=1)).mean(axis=0)
-            fitted = model().fit(deficit[train], demented[train])
-            scores["against healthy of the same level"][test] = fitted.predict_proba(deficit[test])[:, 1]
+            matched = logistic().fit(deficit[train], demented[train])
+            scores["against healthy of the same level (thumbnails)"][test] = matched.predict_proba(deficit[test])[:, 1]
         for name in results:
             results[name].append(roc_auc_score(demented, scores[name]))
+    baseline = np.array(results["dark share"])
     for name, aucs in results.items():
-        print(f"  {name:<36} {np.mean(aucs):.3f} ({min(aucs):.3f}-{max(aucs):.3f})")
+        margin = np.array(aucs) - baseline
+        print(f"  {name:<48} {np.mean(aucs):.3f} ({min(aucs):.3f}-{max(aucs):.3f})   "
+              f"margin {np.mean(margin):+.3f} ({margin.min():+.3f} to {margin.max():+.3f})")
 
 
 if __name__ == "__main__":
