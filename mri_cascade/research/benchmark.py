@@ -384,8 +384,8 @@ def alzheimer_baselines(scans: OutOfFoldScans, probabilities: dict[str, np.ndarr
 
 def severity_figures(probabilities: dict[str, np.ndarray], truth: np.ndarray, subjects: np.ndarray) -> dict:
     """How far stage 3 tells a new patient's severity, per subject with dementia (its slices pooled as a series):
-    how often its pooled severity is the subject's, beside always answering the most common severity; its balanced
-    accuracy; and the AUC of mild or worse against very mild. Stage 3 alone, whatever the detector said."""
+    how often its pooled severity is the subject's, beside always answering the most common severity; and, for very
+    mild (CDR 0.5) against mild or worse, its balanced accuracy and AUC. Stage 3 alone, whatever the detector said."""
     pooled, pooled_truth, named = pooled_subjects(probabilities, truth, subjects)
     demented = np.isin(pooled_truth, ALZHEIMER_SEVERITY.members())
     if not demented.any():
@@ -395,19 +395,19 @@ def severity_figures(probabilities: dict[str, np.ndarray], truth: np.ndarray, su
     said = severity.argmax(axis=1)
     most_common = int(np.bincount(true_class).argmax())
     everyone, names = np.ones(len(true_class), dtype=bool), named[demented]
-    present = np.unique(true_class)
+    worse, said_worse = true_class > 0, said > 0
 
     def balanced(i: np.ndarray) -> float | None:
-        recalls = [float((said[i][true_class[i] == k] == k).mean()) for k in present if (true_class[i] == k).any()]
-        return float(np.mean(recalls)) if len(recalls) == len(present) else None
+        if worse[i].all() or not worse[i].any():
+            return None
+        return float((said_worse[i][worse[i]].mean() + (~said_worse[i][~worse[i]]).mean()) / 2)
 
-    worse = true_class > 0
     return {"subjects": int(len(true_class)),
-            "by_severity": {ALZHEIMER_SEVERITY.classes[k]: int((true_class == k).sum()) for k in present},
+            "by_severity": {ALZHEIMER_SEVERITY.classes[k]: int((true_class == k).sum()) for k in np.unique(true_class)},
             "right": with_interval(accuracy_of(said == true_class), everyone, names),
             "always_most_common": {"severity": ALZHEIMER_SEVERITY.classes[most_common],
                                    **with_interval(accuracy_of(true_class == most_common), everyone, names)},
-            "balanced_accuracy": with_interval(balanced, everyone, names),
+            "mild_or_worse_balanced_accuracy": with_interval(balanced, everyone, names),
             "mild_or_worse_auc": with_interval(auc_of(worse, severity[:, 1:].sum(axis=1)), everyone, names)}
 
 
