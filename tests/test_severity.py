@@ -56,8 +56,8 @@ def test_without_the_report_the_caution_stands_alone_and_other_answers_carry_non
 def test_the_severity_is_scored_per_subject_with_dementia_beside_always_answering_the_most_common(monkeypatch):
     """Six very mild and three mild subjects of two slices each, and a healthy one that must not count. Stage 3
     says very mild for every subject but one mild subject: right for 7 of 9, the majority 6 of 9, balanced accuracy
-    of very mild against mild or worse (1 + 1/3) / 2. Catches scoring slices instead of pooled subjects, counting healthy subjects, and a balanced
-    accuracy that is plain accuracy."""
+    of very mild against mild or worse (1 + 1/3) / 2. Catches scoring slices instead of pooled subjects, counting
+    healthy subjects, and a balanced accuracy that is plain accuracy."""
     monkeypatch.setattr(benchmark, "BOOTSTRAP_RESAMPLES", 100)
     severities = ["alzheimer_very_mild"] * 6 + ["alzheimer_mild"] * 3 + ["healthy"]
     subjects = np.repeat([f"s{i}" for i in range(10)], 2)
