@@ -131,10 +131,23 @@ def print_benchmark(report: dict) -> None:
             row = baselines[name]
             print(f"  {name.replace('_', ' '):<44} {row['value']:+.3f} ({row['low']:+.3f} to {row['high']:+.3f})")
     for point, stability in report.get("series_threshold_stability", {}).items():
-        print(f"{point} series threshold fitted on {stability['resamples']} bootstrap resamples of "
-              f"{stability['subjects']} Alzheimer-family subjects, scored on those left out (5th-95th percentiles): "
-              + "; ".join(f"{name.replace('_', ' ')} {row['p5']:.3f}-{row['p95']:.3f} (median {row['median']:.3f})"
-                          for name, row in stability.items() if isinstance(row, dict)))
+        print(stability_line(point, stability))
+    severity = report.get("alzheimer_severity")
+    if severity:
+        print(f"\nseverity, {severity['subjects']} subjects with dementia: " + "; ".join(
+            f"{name.replace('_', ' ')} {row['value']:.3f} ({row['low']:.3f}-{row['high']:.3f})"
+            for name, row in severity.items() if isinstance(row, dict) and "low" in row and row["low"] is not None))
+
+
+def stability_line(point: str, stability: dict) -> str:
+    """One line of ``benchmark.series_threshold_stability``: the threshold fitted on every subject and its figures,
+    then each spread's 5th-95th percentiles."""
+    fitted = stability["fitted_on_every_subject"]
+    return (f"{point} series threshold {fitted['threshold']:.3f} on {stability['subjects']} Alzheimer-family subjects "
+            f"(disease recall {fitted['disease_recall']:.3f}, healthy kept {fitted['healthy_kept']:.3f}); refitted on "
+            f"{stability['resamples']} bootstrap resamples (5th-95th percentiles): "
+            + "; ".join(f"{name.replace('_', ' ')} {row['p5']:.3f}-{row['p95']:.3f} (median {row['median']:.3f})"
+                        for name, row in stability.items() if isinstance(row, dict) and "p5" in row))
 
 
 def print_summary(report: dict) -> None:

@@ -35,7 +35,8 @@ OPERATING_POINT_NAMES = {
     "screening": "Screening: fewer missed diseases, more false alarms",
 }
 OPERATING_POINT_HELP = (
-    "Balanced gives the most right answers overall. Screening calls a scan healthy only when the disease detector "
+    "Balanced gives the most right answers overall (for a patient's series: as many diseased patients found as "
+    "healthy ones kept). Screening calls a scan healthy only when the disease detector "
     "is surer, so it misses fewer diseases (at least 95 % found on validation scans) and raises more false alarms."
 )
 REFUSAL_ADVICE = (

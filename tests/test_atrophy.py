@@ -44,6 +44,7 @@ def test_the_series_threshold_is_refitted_on_resamples_and_scored_on_the_subject
     """Subjects whose pooled P(healthy) separates them perfectly: every resample's threshold keeps every left-out
     healthy subject and finds every left-out diseased one. Catches scoring on the subjects the threshold was fitted on
     (no left-out set) and recall and healthy kept swapped."""
+    from mri_cascade.cli import stability_line
     from mri_cascade.research.benchmark import series_threshold_stability
 
     rng = np.random.default_rng(0)
@@ -61,4 +62,6 @@ def test_the_series_threshold_is_refitted_on_resamples_and_scored_on_the_subject
     assert stability["disease_recall_every_subject"]["p5"] == 1.0 and stability["healthy_kept_every_subject"]["p5"] == 1.0
     assert stability["disease_recall_fixed_threshold"]["p5"] == 1.0
     assert stability["fitted_on_every_subject"]["disease_recall"] == 1.0
+    line = stability_line("balanced", stability)  # what `mri-cascade benchmark` prints of it
+    assert "disease recall fixed threshold 1.000-1.000" in line and "(disease recall 1.000, healthy kept 1.000)" in line
     assert 0.3 <= stability["threshold"]["p5"] <= stability["threshold"]["p95"] < 0.7
