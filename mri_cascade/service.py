@@ -232,40 +232,51 @@ def replace(shown: View | None, new: View) -> View:
     return new
 
 
-def heatmap_pointing(method: str = DEFAULT_EXPLANATION) -> dict | None:
-    """How often ``method``'s hottest point lay on the tumor, on the held-out tumor slices with known boxes of
-    ``EXPLANATION_REPORT`` (all sources): {"value": share, "low", "high" (95 % interval, may be None), "images"}.
-    Read afresh on every call; None when the report is missing, unreadable or has no such figure."""
+def read_report(path: Path, name: str, extract: Callable[[dict], dict | None]) -> dict | None:
+    """``extract`` of the JSON report at ``path``, read afresh on every call: None when the report is missing, and
+    None with a warning naming the ``name``d report when it is unreadable or lacks what ``extract`` takes."""
     try:
-        report = json.loads(EXPLANATION_REPORT.read_text(encoding="utf-8"))
-        figure = report["methods"][REPORTED_METHODS[method]]["by_source"]["all"]["pointing"]
-        share, images = figure["value"], int(figure["images"])
+        return extract(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as error:
-        logger.warning("the explanation report cannot be read: %s", type(error).__name__)
+        logger.warning("the %s cannot be read: %s", name, type(error).__name__)
         return None
-    if share is None or not images:
-        return None
-    return {"value": float(share), "low": figure.get("low"), "high": figure.get("high"), "images": images}
+
+
+def interval_text(figure: dict) -> str:
+    """' (95 % CI low-high %)' of a figure with shares ``low`` and ``high``; '' when either is None."""
+    if figure["low"] is None or figure["high"] is None:
+        return ""
+    return f" (95 % CI {100 * figure['low']:.0f}-{100 * figure['high']:.0f} %)"
+
+
+def heatmap_pointing(method: str = DEFAULT_EXPLANATION) -> dict | None:
+    """How often ``method``'s hottest point lay on the tumor, on the held-out tumor slices with known boxes of
+    ``EXPLANATION_REPORT`` (all sources): {"value": share, "low", "high" (95 % interval, may be None), "images"}.
+    None when the report is missing, unreadable or has no such figure (``read_report``)."""
+    def pointing(report: dict) -> dict | None:
+        figure = report["methods"][REPORTED_METHODS[method]]["by_source"]["all"]["pointing"]
+        share, images = figure["value"], int(figure["images"])
+        if share is None or not images:
+            return None
+        return {"value": float(share), "low": figure.get("low"), "high": figure.get("high"), "images": images}
+    return read_report(EXPLANATION_REPORT, "explanation report", pointing)
 
 
 def severity_reliability() -> dict | None:
     """The benchmark's figures of stage 3 on new patients with dementia (``benchmark.severity_figures``): how often
-    their severity was right, and how often always answering the most common one was. Read afresh on every call;
-    None when the report is missing, unreadable or has no such figures."""
-    try:
-        figures = json.loads(BENCHMARK_REPORT.read_text(encoding="utf-8"))["alzheimer_severity"]
+    their severity was right, and how often always answering the most common one was. None when the report is
+    missing, unreadable or has no such figures (``read_report``)."""
+    def reliability(report: dict) -> dict | None:
+        figures = report["alzheimer_severity"]
         right, common = figures["right"], figures["always_most_common"]
-        reliability = {"subjects": int(figures["subjects"]), "right": float(right["value"]),
-                       "low": right.get("low"), "high": right.get("high"),
-                       "most_common": str(common["severity"]).replace("_", " "), "always_most_common": float(common["value"])}
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        logger.warning("the benchmark report cannot be read: %s", type(error).__name__)
-        return None
-    return reliability if reliability["subjects"] else None
+        if not int(figures["subjects"]):
+            return None
+        return {"subjects": int(figures["subjects"]), "right": float(right["value"]),
+                "low": right.get("low"), "high": right.get("high"),
+                "most_common": str(common["severity"]).replace("_", " "), "always_most_common": float(common["value"])}
+    return read_report(BENCHMARK_REPORT, "benchmark report", reliability)
 
 
 def severity_caution() -> str:
@@ -275,15 +286,12 @@ def severity_caution() -> str:
     figures = severity_reliability()
     if figures is None:
         return SEVERITY_CAUTION
-    interval = ""
-    if figures["low"] is not None and figures["high"] is not None:
-        interval = f" (95 % CI {100 * figures['low']:.0f}-{100 * figures['high']:.0f} %)"
     verdict = ""
     if figures["low"] is None or figures["low"] <= figures["always_most_common"]:
         verdict = " On new patients it has not been shown to do better than that."
     return (f"{SEVERITY_CAUTION} For {figures['subjects']} new patients with dementia (benchmark) it was right for "
-            f"{100 * figures['right']:.0f} %{interval}; always answering *{figures['most_common']}* was right for "
-            f"{100 * figures['always_most_common']:.0f} %.{verdict}")
+            f"{100 * figures['right']:.0f} %{interval_text(figures)}; always answering *{figures['most_common']}* "
+            f"was right for {100 * figures['always_most_common']:.0f} %.{verdict}")
 
 
 def heatmap_caption(result: CascadeResult) -> str:
@@ -300,11 +308,8 @@ def heatmap_caption(result: CascadeResult) -> str:
     pointing = heatmap_pointing()
     if pointing is None:
         return HEATMAP_WHAT
-    interval = ""
-    if pointing["low"] is not None and pointing["high"] is not None:
-        interval = f" (95 % CI {100 * pointing['low']:.0f}-{100 * pointing['high']:.0f} %)"
     return (f"{HEATMAP_WHAT} On {pointing['images']} held-out tumor slices with known boxes its hottest point lay on "
-            f"the tumor {100 * pointing['value']:.0f} % of the time{interval}.")
+            f"the tumor {100 * pointing['value']:.0f} % of the time{interval_text(pointing)}.")
 
 
 SLICE_COLUMNS = ["slice", "answer", "probability", "P(disease)"]

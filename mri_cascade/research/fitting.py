@@ -53,6 +53,13 @@ TRAINING_RECORD = "training_args.json"  # run_train.py's record of how a model w
 NEVER_HEALTHY = dict.fromkeys(FAMILIES, 1.0)  # P(healthy) > 1 never holds: every scan takes the disease path
 
 
+def threshold_candidates(p_healthy: np.ndarray) -> np.ndarray:
+    """0, the points midway between neighbouring distinct scores, and 1: one threshold per interval of equal
+    decisions, in its middle."""
+    scores = np.unique(p_healthy)
+    return np.concatenate([[0.0], (scores[:-1] + scores[1:]) / 2, [1.0]])
+
+
 def best_accuracy_threshold(p_healthy: np.ndarray, is_healthy: np.ndarray, disease_answer_right: np.ndarray) -> float:
     """The threshold t (healthy iff P(healthy) > t) with the most right end-to-end answers: a scan called healthy
     is right when it is healthy, one called diseased when the cascade's disease answer for it is right.
@@ -63,8 +70,7 @@ def best_accuracy_threshold(p_healthy: np.ndarray, is_healthy: np.ndarray, disea
     p_healthy = np.asarray(p_healthy, dtype=float)
     if p_healthy.size == 0:
         raise ValueError("no validation scans to fit a threshold on")
-    scores = np.unique(p_healthy)
-    candidates = np.concatenate([[0.0], (scores[:-1] + scores[1:]) / 2, [1.0]])
+    candidates = threshold_candidates(p_healthy)
     called_healthy = healthy_above(p_healthy[None, :], candidates[:, None])
     right = np.where(called_healthy, is_healthy[None, :], disease_answer_right[None, :]).sum(axis=1)
     best = np.flatnonzero(right == right.max())
@@ -72,13 +78,12 @@ def best_accuracy_threshold(p_healthy: np.ndarray, is_healthy: np.ndarray, disea
 
 
 def equal_error_threshold(p_healthy: np.ndarray, is_healthy: np.ndarray) -> float:
-    """The threshold t (healthy iff P(healthy) > t) where disease recall and healthy kept are closest. Candidates
-    are those of ``best_accuracy_threshold``; between equally close candidates the higher one wins."""
+    """The threshold t (healthy iff P(healthy) > t) where disease recall and healthy kept are closest, among
+    ``threshold_candidates``; between equally close candidates the higher one wins."""
     p_healthy = np.asarray(p_healthy, dtype=float)
     if not is_healthy.any() or is_healthy.all():
         raise ValueError("an equal-error threshold needs healthy and diseased validation scans")
-    scores = np.unique(p_healthy)
-    candidates = np.concatenate([[0.0], (scores[:-1] + scores[1:]) / 2, [1.0]])
+    candidates = threshold_candidates(p_healthy)
     called_healthy = healthy_above(p_healthy[None, :], candidates[:, None])
     gap = np.abs((~called_healthy[:, ~is_healthy]).mean(axis=1) - called_healthy[:, is_healthy].mean(axis=1))
     return float(candidates[np.flatnonzero(np.isclose(gap, gap.min()))[-1]])
