@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from train.compare_folds import CLASSIFIER_METRICS, LABEL_METRICS, mean_over_runs, scoring_facts
+from train.compare_folds import (
+    CLASSIFIER_METRICS,
+    LABEL_METRICS,
+    SUBJECTS,
+    mean_over_runs,
+    scoring_facts,
+    with_subjects,
+)
 
 
 def test_a_classifier_is_scored_by_its_most_probable_class():
@@ -44,3 +51,19 @@ def test_a_fold_of_several_classifier_runs_is_scored_by_the_mean_of_its_runs():
     runs = np.stack([right, one_wrong], axis=-1)
     assert mean_over_runs(CLASSIFIER_METRICS["accuracy"])(truth, runs) == pytest.approx(5 / 6)
     assert mean_over_runs(CLASSIFIER_METRICS["accuracy"])(truth[:2], runs[:2]) == 1.0  # scans index the first axis
+
+
+def test_the_detector_is_also_scored_per_subject_on_its_slices_mean():
+    """compare_folds adds one row per named subject (the mean of its slices' P(healthy), per run), scored in its own
+    group. Catches pooling across subjects or runs, a subject's truth or cluster taken from another's slices, and
+    unnamed scans (other collections) counted as a subject."""
+    held_out = Dataset.from_dict({"subject": ["a", "b", "a", "", "b"]})
+    groups = np.array(["alzheimer", "alzheimer", "alzheimer", "tumor", "alzheimer"])
+    is_healthy = np.array([True, False, True, True, False])
+    clusters = np.array([3, 4, 3, 9, 4])
+    scores = {"recipe": np.array([[0.9, 0.5], [0.2, 0.4], [0.7, 0.3], [0.8, 0.8], [0.4, 0.0]])}  # (scans, runs)
+    (subject_groups, truth, subject_clusters), pooled = with_subjects(held_out, groups, is_healthy, clusters, scores)
+    assert subject_groups.tolist()[5:] == [SUBJECTS, SUBJECTS]
+    assert truth.tolist()[5:] == [True, False] and subject_clusters.tolist()[5:] == [3, 4]
+    np.testing.assert_allclose(pooled["recipe"][5:], [[0.8, 0.4], [0.3, 0.2]])
+    np.testing.assert_array_equal(pooled["recipe"][:5], scores["recipe"])  # the scans themselves are kept

@@ -12,7 +12,9 @@
 Each model directory's ``training_args.json`` names the fold it was validated on (``--validation_fold`` of
 ``run_train.py``; absent means fold 0). Every recipe is scored on each fold's held-out scans by its own models
 for that fold. The disease detector (the default ``--task``) is scored per scan family (the true collection): ROC
-AUC of P(healthy), and the share of healthy scans kept at 95 % disease recall. Any other task is scored on the
+AUC of P(healthy), and the share of healthy scans kept at 95 % disease recall; and per subject
+(``SUBJECTS``: each subject's held-out slices pooled as one series, their mean P(healthy), as the cascade pools a
+series), where the collection names its subjects. Any other task is scored on the
 held-out scans of its own classes: accuracy and balanced accuracy of its most probable class. Then each variant is
 compared with the first recipe (or ``--baseline``), on the folds both have, by a paired bootstrap over
 near-duplicate clusters (≈ subjects). ``--flips`` adds, for every recipe, its horizontal-flip average.
@@ -58,6 +60,8 @@ def healthy_kept(is_healthy: np.ndarray, p_healthy: np.ndarray) -> float:
     return float(healthy_above(p_healthy[is_healthy], threshold).mean())
 
 
+SUBJECTS = "subjects"
+"""The detector's scoring group of whole subjects, beside the scan families."""
 DETECTOR_METRICS = {"auc": lambda is_healthy, p: float(roc_auc_score(is_healthy, p)), "healthy_kept_at_95": healthy_kept}
 
 
@@ -116,6 +120,23 @@ def scoring_facts(task: str, dataset, clusters: np.ndarray) -> tuple[np.ndarray,
     return np.full(len(dataset), task), np.asarray(dataset["label"]), rows
 
 
+def with_subjects(dataset, groups: np.ndarray, is_healthy: np.ndarray, clusters: np.ndarray,
+                  scores: dict[str, np.ndarray]) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[str, np.ndarray]]:
+    """A detector's held-out scans with one more row per named subject, in the group ``SUBJECTS``: its scans' mean
+    P(healthy) per run (``scores``: variant -> (scans, runs)), whether it is healthy, and its scans' cluster."""
+    subjects = np.asarray(dataset["subject"])
+    named = np.unique(subjects[subjects != ""])
+    if not len(named):
+        return (groups, is_healthy, clusters), scores
+    members = [np.flatnonzero(subjects == subject) for subject in named]
+    facts = (np.concatenate([groups, np.full(len(named), SUBJECTS)]),
+             np.concatenate([is_healthy, [is_healthy[rows[0]] for rows in members]]),
+             np.concatenate([clusters, [clusters[rows[0]] for rows in members]]))
+    pooled = {variant: np.concatenate([p, np.stack([p[rows].mean(axis=0) for rows in members])])
+              for variant, p in scores.items()}
+    return facts, pooled
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", nargs="+")
@@ -152,8 +173,16 @@ def main() -> None:
     scores = {variant: {fold: np.stack(fold_runs, axis=-1) for fold, fold_runs in by_fold.items()}
               for variant, by_fold in runs.items()}  # runs on the last axis
     facts = {fold: scoring_facts(args.task, dataset, clusters) for fold, dataset in held_out.items()}
+    if is_detector:
+        for fold, dataset in held_out.items():
+            fold_scores = {variant: by_fold[fold] for variant, by_fold in scores.items() if fold in by_fold}
+            facts[fold], pooled = with_subjects(dataset, *facts[fold], fold_scores)
+            for variant, p in pooled.items():
+                scores[variant][fold] = p
     metrics = {metric: mean_over_runs(fn) for metric, fn in (DETECTOR_METRICS if is_detector else CLASSIFIER_METRICS).items()}
-    groups = FAMILIES if is_detector else (args.task,)
+    groups = (args.task,)
+    if is_detector:
+        groups = (*FAMILIES, SUBJECTS) if any((f[0] == SUBJECTS).any() for f in facts.values()) else FAMILIES
 
     report: dict = {"task": args.task, "recipes": recipes, "folds": {}, "comparisons": {}}
     for fold, (scan_groups, truth, _) in sorted(facts.items()):
