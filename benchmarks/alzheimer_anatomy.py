@@ -20,10 +20,18 @@ AUC of demented against healthy, and each one's margin over the dark share on th
 - ``grey level per voxel, levels aligned``: ranks 1-25 stacked as a volume, each slice scaled by its 99th
   percentile, smoothed and sampled every ``VOXEL_STEP`` pixels, PCA to ``VOXEL_COMPONENTS`` inside the training folds;
   a map of where tissue is darker (voxel-based-morphometry-like);
+- ``central and peripheral dark shares``: the dark share of the brain's inner part (ventricles) and of its rim
+  (cortical sulci), split at ``CENTRAL_DEPTH`` of the head's deepest point, averaged over the subject's slices;
 - ``frozen DINOv2 class token`` (with ``--dinov2 DIR``, a ``python -m train.dinov2`` output): the class token of
-  ranks 1-25, averaged over them.
+  ranks 1-25, averaged over them;
+- ``attention over levels (MIL)`` on the frozen DINOv2 class tokens and on the mean patch tokens: a gated-attention
+  multiple-instance model (Ilse et al. 2018) that sees a subject's 25 levels at once, each with a learned level
+  embedding, on ``MIL_COMPONENTS`` principal components fitted inside the training folds; fixed settings, no tuning;
+- ``slices scored one by one, pooled``: a logistic regression on each slice's mean patch token, trained on the
+  training folds' slices with the subject's label, its logits averaged over the subject's levels.
 
-The logistic regressions are standardised with C = ``C``. Nothing is written; figures are printed.
+Each model is built anew per fold from the repeat's seed. The logistic regressions are standardised with C = ``C``.
+Nothing is written; figures are printed.
 ``python -m benchmarks.alzheimer_anatomy ../shared/data [--dinov2 artifacts/dinov2-small]``.
 """
 
@@ -36,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import binary_fill_holes, distance_transform_edt, gaussian_filter
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -54,6 +62,9 @@ LEVELS = range(1, 26)  # the entropy ranks every subject has in the training spl
 VOXEL_SIGMA, VOXEL_STEP, VOXEL_COMPONENTS = 3.0, 8, 10
 DINOV2_C = 0.01
 DINOV2_SIZE = (196, 224)  # width, height: 14 x 16 patches of 14 px, the slices' aspect
+CENTRAL_DEPTH = 0.35  # share of the head's deepest point beyond which a pixel is central (ventricles), else rim
+MIL_COMPONENTS, MIL_HIDDEN, MIL_EPOCHS, MIL_WEIGHT_DECAY = 32, 16, 300, 1e-2
+SLICE_COMPONENTS, SLICE_C = 64, 0.01
 
 
 def dark_cells(grey: np.ndarray) -> np.ndarray:
@@ -62,6 +73,19 @@ def dark_cells(grey: np.ndarray) -> np.ndarray:
     dark = brain & (grey < DARK_LEVEL * np.percentile(grey[brain], 99)) if brain.any() else brain
     rows, columns = np.array_split(np.arange(grey.shape[0]), GRID), np.array_split(np.arange(grey.shape[1]), GRID)
     return np.array([[dark[np.ix_(r, c)].sum() / max(brain[np.ix_(r, c)].sum(), 1) for c in columns] for r in rows]).ravel()
+
+
+def central_and_rim_dark(grey: np.ndarray) -> tuple[float, float]:
+    """The dark share of the brain's central part (ventricles) and of its rim (sulci)."""
+    brain = grey > BRAIN_LEVEL
+    if not brain.any():
+        return 0.0, 0.0
+    head = binary_fill_holes(brain)
+    depth = distance_transform_edt(head)
+    central = depth > CENTRAL_DEPTH * depth.max()
+    rim = head & ~central
+    dark = head & (grey < DARK_LEVEL * np.percentile(grey[brain], 99))
+    return (dark & central).sum() / max(central.sum(), 1), (dark & rim).sum() / max(rim.sum(), 1)
 
 
 def thumbnail(grey: np.ndarray) -> np.ndarray:
@@ -109,8 +133,8 @@ def voxel_features(greys: list[np.ndarray], by_level: np.ndarray) -> np.ndarray:
     return np.stack([np.concatenate([sampled(i) for i in row]) for row in by_level])
 
 
-def dinov2_class_tokens(model_dir: Path, paths: list[Path], by_level: np.ndarray) -> np.ndarray:
-    """The frozen DINOv2's class token of each subject's levels, averaged over them."""
+def dinov2_tokens(model_dir: Path, paths: list[Path], by_level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The frozen DINOv2's class token and mean patch token of each subject's levels: two (subjects, levels, 384)."""
     import torch
     from transformers import Dinov2Model
 
@@ -123,12 +147,85 @@ def dinov2_class_tokens(model_dir: Path, paths: list[Path], by_level: np.ndarray
         grey = np.asarray(Image.open(path).convert("L").resize(DINOV2_SIZE, Image.BICUBIC), dtype=np.float32) / 255
         return ((np.repeat(grey[None], 3, axis=0) - mean) / std).astype(np.float32)
 
-    tokens = []
+    class_tokens, patch_tokens = [], []
     with torch.no_grad():
         for row in by_level:
-            batch = torch.from_numpy(np.stack([pixels(paths[i]) for i in row]))
-            tokens.append(model(pixel_values=batch).last_hidden_state[:, 0].mean(dim=0).numpy())
-    return np.stack(tokens)
+            hidden = model(pixel_values=torch.from_numpy(np.stack([pixels(paths[i]) for i in row]))).last_hidden_state
+            class_tokens.append(hidden[:, 0].numpy())
+            patch_tokens.append(hidden[:, 1:].mean(dim=1).numpy())
+    return np.stack(class_tokens), np.stack(patch_tokens)
+
+
+class AttentionOverLevels:
+    """Gated-attention multiple-instance learning over a subject's levels (Ilse et al. 2018), with a learned
+    embedding per level, on whitened principal components of the slice features; ``fit``/``predict_proba`` like a
+    scikit-learn classifier of (subjects, levels, features) arrays."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def _inputs(self, features: np.ndarray):
+        import torch
+
+        flat = self.pca.transform(self.scaler.transform(features.reshape(-1, features.shape[-1])))
+        flat /= np.sqrt(self.pca.explained_variance_)
+        return torch.tensor(flat.reshape(*features.shape[:2], -1), dtype=torch.float32)
+
+    def fit(self, features: np.ndarray, labels: np.ndarray) -> AttentionOverLevels:
+        import torch
+        from torch import nn
+
+        flat = features.reshape(-1, features.shape[-1])
+        self.scaler = StandardScaler().fit(flat)
+        self.pca = PCA(MIL_COMPONENTS, random_state=0).fit(self.scaler.transform(flat))
+        torch.manual_seed(self.seed)
+        levels = features.shape[1]
+
+        class Model(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.embed = nn.Sequential(nn.Dropout(0.25), nn.Linear(MIL_COMPONENTS, MIL_HIDDEN), nn.ReLU())
+                self.level = nn.Parameter(torch.zeros(levels, MIL_HIDDEN))
+                self.value, self.gate = nn.Linear(MIL_HIDDEN, 8), nn.Linear(MIL_HIDDEN, 8)
+                self.attention, self.out = nn.Linear(8, 1), nn.Linear(MIL_HIDDEN, 1)
+
+            def forward(self, x):
+                embedded = self.embed(x) + self.level
+                weights = self.attention(torch.tanh(self.value(embedded)) * torch.sigmoid(self.gate(embedded)))
+                return self.out((weights.softmax(dim=1) * embedded).sum(dim=1)).squeeze(-1)
+
+        self.model = Model()
+        optimiser = torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=MIL_WEIGHT_DECAY)
+        inputs, targets = self._inputs(features), torch.tensor(labels, dtype=torch.float32)
+        self.model.train()
+        for _ in range(MIL_EPOCHS):  # full batch
+            optimiser.zero_grad()
+            nn.functional.binary_cross_entropy_with_logits(self.model(inputs), targets).backward()
+            optimiser.step()
+        self.model.eval()
+        return self
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            positive = torch.sigmoid(self.model(self._inputs(features))).numpy()
+        return np.stack([1 - positive, positive], axis=1)
+
+
+class SlicesPooled:
+    """A logistic regression on single slices (each with its subject's label), its logits averaged per subject."""
+
+    def fit(self, features: np.ndarray, labels: np.ndarray) -> SlicesPooled:
+        self.model = make_pipeline(StandardScaler(), PCA(SLICE_COMPONENTS, random_state=0),
+                                   LogisticRegression(C=SLICE_C, max_iter=5000))
+        self.model.fit(features.reshape(-1, features.shape[-1]), np.repeat(labels, features.shape[1]))
+        return self
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        logits = self.model.decision_function(features.reshape(-1, features.shape[-1])).reshape(features.shape[:2])
+        positive = 1 / (1 + np.exp(-logits.mean(axis=1)))
+        return np.stack([1 - positive, positive], axis=1)
 
 
 def logistic(c: float = C, components: int | None = None):
@@ -145,6 +242,7 @@ def main() -> None:
     cells = np.stack([dark_cells(g) for g in greys])
     thumbs = np.stack([thumbnail(g) for g in greys])
     measures = [slice_measures(Image.fromarray(g.astype(np.uint8))) for g in greys]
+    central_rim = np.array([central_and_rim_dark(g) for g in greys])
     dark = np.array([m[0] for m in measures])
     histograms = np.stack([m[1] for m in measures])
     names = np.unique(slice_subject)
@@ -154,19 +252,24 @@ def main() -> None:
     neighbouring, within_one = level_agreement(thumbs, by_level)
     print(f"levels: a slice's most similar slice of its subject is a neighbouring rank for {100 * neighbouring:.1f} % "
           f"of slices; {100 * within_one:.1f} % of subjects lie within one rank of the mean subject")
-    fitted: dict[str, tuple[np.ndarray, Callable]] = {
-        "histogram": (np.stack([histograms[members[s]].mean(axis=0) for s in names]), logistic),
-        "regional": (np.stack([cells[members[s]].mean(axis=0) for s in names]), logistic),
+    fitted: dict[str, tuple[np.ndarray, Callable[[int], object]]] = {
+        "histogram": (np.stack([histograms[members[s]].mean(axis=0) for s in names]), lambda seed: logistic()),
+        "regional": (np.stack([cells[members[s]].mean(axis=0) for s in names]), lambda seed: logistic()),
         "grid and histogram together": (np.hstack([np.stack([cells[members[s]].mean(axis=0) for s in names]),
                                                    np.stack([histograms[members[s]].mean(axis=0) for s in names])]),
-                                        logistic),
-        "dark share per level": (dark[by_level], logistic),
+                                        lambda seed: logistic()),
+        "central and peripheral dark shares": (np.stack([central_rim[members[s]].mean(axis=0) for s in names]),
+                                               lambda seed: logistic()),
+        "dark share per level": (dark[by_level], lambda seed: logistic()),
         "grey level per voxel, levels aligned": (voxel_features(greys, by_level),
-                                                 lambda: logistic(components=VOXEL_COMPONENTS)),
+                                                 lambda seed: logistic(components=VOXEL_COMPONENTS)),
     }
     if args.dinov2:
-        fitted["frozen DINOv2 class token"] = (dinov2_class_tokens(args.dinov2, paths, by_level),
-                                               lambda: logistic(DINOV2_C))
+        class_tokens, patch_tokens = dinov2_tokens(args.dinov2, paths, by_level)
+        fitted["frozen DINOv2 class token"] = (class_tokens.mean(axis=1), lambda seed: logistic(DINOV2_C))
+        fitted["attention over levels (MIL), DINOv2 class tokens"] = (class_tokens, AttentionOverLevels)
+        fitted["attention over levels (MIL), DINOv2 patch tokens"] = (patch_tokens, AttentionOverLevels)
+        fitted["slices scored one by one, pooled (patch tokens)"] = (patch_tokens, lambda seed: SlicesPooled())
     dark_share = np.array([dark[members[s]].mean() for s in names])
     print(f"{len(names)} subjects ({demented.sum()} demented), {len(greys)} slices; AUC, subject-level 5-fold CV, "
           f"{SEEDS} seeds (mean, range over seeds), and the margin over the dark share (mean, range)")
@@ -176,7 +279,7 @@ def main() -> None:
         scores["dark share"] = dark_share
         for train, test in StratifiedKFold(5, shuffle=True, random_state=seed).split(names, demented):
             for name, (features, model) in fitted.items():
-                scores[name][test] = model().fit(features[train], demented[train]).predict_proba(features[test])[:, 1]
+                scores[name][test] = model(seed).fit(features[train], demented[train]).predict_proba(features[test])[:, 1]
             healthy_slices = np.concatenate([members[names[i]] for i in train if not demented[i]])
             deficit = np.zeros((len(names), cells.shape[1]))
             for i, subject in enumerate(names):
