@@ -52,7 +52,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from mri_cascade.research.atrophy import BRAIN_LEVEL, DARK_LEVEL, slice_measures
+from mri_cascade.research.atrophy import BRAIN_LEVEL, dark_level, slice_measures
 
 GRID = 8  # cells along each side of the slice
 NEIGHBOURS = 5
@@ -70,7 +70,7 @@ SLICE_COMPONENTS, SLICE_C = 64, 0.01
 def dark_cells(grey: np.ndarray) -> np.ndarray:
     """The dark share of each of GRID x GRID cells of a slice (0 where a cell holds no brain)."""
     brain = grey > BRAIN_LEVEL
-    dark = brain & (grey < DARK_LEVEL * np.percentile(grey[brain], 99)) if brain.any() else brain
+    dark = brain & (grey < dark_level(grey, brain)) if brain.any() else brain
     rows, columns = np.array_split(np.arange(grey.shape[0]), GRID), np.array_split(np.arange(grey.shape[1]), GRID)
     return np.array([[dark[np.ix_(r, c)].sum() / max(brain[np.ix_(r, c)].sum(), 1) for c in columns] for r in rows]).ravel()
 
@@ -84,7 +84,7 @@ def central_and_rim_dark(grey: np.ndarray) -> tuple[float, float]:
     depth = distance_transform_edt(head)
     central = depth > CENTRAL_DEPTH * depth.max()
     rim = head & ~central
-    dark = head & (grey < DARK_LEVEL * np.percentile(grey[brain], 99))
+    dark = head & (grey < dark_level(grey, brain))
     return (dark & central).sum() / max(central.sum(), 1), (dark & rim).sum() / max(rim.sum(), 1)
 
 

@@ -24,6 +24,12 @@ HISTOGRAM_BINS = 20
 REPEATS = 10
 
 
+def dark_level(grey: np.ndarray, brain: np.ndarray) -> float:
+    """The grey level below which a brain pixel of a slice counts as CSF: ``DARK_LEVEL`` of the brain's 99th
+    percentile (``brain`` must hold a pixel)."""
+    return DARK_LEVEL * float(np.percentile(grey[brain], 99))
+
+
 def slice_measures(image: Image.Image) -> tuple[float, np.ndarray]:
     """A slice's dark share and its brain pixels' grey-level histogram (shares summing to 1)."""
     grey = np.asarray(image.convert("L"), dtype=np.float32)
@@ -31,7 +37,7 @@ def slice_measures(image: Image.Image) -> tuple[float, np.ndarray]:
     if not brain.any():
         return 0.0, np.zeros(HISTOGRAM_BINS)
     values = grey[brain]
-    dark = float((values < DARK_LEVEL * np.percentile(values, 99)).mean())
+    dark = float((values < dark_level(grey, brain)).mean())
     counts = np.histogram(values, bins=HISTOGRAM_BINS, range=(0, 256))[0]
     return dark, counts / counts.sum()
 
