@@ -228,7 +228,7 @@ def test_a_fold_model_of_the_shipped_fold_is_refused(fold_setup, tmp_path):
         held_out_logits(shipped, train, [fold_models, fold_models])
 
 
-def test_unseen_subject_models_need_models_trained_on_the_evaluated_collections(fold_setup, tmp_path):
+def test_unseen_subject_models_need_models_trained_on_the_evaluated_collections(fold_setup, tmp_path, capsys):
     models, fold_models, _ = fold_setup
     recorded = shutil.copytree(models, tmp_path / "models")
     for task in TASKS:  # as run_train.py records them: fold 0 held out of these two collections
@@ -244,6 +244,10 @@ def test_unseen_subject_models_need_models_trained_on_the_evaluated_collections(
     # other collections, or models with no record of theirs, were split into other folds: no unseen subjects
     assert unseen_subject_models(cascade, ["data/alzheimer"]) == {}
     assert unseen_subject_models(Cascade.from_pretrained(models), ["data/alzheimer", "data/brain_tumor"]) == {}
+    assert "no figures on unseen subjects" not in capsys.readouterr().err  # no fold models asked for
+    # asked for fold models it cannot use: it says why, instead of leaving the section out silently
+    assert unseen_subject_models(cascade, ["data/brain_tumor", "data/br35h"], [fold_models]) == {}
+    assert "no figures on unseen subjects" in capsys.readouterr().err
 
 
 @pytest.fixture

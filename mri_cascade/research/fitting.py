@@ -363,11 +363,17 @@ def unseen_subject_models(cascade: Cascade, sources: Sequence[str], fold_models:
                           seed: int = SPLIT_SEED) -> dict[int, FoldModels]:
     """For ``evaluation.evaluate_cascade``'s test figures on unseen subjects: each held-out fold's models
     (``fold_models_by_fold``). Empty unless every model trained on ``sources``' collections in ``canonical_order``,
-    so that its folds are the ones ``data.fold_assignment`` draws from them."""
+    so that its folds are the ones ``data.fold_assignment`` draws from them; with ``fold_models`` given, a note on
+    stderr then says which model did not."""
     wanted = [Path(source).name for source in canonical_order(sources)]
-    for stage in cascade.stages.values():
+    for task, stage in cascade.stages.items():
         record = training_record(stage.location) or {}
-        if [Path(source).name for source in record.get("data", [])] != wanted:
+        trained_on = [Path(source).name for source in record.get("data", [])]
+        if trained_on != wanted:
+            if fold_models:
+                print(f"note: no figures on unseen subjects: the {task} model trained on "
+                      f"{', '.join(trained_on) or 'no recorded collections'}, not on {', '.join(wanted)} in that "
+                      "order, so its folds are not the ones drawn here", file=sys.stderr)
             return {}
     return fold_models_by_fold(cascade.stages, fold_models, validation_fraction, seed)
 
