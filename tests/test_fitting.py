@@ -334,6 +334,26 @@ def test_kept_fold_logits_of_another_recipe_or_other_flips_or_scans_are_refused(
         FoldLogits.load(damaged)
 
 
+def test_kept_fold_logits_stand_for_the_folds_of_a_refit_of_their_recipe(kept_fold):
+    """Catches the all-subject shipped models refusing their own recipe's kept folds (their records differ in how
+    they validated and chose an epoch), or accepting the folds of another recipe through that leniency."""
+    shipped, path, train = kept_fold
+    record_file = shipped / "disease-detector" / "training_args.json"
+    record = json.loads(record_file.read_text())
+    refit = {**record, "validation": "none", "best_metric": None}
+    record_file.write_text(json.dumps(refit))
+    held = held_out_logits(load_stages(shipped), train, [path])
+    assert [(part.fold, part.out_of_fold) for part in held] == [
+        (0, {"alzheimer-vs-tumor", "alzheimer-severity", "tumor-type"}), (1, {"disease-detector"})]
+    record_file.write_text(json.dumps({**refit, "learning_rate": 1.0}))
+    with pytest.raises(ValueError, match="another recipe"):
+        held_out_logits(load_stages(shipped), train, [path])
+    # a model that held out a fold still differs from the fold's in how it validated: another recipe
+    record_file.write_text(json.dumps({**record, "validation": "cross-source"}))
+    with pytest.raises(ValueError, match="another recipe"):
+        held_out_logits(load_stages(shipped), train, [path])
+
+
 @pytest.fixture
 def refit(fold_setup, tmp_path):
     """The shipped tiny models with the detector refitted on every fold (run_train.py --validation none), and a

@@ -9,6 +9,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..labels import LABELS, TASKS
 from ..loading import CROP_TO_HEAD_KEY, TEST_TIME_FLIPS_KEY
+from .fold_logits import is_refit
 
 TEMPLATE = Path(__file__).resolve().parent.parent.parent / "model_cards" / "model_card.md"
 DEFAULT_PREFIX = "mri-cascade/mri"
@@ -156,7 +157,7 @@ def render_model_card(model_dir: Path, prefix: str = DEFAULT_PREFIX) -> ModelCar
         best_metric=(training.get("best_metric", "balanced_accuracy") or "").replace("_", " "),
         datasets_text=", ".join(Path(source).name for source in training.get("data", [])) or "not recorded",
         validation_images=validation.get("validation_images", "?"),
-        refit=training.get("validation") == "none",
+        refit=is_refit(training),
         epochs=f"{training['epochs']:g}" if "epochs" in training else "?",
         learning_rate=training.get("learning_rate", "?"),
         batch_size=training.get("batch_size", "?"),

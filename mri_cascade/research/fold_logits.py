@@ -6,7 +6,9 @@ split (``evaluate``'s unseen subjects). ``fitting.keep_fold_logits`` keeps those
 collection and file, beside each model's training record, weights' SHA-256 and test-time flips; ``--fold-models``
 takes such a file in place of the folder. A kept file stands for models of the shipped recipe only while the
 shipped models are of that recipe (their training records, the held-out fold aside) and run with the same
-test-time flips: ``check_against`` refuses it otherwise, as the logits would then describe other models.
+test-time flips: ``check_against`` refuses it otherwise, as the logits would then describe other models. A shipped
+model trained on every scan (``--validation none``) is the refit of its fold models' recipe: with no fold to choose
+an epoch on, it keeps its last, so their records also differ in how they validated and chose one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 FOLD_LOGITS_SUFFIX = ".npz"
 RECORD_FIELDS_FREE_BY_FOLD = ("validation_fold",)  # the training-record fields that differ between folds' models
+RECORD_FIELDS_FREE_IN_A_REFIT = ("validation", "best_metric")  # and between them and a refit on every scan
 RECORD_DEFAULTS = {"trainable_blocks": -1}
 """Options that ``run_train.py`` gained after some models were recorded, with the value that a record without
 them trained with (the option's default there; a test holds the two equal)."""
@@ -30,9 +33,16 @@ def scan_keys(scans) -> np.ndarray:
     return np.char.add(np.char.add(np.asarray(scans["source"], dtype=str), "/"), np.asarray(scans["file"], dtype=str))
 
 
-def recipe_of(record: Mapping) -> dict:
-    """A training record without the fields that differ by fold, older records completed with ``RECORD_DEFAULTS``."""
-    return {key: value for key, value in {**RECORD_DEFAULTS, **record}.items() if key not in RECORD_FIELDS_FREE_BY_FOLD}
+def recipe_of(record: Mapping, refit: bool = False) -> dict:
+    """A training record without the fields that differ by fold (and, compared with a ``refit`` on every scan,
+    without how it validated), older records completed with ``RECORD_DEFAULTS``."""
+    free = RECORD_FIELDS_FREE_BY_FOLD + (RECORD_FIELDS_FREE_IN_A_REFIT if refit else ())
+    return {key: value for key, value in {**RECORD_DEFAULTS, **record}.items() if key not in free}
+
+
+def is_refit(record: Mapping) -> bool:
+    """Whether a training record is of a model trained on every scan of its split (``--validation none``)."""
+    return record.get("validation") == "none"
 
 
 def is_fold_logits_file(path: str | Path) -> bool:
@@ -79,7 +89,8 @@ class FoldLogits:
         """An error unless every kept task's model is of the shipped model's recipe and ran with its flips."""
         for task in self.tasks:
             shipped = shipped_records.get(task)
-            if shipped is None or recipe_of(shipped) != recipe_of(self.records[task]):
+            refit = shipped is not None and is_refit(shipped)
+            if shipped is None or recipe_of(shipped, refit) != recipe_of(self.records[task], refit):
                 raise ValueError(f"{path}: its {task} logits come from a model of another recipe than the shipped "
                                  f"{task} model (training records differ beyond the held-out fold); train fold "
                                  f"{self.fold} again with the shipped recipe and keep its logits anew")
