@@ -118,6 +118,8 @@ def print_benchmark(report: dict) -> None:
             print(f"  {name:<58}" + "".join(f"{figures[column]:>24}" for column in columns))
     print(f"\ntumor type: {card_benchmark(report)['tumor_type']}")
     framing = report["framing"]
+    if framing.get("trained_on"):
+        print(f"framing: on fold {framing['fold']}, which these models trained on")
     for change in ("border", "mirrored"):
         row = framing[change]
         print(f"{change}: refused {row['refused']} of {framing['images']}; same answer as the original "

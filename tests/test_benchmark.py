@@ -89,3 +89,20 @@ def test_models_trained_on_other_collections_cannot_be_benchmarked(tmp_path):
     with pytest.raises(ValueError, match="trained on"):
         benchmark.held_out_fold_of(str(models), ["d/alzheimer", "d/brain_tumor", "d/br35h"])
     assert benchmark.held_out_fold_of(str(models), ["d/alzheimer", "d/brain_tumor"]) == 0
+
+
+def test_refits_on_every_scan_are_benchmarked_through_their_fold_models_alone(tmp_path):
+    """Catches the all-subject shipped models refused by the benchmark, a mix of refits and fold models taken as
+    one fold's, and refits benchmarked with nothing out of fold."""
+    models = save_tiny_models(tmp_path / "models")
+    sources = ["d/alzheimer", "d/brain_tumor"]
+    for task in TASKS:
+        (models / task / "training_args.json").write_text(json.dumps(
+            {"data": sources, "validation": "none", "validation_fold": 0}))
+    assert benchmark.held_out_fold_of(str(models), sources) is None
+    with pytest.raises(ValueError, match="nothing is out of fold for them"):
+        benchmark.run_benchmark(str(models), sources)
+    (models / "disease-detector" / "training_args.json").write_text(json.dumps(
+        {"data": sources, "validation": "fold", "validation_fold": 0}))
+    with pytest.raises(ValueError, match="or all train on every scan"):
+        benchmark.held_out_fold_of(str(models), sources)

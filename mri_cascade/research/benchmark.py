@@ -3,10 +3,10 @@
 Its scans are out of fold. The training data falls into fixed grouped folds (``data.fold_assignment``), drawn by
 subject on the Alzheimer collection (``subjects.csv`` names them) and by near-duplicate cluster elsewhere, so no
 subject or cluster has scans on both sides. The shipped models held out one fold (``run_train.py
---validation_fold``, fold 0); models of the same recipe that held out other folds (``train/ship.sh`` with
-``FOLD=K``, given as ``--fold-models``) answer those folds' scans, each where every model deciding its answer
-(``evaluation.tasks_deciding``) is out of fold. All logits go through the shipped temperatures. The published
-``test/`` splits are not used: their Alzheimer slices belong to training subjects.
+--validation_fold``), or trained on every fold (``--validation none``, a refit); models of the same recipe that held
+out a fold (``train/ship.sh`` with ``FOLD=K``, given as ``--fold-models``) answer that fold's scans, each where
+every model deciding its answer (``evaluation.tasks_deciding``) is out of fold. All logits go through the shipped
+temperatures. The published ``test/`` splits are not used: their Alzheimer slices belong to training subjects.
 
 The healthy thresholds that ``calibrate`` fits come from the same folds, so taking them as they are would flatter
 the end-to-end figures. They are cross-fitted instead: the clusters fall into two halves, each half is answered
@@ -18,8 +18,9 @@ Three levels, each figure with a 95 % interval from a bootstrap over clusters (`
   cross-fitted series thresholds (``fitting.fit_series_operating_points``): the answer the Space gives to a
   subject's upload;
 - per source: the Alzheimer collection, the tumor collection's main (512 px figshare) and other sources, Br35H.
-It also measures framing, on the shipped models' fold: real held-out slices with a black border of a quarter of
-their side on each side, and mirrored, against the answers to the slices as given.
+It also measures framing through the shipped models, on their held-out fold (a refit's: the lowest fold, which it
+trained on, as the report says): real slices with a black border of a quarter of their side on each side, and
+mirrored, against the answers to the slices as given.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ from .fitting import (
     fold_models_by_fold,
     held_out_fold,
     pooled_subjects,
+    training_record,
 )
+from .fold_logits import is_refit
 
 BOOTSTRAP_RESAMPLES = 1000
 BORDER_SHARE = 0.25  # the framing check's black border, as a share of the slice's side, on each side
@@ -60,16 +63,18 @@ FRAMING_SCANS_PER_CLASS = 8
 HALVES = ("first half", "second half")  # the cross-fitting halves of the clusters, by the half answered
 
 
-def held_out_fold_of(models: str, sources: list[str]) -> int:
-    """The one validation fold that all four models held out of ``sources``; an error when they did not hold out
-    the same one, or were trained on other collections (whose folds are drawn over other scans)."""
+def held_out_fold_of(models: str, sources: list[str]) -> int | None:
+    """The one validation fold that all four models held out of ``sources``, None when all four trained on every
+    scan of them (refits, out of fold only through their fold models); an error when they did neither alike, or
+    were trained on other collections (whose folds are drawn over other scans)."""
     folds = {task: held_out_fold(model_location(models, task)) for task in TASKS}
-    if len(set(folds.values())) != 1 or None in folds.values():
-        raise ValueError(f"the four models must hold out one and the same validation fold to be benchmarked; "
-                         f"their training records say {folds}")
+    refits = [is_refit(training_record(model_location(models, task)) or {}) for task in TASKS]
+    if not all(refits) and (len(set(folds.values())) != 1 or None in folds.values()):
+        raise ValueError(f"the four models must hold out one and the same validation fold, or all train on every "
+                         f"scan, to be benchmarked; their training records say {folds}")
     for task in TASKS:
         check_trained_on(model_location(models, task), sources)
-    return next(iter(folds.values()))
+    return None if all(refits) else next(iter(folds.values()))
 
 
 def check_trained_on(location: str, sources: list[str]) -> None:
@@ -273,6 +278,9 @@ def run_benchmark(models: str, sources: list[str], batch_size: int = 16,
     """Every figure of the benchmark (see the module's docstring) for the models at ``models``, out of fold over
     the fold they held out and every fold that ``fold_models`` (``train/ship.sh`` with ``FOLD=K``) held out."""
     shipped_fold = held_out_fold_of(models, sources)
+    if shipped_fold is None and not fold_models:
+        raise ValueError(f"the models at {models} trained on every scan: nothing is out of fold for them; give their "
+                         "recipe's fold models (--fold-models, the kept logits of train/ship.sh with FOLD=K)")
     cascade = Cascade.from_pretrained(models)
     scans = out_of_fold_scans(cascade, sources, [Path(d) for d in fold_models], batch_size)
     probabilities, truth, clusters, parts = scans.probabilities, scans.truth, scans.clusters, scans.parts
@@ -307,8 +315,10 @@ def run_benchmark(models: str, sources: list[str], batch_size: int = 16,
     report["series_threshold_stability"] = {
         point: series_threshold_stability(cascade, probabilities, truth, scans.subjects, point)
         for point in OPERATING_POINTS}
-    shipped_scans = scans.dataset.select(np.flatnonzero(scans.fold == shipped_fold))
-    report["framing"] = framing_figures(cascade, shipped_scans, "balanced")
+    framing_fold = min(scans.folds) if shipped_fold is None else shipped_fold
+    report["framing"] = {**framing_figures(cascade, scans.dataset.select(np.flatnonzero(scans.fold == framing_fold)),
+                                           "balanced"),
+                         "fold": framing_fold, "trained_on": shipped_fold is None}
     return report
 
 
