@@ -1,27 +1,34 @@
 #!/usr/bin/env bash
-# The exact run that produces the shipped models/ (2 CPU cores, about 90 minutes; reports/ gives the timings).
+# The run that produces the shipped models/ (2 CPU cores, about 80 minutes of training; reports/ gives the timings).
 # Every model reads MRI only (the modality audit's CT slices are left out), each slice cropped to the head, and
 # trains on the three collections: Br35H's untyped tumors teach the detector and Alzheimer's vs tumor only.
 #
-# FOLD=K trains the same recipe with grouped fold K held out into folds/foldK, keeps those models' logits on the
-# scans they held out in reports/fold_logits/foldK.npz (to commit: about 80 KB, where the models are 14 MB
-# each; KEPT=path puts it elsewhere, e.g. from a copy of the checkout) and skips the fitting, which belongs to the
-# shipped models; TASKS="a b" trains only those tasks. The shipped models' fitting, benchmark and evaluation use
-# every reports/fold_logits/fold*.npz there is, so folds add up across machines (about 57 minutes a fold on 2
-# cores):
-#   FOLD=3 TASKS="disease-detector alzheimer-vs-tumor alzheimer-severity" train/ship.sh
-# Kept logits hold only for shipped models of the same recipe: after retraining models/ another way, delete them.
+# FOLD=K (0-6) trains the same recipe with grouped fold K held out into folds/foldK, each model choosing its epoch
+# on that fold, keeps those models' logits on the scans they held out in reports/fold_logits/canonical/foldK.npz (to
+# commit: about 80 KB, where the models are 14 MB each; KEPT=path puts it elsewhere, e.g. from a copy of the
+# checkout) and skips the fitting; TASKS="a b" trains only those tasks. Without FOLD, the shipped models train on
+# every scan of train/ (--validation none: no fold to choose an epoch on, the last is kept) and are fitted,
+# benchmarked and evaluated with every kept fold there is, so folds add up across machines:
+#   FOLD=3 train/ship.sh
+# Kept logits hold only for shipped models of the same recipe: after changing the recipe, train the folds again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FOLD=${FOLD:-0}
-if [ "$FOLD" = 0 ]; then OUT=${OUT:-models}; else OUT=${OUT:-folds/fold$FOLD}; fi
+FOLD=${FOLD:-}
+OUT=${OUT:-${FOLD:+folds/fold$FOLD}}
+OUT=${OUT:-models}
 TASKS=${TASKS:-disease-detector alzheimer-vs-tumor alzheimer-severity tumor-type}
-COMMON=(--output_dir "$OUT" --model efficientnet-lite0 --validation_fold "$FOLD"
+COMMON=(--output_dir "$OUT" --model efficientnet-lite0
         --data ../shared/data/alzheimer ../shared/data/brain_tumor ../shared/data/br35h --crop_to_head
         --per_device_train_batch_size 32 --per_device_eval_batch_size 64
         --learning_rate 6e-4 --weight_decay 0.05 --lr_scheduler_type cosine --warmup_steps 30
-        --eval_strategy epoch --logging_strategy epoch --report_to none --use_cpu --seed 42)
-BEST_EPOCH=(--save_strategy epoch --save_total_limit 1 --load_best_model_at_end --metric_for_best_model balanced_accuracy)
+        --logging_strategy epoch --report_to none --use_cpu --seed 42)
+if [ -n "$FOLD" ]; then
+  COMMON+=(--validation_fold "$FOLD" --eval_strategy epoch)
+  BEST_EPOCH=(--save_strategy epoch --save_total_limit 1 --load_best_model_at_end --metric_for_best_model balanced_accuracy)
+else
+  COMMON+=(--validation none)
+  BEST_EPOCH=(--save_strategy no)
+fi
 train() {  # train TASK ARGS...: one run of run_train, when TASK is asked for
   case " $TASKS " in *" $1 "*) python -m train.run_train "${COMMON[@]}" --task "$@" ;; esac
 }
@@ -33,14 +40,14 @@ train alzheimer-severity "${BEST_EPOCH[@]}" --image_size 176 --num_train_epochs 
   --cutmix_alpha 1.0 --ema_decay 0.998
 # tumor type: DINOv2 ViT-S/14 fully fine-tuned at 112 px, the last of 10 epochs (fold 0's few other-source tumors
 # cannot choose an epoch); on other-source tumors 90.9 % over two runs against Lite0's 78.9 %
-train tumor-type --model dinov2-small --learning_rate 5e-5 --augmentation multi-sequence --image_size 112 \
-  --num_train_epochs 10 --save_strategy no
-if [ "$FOLD" != 0 ]; then
-  mri-cascade keep-fold-logits ../shared/data --fold-models "$OUT" --out "${KEPT:-reports/fold_logits/fold$FOLD.npz}"
+train tumor-type --save_strategy no --model dinov2-small --learning_rate 5e-5 --augmentation multi-sequence \
+  --image_size 112 --num_train_epochs 10
+if [ -n "$FOLD" ]; then
+  mri-cascade keep-fold-logits ../shared/data --fold-models "$OUT" --out "${KEPT:-reports/fold_logits/canonical/fold$FOLD.npz}"
   exit 0
 fi
 shopt -s nullglob
-FOLD_MODELS=(reports/fold_logits/fold*.npz)
+FOLD_MODELS=(reports/fold_logits/canonical/fold*.npz)
 # temperatures and the operating points need all four models; the refusal check needs their final weights
 mri-cascade calibrate ../shared/data --models "$OUT" --out reports --test-time-flips disease-detector \
   --fold-models "${FOLD_MODELS[@]}"
