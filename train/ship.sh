@@ -13,6 +13,8 @@
 # Kept logits hold only for shipped models of the same recipe: after changing the recipe, train the folds again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# the fitting steps run the mri-cascade command: fail now, not after an hour of training, if it is not installed here
+mri-cascade --help > /dev/null
 FOLD=${FOLD:-}
 OUT=${OUT:-${FOLD:+folds/fold$FOLD}}
 OUT=${OUT:-models}
