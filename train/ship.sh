@@ -6,9 +6,10 @@
 # FOLD=K (0-6) trains the same recipe with grouped fold K held out into folds/foldK, each model choosing its epoch
 # on that fold, keeps those models' logits on the scans they held out in reports/fold_logits/canonical/foldK.npz (to
 # commit: about 80 KB, where the models are 14 MB each; KEPT=path puts it elsewhere, e.g. from a copy of the
-# checkout) and skips the fitting; TASKS="a b" trains only those tasks. Without FOLD, the shipped models train on
-# every scan of train/ (--validation none: no fold to choose an epoch on, the last is kept) and are fitted,
-# benchmarked and evaluated with every kept fold there is, so folds add up across machines:
+# checkout) and skips the fitting; TASKS="a b" trains only those tasks (a fold is kept once all four are in
+# folds/foldK, so one can be trained over several sessions). Without FOLD, the shipped models train on every scan
+# of train/ (--validation none: no fold to choose an epoch on, the last is kept) and are fitted, benchmarked and
+# evaluated with every kept fold there is, so folds add up across machines:
 #   FOLD=3 train/ship.sh
 # Kept logits hold only for shipped models of the same recipe: after changing the recipe, train the folds again.
 set -euo pipefail
@@ -45,6 +46,13 @@ train alzheimer-severity "${BEST_EPOCH[@]}" --image_size 176 --num_train_epochs 
 train tumor-type --save_strategy no --model dinov2-small --learning_rate 5e-5 --augmentation multi-sequence \
   --image_size 112 --num_train_epochs 10
 if [ -n "$FOLD" ]; then
+  # a fold may be trained over several sessions (TASKS): keep it once all four of its models are there
+  for task in disease-detector alzheimer-vs-tumor alzheimer-severity tumor-type; do
+    if [ ! -f "$OUT/$task/config.json" ]; then
+      echo "fold $FOLD: $task is not trained yet; TASKS=$task FOLD=$FOLD train/ship.sh trains it and keeps the fold"
+      exit 0
+    fi
+  done
   mri-cascade keep-fold-logits ../shared/data --fold-models "$OUT" --out "${KEPT:-reports/fold_logits/canonical/fold$FOLD.npz}"
   exit 0
 fi
