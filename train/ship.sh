@@ -7,7 +7,8 @@
 # on that fold, keeps those models' logits on the scans they held out in reports/fold_logits/canonical/foldK.npz (to
 # commit: about 80 KB, where the models are 14 MB each; KEPT=path puts it elsewhere, e.g. from a copy of the
 # checkout) and skips the fitting; TASKS="a b" trains only those tasks (a fold is kept once all four are in
-# folds/foldK, so one can be trained over several sessions). Without FOLD, the shipped models train on every scan
+# folds/foldK, and the shipped models are fitted once all four are trained on every scan, so either can be trained
+# over several sessions). Without FOLD, the shipped models train on every scan
 # of train/ (--validation none: no fold to choose an epoch on, the last is kept) and are fitted, benchmarked and
 # evaluated with every kept fold there is, so folds add up across machines:
 #   FOLD=3 train/ship.sh
@@ -56,6 +57,13 @@ if [ -n "$FOLD" ]; then
   mri-cascade keep-fold-logits ../shared/data --fold-models "$OUT" --out "${KEPT:-reports/fold_logits/canonical/fold$FOLD.npz}"
   exit 0
 fi
+# the refit may be trained over several sessions too: fit once all four models in $OUT are trained on every scan
+for task in disease-detector alzheimer-vs-tumor alzheimer-severity tumor-type; do
+  if ! grep -q '"validation": "none"' "$OUT/$task/training_args.json" 2> /dev/null; then
+    echo "$OUT/$task is not trained on every scan yet; TASKS=$task train/ship.sh trains it and fits the models"
+    exit 0
+  fi
+done
 shopt -s nullglob
 FOLD_MODELS=(reports/fold_logits/canonical/fold*.npz)
 # temperatures and the operating points need all four models; the refusal check needs their final weights
