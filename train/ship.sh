@@ -15,8 +15,9 @@
 # Kept logits hold only for shipped models of the same recipe: after changing the recipe, train the folds again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# the fitting steps run the mri-cascade command: fail now, not after an hour of training, if it is not installed here
-mri-cascade --help > /dev/null
+# the fitting steps run this checkout's mri-cascade command, as training runs its train/: not an installed copy,
+# which may be another checkout's
+MRI_CASCADE=(python -m mri_cascade.cli)
 FOLD=${FOLD:-}
 OUT=${OUT:-${FOLD:+folds/fold$FOLD}}
 OUT=${OUT:-models}
@@ -54,7 +55,8 @@ if [ -n "$FOLD" ]; then
       exit 0
     fi
   done
-  mri-cascade keep-fold-logits ../shared/data --fold-models "$OUT" --out "${KEPT:-reports/fold_logits/canonical/fold$FOLD.npz}"
+  "${MRI_CASCADE[@]}" keep-fold-logits ../shared/data --fold-models "$OUT" \
+    --out "${KEPT:-reports/fold_logits/canonical/fold$FOLD.npz}"
   exit 0
 fi
 # the refit may be trained over several sessions too: fit once all four models in $OUT are trained on every scan
@@ -67,10 +69,10 @@ done
 shopt -s nullglob
 FOLD_MODELS=(reports/fold_logits/canonical/fold*.npz)
 # temperatures and the operating points need all four models; the refusal check needs their final weights
-mri-cascade calibrate ../shared/data --models "$OUT" --out reports --test-time-flips disease-detector \
+"${MRI_CASCADE[@]}" calibrate ../shared/data --models "$OUT" --out reports --test-time-flips disease-detector \
   --fold-models "${FOLD_MODELS[@]}"
-mri-cascade fit-familiarity ../shared/data --models "$OUT" --out reports
-mri-cascade benchmark ../shared/data --models "$OUT" --out reports --update-model-cards --fold-models "${FOLD_MODELS[@]}"
-mri-cascade evaluate ../shared/data --models "$OUT" --out reports --update-model-cards --fold-models "${FOLD_MODELS[@]}"
-mri-cascade evaluate ../shared/data --models "$OUT" --out reports --operating-point screening \
+"${MRI_CASCADE[@]}" fit-familiarity ../shared/data --models "$OUT" --out reports
+"${MRI_CASCADE[@]}" benchmark ../shared/data --models "$OUT" --out reports --update-model-cards --fold-models "${FOLD_MODELS[@]}"
+"${MRI_CASCADE[@]}" evaluate ../shared/data --models "$OUT" --out reports --update-model-cards --fold-models "${FOLD_MODELS[@]}"
+"${MRI_CASCADE[@]}" evaluate ../shared/data --models "$OUT" --out reports --operating-point screening \
   --fold-models "${FOLD_MODELS[@]}"
