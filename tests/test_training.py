@@ -216,18 +216,19 @@ def test_saving_weights_leaves_no_earlier_save_behind(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
 
 
-@pytest.mark.parametrize("fold, waits_for", [("", "not trained on every scan yet"), ("5", "not trained yet")])
-def test_ship_script_waits_for_all_four_models_before_keeping_or_fitting(tmp_path, fold, waits_for):
+@pytest.mark.parametrize("fold, validation, other_kind, waits_for", [
+    ("", "none", "fold", "fits the models"), ("5", "fold", "none", "keeps the fold")])
+def test_ship_script_waits_for_all_four_models_before_keeping_or_fitting(tmp_path, fold, validation, other_kind,
+                                                                         waits_for):
     """A fold or refit split across sessions (TASKS) must not be kept or fitted while one of its four models is
-    missing or still the old, held-out kind: the fitting would calibrate and benchmark a mix of models."""
+    missing or of the other kind (models/ holds the held-out kind until the refit): that would mix models."""
     for task in ("disease-detector", "alzheimer-vs-tumor", "alzheimer-severity"):
         (tmp_path / task).mkdir()
-        (tmp_path / task / "config.json").write_text("{}")
-        (tmp_path / task / "training_args.json").write_text(json.dumps({"validation": "none"}, indent=2))
-    (tmp_path / "tumor-type").mkdir()  # trained the held-out way: the refit's fitting must wait for it too
-    (tmp_path / "tumor-type" / "training_args.json").write_text(json.dumps({"validation": "fold"}, indent=2))
+        (tmp_path / task / "training_args.json").write_text(json.dumps({"validation": validation}, indent=2))
+    (tmp_path / "tumor-type").mkdir()
+    (tmp_path / "tumor-type" / "training_args.json").write_text(json.dumps({"validation": other_kind}, indent=2))
     # TASKS of a blank trains nothing; a PATH without python fails any step past the guards instead of running it
     run = subprocess.run(["bash", "train/ship.sh"], cwd=REPO_ROOT, capture_output=True, text=True,
                          env={"PATH": "/usr/bin:/bin", "TASKS": " ", "FOLD": fold, "OUT": str(tmp_path)})
     assert run.returncode == 0, run.stderr
-    assert f"tumor-type is {waits_for}" in run.stdout
+    assert "tumor-type is not trained yet" in run.stdout and waits_for in run.stdout

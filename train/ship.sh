@@ -21,7 +21,8 @@ MRI_CASCADE=(python -m mri_cascade.cli)
 FOLD=${FOLD:-}
 OUT=${OUT:-${FOLD:+folds/fold$FOLD}}
 OUT=${OUT:-models}
-TASKS=${TASKS:-disease-detector alzheimer-vs-tumor alzheimer-severity tumor-type}
+ALL_TASKS=(disease-detector alzheimer-vs-tumor alzheimer-severity tumor-type)
+TASKS=${TASKS:-${ALL_TASKS[*]}}
 COMMON=(--output_dir "$OUT" --model efficientnet-lite0
         --data ../shared/data/alzheimer ../shared/data/brain_tumor ../shared/data/br35h --crop_to_head
         --per_device_train_batch_size 32 --per_device_eval_batch_size 64
@@ -30,9 +31,11 @@ COMMON=(--output_dir "$OUT" --model efficientnet-lite0
 if [ -n "$FOLD" ]; then
   COMMON+=(--validation_fold "$FOLD" --eval_strategy epoch)
   BEST_EPOCH=(--save_strategy epoch --save_total_limit 1 --load_best_model_at_end --metric_for_best_model balanced_accuracy)
+  TRAINED_AS='"validation": "fold"' NEXT="keeps the fold"
 else
   COMMON+=(--validation none)
   BEST_EPOCH=(--save_strategy no)
+  TRAINED_AS='"validation": "none"' NEXT="fits the models"  # models/ holds the held-out kind until then
 fi
 train() {  # train TASK ARGS...: one run of run_train, when TASK is asked for
   case " $TASKS " in *" $1 "*) python -m train.run_train "${COMMON[@]}" --task "$@" ;; esac
@@ -47,32 +50,28 @@ train alzheimer-severity "${BEST_EPOCH[@]}" --image_size 176 --num_train_epochs 
 # cannot choose an epoch); on other-source tumors 90.9 % over two runs against Lite0's 78.9 %
 train tumor-type --save_strategy no --model dinov2-small --learning_rate 5e-5 --augmentation multi-sequence \
   --image_size 112 --num_train_epochs 10
+# a fold or the refit may be trained over several sessions (TASKS): keep or fit it once all four models are trained
+# the way this run trains them, never a mix
+for task in "${ALL_TASKS[@]}"; do
+  if ! grep -q "$TRAINED_AS" "$OUT/$task/training_args.json" 2> /dev/null; then
+    echo "$OUT/$task is not trained yet; TASKS=$task ${FOLD:+FOLD=$FOLD }train/ship.sh trains it and $NEXT"
+    exit 0
+  fi
+done
 if [ -n "$FOLD" ]; then
-  # a fold may be trained over several sessions (TASKS): keep it once all four of its models are there
-  for task in disease-detector alzheimer-vs-tumor alzheimer-severity tumor-type; do
-    if [ ! -f "$OUT/$task/config.json" ]; then
-      echo "fold $FOLD: $task is not trained yet; TASKS=$task FOLD=$FOLD train/ship.sh trains it and keeps the fold"
-      exit 0
-    fi
-  done
   "${MRI_CASCADE[@]}" keep-fold-logits ../shared/data --fold-models "$OUT" \
     --out "${KEPT:-reports/fold_logits/canonical/fold$FOLD.npz}"
   exit 0
 fi
-# the refit may be trained over several sessions too: fit once all four models in $OUT are trained on every scan
-for task in disease-detector alzheimer-vs-tumor alzheimer-severity tumor-type; do
-  if ! grep -q '"validation": "none"' "$OUT/$task/training_args.json" 2> /dev/null; then
-    echo "$OUT/$task is not trained on every scan yet; TASKS=$task train/ship.sh trains it and fits the models"
-    exit 0
-  fi
-done
 shopt -s nullglob
 FOLD_MODELS=(reports/fold_logits/canonical/fold*.npz)
 # temperatures and the operating points need all four models; the refusal check needs their final weights
 "${MRI_CASCADE[@]}" calibrate ../shared/data --models "$OUT" --out reports --test-time-flips disease-detector \
   --fold-models "${FOLD_MODELS[@]}"
 "${MRI_CASCADE[@]}" fit-familiarity ../shared/data --models "$OUT" --out reports
-"${MRI_CASCADE[@]}" benchmark ../shared/data --models "$OUT" --out reports --update-model-cards --fold-models "${FOLD_MODELS[@]}"
-"${MRI_CASCADE[@]}" evaluate ../shared/data --models "$OUT" --out reports --update-model-cards --fold-models "${FOLD_MODELS[@]}"
+"${MRI_CASCADE[@]}" benchmark ../shared/data --models "$OUT" --out reports --update-model-cards \
+  --fold-models "${FOLD_MODELS[@]}"
+"${MRI_CASCADE[@]}" evaluate ../shared/data --models "$OUT" --out reports --update-model-cards \
+  --fold-models "${FOLD_MODELS[@]}"
 "${MRI_CASCADE[@]}" evaluate ../shared/data --models "$OUT" --out reports --operating-point screening \
   --fold-models "${FOLD_MODELS[@]}"
